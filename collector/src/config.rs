@@ -1,0 +1,91 @@
+//! Collector configuration from flags or environment variables.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "collector",
+    version,
+    about = "Prices LLM usage records and keeps the billing ledger in PostgreSQL"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeConfig,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
+    /// Manage the price catalog.
+    Prices {
+        #[command(subcommand)]
+        command: PricesCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PricesCommand {
+    /// Import prices from an OpenRouter `/api/v1/models` or LiteLLM
+    /// `model_prices_and_context_window.json` file into the catalog.
+    Import {
+        file: PathBuf,
+        #[arg(long, value_enum)]
+        format: ImportFormat,
+        /// When the imported prices take effect (RFC 3339); default now.
+        #[arg(long)]
+        effective_from: Option<String>,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportFormat {
+    Openrouter,
+    Litellm,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeConfig {
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Address to listen on (loopback by default; put Envoy with TLS in front in production).
+    #[arg(long, env = "COLLECTOR_ADDR", default_value = "127.0.0.1:8081", global = true)]
+    pub addr: SocketAddr,
+    /// Bearer token the filter uses for `POST /v1/usage`.
+    #[arg(long, env = "INGEST_TOKEN", global = true)]
+    pub ingest_token: Option<String>,
+    /// Bearer token for the admin and query API.
+    #[arg(long, env = "ADMIN_TOKEN", global = true)]
+    pub admin_token: Option<String>,
+    /// Price catalog JSON loaded at start (default: the bundled catalog).
+    #[arg(long, env = "PRICE_CATALOG", global = true)]
+    pub price_catalog: Option<PathBuf>,
+    /// Largest accepted request body in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 << 20, global = true)]
+    pub max_body_bytes: usize,
+    /// Maximum PostgreSQL connections.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub database_max_connections: u32,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    // Secrets and the database URL (which may hold a password) stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |v: &Option<String>| if v.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("ServeConfig")
+            .field("database_url", &redact(&self.database_url))
+            .field("addr", &self.addr)
+            .field("ingest_token", &redact(&self.ingest_token))
+            .field("admin_token", &redact(&self.admin_token))
+            .field("price_catalog", &self.price_catalog)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("database_max_connections", &self.database_max_connections)
+            .finish()
+    }
+}

@@ -1,0 +1,492 @@
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+
+use crate::ingest::UsageRecord;
+
+/// The price a record was charged at, with its breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppliedPrice {
+    pub price_id: i64,
+    pub version: String,
+    pub currency: String,
+    pub total: Decimal,
+    pub input: Decimal,
+    pub cache_read: Decimal,
+    pub cache_write: Decimal,
+    pub output: Decimal,
+    pub reasoning: Decimal,
+    pub request_fee: Decimal,
+    pub discount: Decimal,
+}
+
+/// A validated record and its price (None: stored as `unpriced`).
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub record: UsageRecord,
+    pub price: Option<AppliedPrice>,
+}
+
+const ROLLUP_UPSERT: &str = "
+    INSERT INTO usage_hourly (tenant_id, hour, api_key_id, provider, model, status, currency,
+        requests, error_requests, incomplete_requests, input_tokens, output_tokens,
+        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost)
+    SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC'), coalesce(api_key_id, ''), provider,
+        coalesce(model, ''), status, coalesce(currency, ''),
+        count(*), count(*) FILTER (WHERE http_status >= 400),
+        count(*) FILTER (WHERE 'incomplete' = ANY(flags)),
+        sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
+        sum(reasoning_tokens), coalesce(sum(cost), 0), coalesce(sum(reported_cost), 0)
+    FROM changed
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (tenant_id, hour, api_key_id, provider, model, status, currency) DO UPDATE SET
+        requests = usage_hourly.requests + EXCLUDED.requests,
+        error_requests = usage_hourly.error_requests + EXCLUDED.error_requests,
+        incomplete_requests = usage_hourly.incomplete_requests + EXCLUDED.incomplete_requests,
+        input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens,
+        cache_read_tokens = usage_hourly.cache_read_tokens + EXCLUDED.cache_read_tokens,
+        cache_write_tokens = usage_hourly.cache_write_tokens + EXCLUDED.cache_write_tokens,
+        reasoning_tokens = usage_hourly.reasoning_tokens + EXCLUDED.reasoning_tokens,
+        cost = usage_hourly.cost + EXCLUDED.cost,
+        reported_cost = usage_hourly.reported_cost + EXCLUDED.reported_cost";
+
+/// Inserts a batch in one statement: ledger rows that are new, plus the
+/// rollup for exactly those rows. Returns the (tenant_id, request_id) pairs
+/// actually inserted; the others were duplicates.
+#[tracing::instrument(skip_all, fields(records = entries.len()))]
+pub async fn insert_batch(
+    pool: &PgPool,
+    entries: &[LedgerEntry],
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A fixed row order keeps lock order stable across concurrent batches.
+    let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
+    sorted.sort_by(|a, b| {
+        (&a.record.tenant_id, &a.record.request_id).cmp(&(&b.record.tenant_id, &b.record.request_id))
+    });
+    let n = sorted.len();
+    let mut c = Columns::with_capacity(n);
+    for entry in sorted {
+        c.push(entry);
+    }
+    let sql = format!(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::int4[], $9::bool[], $10::int8[], $11::int8[],
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
+                $18::text[], $19::text[], $20::numeric[], $21::numeric[], $22::numeric[],
+                $23::numeric[], $24::numeric[], $25::numeric[], $26::numeric[], $27::numeric[],
+                $28::int8[], $29::text[], $30::numeric[], $31::text[])
+            AS t(tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
+                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
+                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
+                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
+                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
+                price_version, reported_cost, flags)
+        ), changed AS (
+            INSERT INTO transactions (tenant_id, request_id, occurred_at, api_key_id, provider,
+                model, route, http_status, streamed, ttfb_ms, duration_ms, input_tokens,
+                output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+                reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,
+                cost_cache_write, cost_output, cost_reasoning, cost_request_fee, cost_discount,
+                price_id, price_version, reported_cost, flags)
+            SELECT tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
+                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
+                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
+                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
+                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
+                price_version, reported_cost, string_to_array(flags, ',')
+            FROM input
+            ON CONFLICT (tenant_id, request_id) DO NOTHING
+            RETURNING *
+        ), rollup AS ({ROLLUP_UPSERT})
+        SELECT tenant_id, request_id FROM changed"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(&c.tenant_id)
+        .bind(&c.request_id)
+        .bind(&c.occurred_at)
+        .bind(&c.api_key_id)
+        .bind(&c.provider)
+        .bind(&c.model)
+        .bind(&c.route)
+        .bind(&c.http_status)
+        .bind(&c.streamed)
+        .bind(&c.ttfb_ms)
+        .bind(&c.duration_ms)
+        .bind(&c.input_tokens)
+        .bind(&c.output_tokens)
+        .bind(&c.cache_read_tokens)
+        .bind(&c.cache_write_tokens)
+        .bind(&c.cache_write_1h_tokens)
+        .bind(&c.reasoning_tokens)
+        .bind(&c.status)
+        .bind(&c.currency)
+        .bind(&c.cost)
+        .bind(&c.cost_input)
+        .bind(&c.cost_cache_read)
+        .bind(&c.cost_cache_write)
+        .bind(&c.cost_output)
+        .bind(&c.cost_reasoning)
+        .bind(&c.cost_request_fee)
+        .bind(&c.cost_discount)
+        .bind(&c.price_id)
+        .bind(&c.price_version)
+        .bind(&c.reported_cost)
+        .bind(&c.flags)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("request_id")?)))
+        .collect()
+}
+
+/// Column-wise arrays for UNNEST.
+#[derive(Default)]
+struct Columns {
+    tenant_id: Vec<String>,
+    request_id: Vec<String>,
+    occurred_at: Vec<DateTime<Utc>>,
+    api_key_id: Vec<Option<String>>,
+    provider: Vec<String>,
+    model: Vec<Option<String>>,
+    route: Vec<Option<String>>,
+    http_status: Vec<i32>,
+    streamed: Vec<bool>,
+    ttfb_ms: Vec<Option<i64>>,
+    duration_ms: Vec<Option<i64>>,
+    input_tokens: Vec<i64>,
+    output_tokens: Vec<i64>,
+    cache_read_tokens: Vec<i64>,
+    cache_write_tokens: Vec<i64>,
+    cache_write_1h_tokens: Vec<i64>,
+    reasoning_tokens: Vec<i64>,
+    status: Vec<&'static str>,
+    currency: Vec<Option<String>>,
+    cost: Vec<Option<Decimal>>,
+    cost_input: Vec<Option<Decimal>>,
+    cost_cache_read: Vec<Option<Decimal>>,
+    cost_cache_write: Vec<Option<Decimal>>,
+    cost_output: Vec<Option<Decimal>>,
+    cost_reasoning: Vec<Option<Decimal>>,
+    cost_request_fee: Vec<Option<Decimal>>,
+    cost_discount: Vec<Option<Decimal>>,
+    price_id: Vec<Option<i64>>,
+    price_version: Vec<Option<String>>,
+    reported_cost: Vec<Option<Decimal>>,
+    flags: Vec<String>,
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Columns {
+    fn with_capacity(_n: usize) -> Self {
+        Self::default()
+    }
+
+    fn push(&mut self, entry: &LedgerEntry) {
+        let r = &entry.record;
+        self.tenant_id.push(r.tenant_id.clone());
+        self.request_id.push(r.request_id.clone());
+        self.occurred_at.push(r.occurred_at());
+        self.api_key_id.push(r.api_key_id.clone());
+        self.provider.push(r.provider.clone());
+        self.model.push(r.model.clone());
+        self.route.push(r.route.clone());
+        self.http_status.push(i32::from(r.http_status));
+        self.streamed.push(r.streamed);
+        self.ttfb_ms.push(r.ttfb_ms.map(to_i64));
+        self.duration_ms.push(r.duration_ms.map(to_i64));
+        self.input_tokens.push(to_i64(r.input_tokens));
+        self.output_tokens.push(to_i64(r.output_tokens));
+        self.cache_read_tokens.push(to_i64(r.cache_read_tokens));
+        self.cache_write_tokens.push(to_i64(r.cache_write_tokens));
+        self.cache_write_1h_tokens.push(to_i64(r.cache_write_1h_tokens));
+        self.reasoning_tokens.push(to_i64(r.reasoning_tokens));
+        self.reported_cost.push(r.reported_cost);
+        self.flags.push(r.flags.join(","));
+        let p = entry.price.as_ref();
+        self.status.push(if p.is_some() { "priced" } else { "unpriced" });
+        self.currency.push(p.map(|p| p.currency.clone()));
+        self.cost.push(p.map(|p| p.total));
+        self.cost_input.push(p.map(|p| p.input));
+        self.cost_cache_read.push(p.map(|p| p.cache_read));
+        self.cost_cache_write.push(p.map(|p| p.cache_write));
+        self.cost_output.push(p.map(|p| p.output));
+        self.cost_reasoning.push(p.map(|p| p.reasoning));
+        self.cost_request_fee.push(p.map(|p| p.request_fee));
+        self.cost_discount.push(p.map(|p| p.discount));
+        self.price_id.push(p.map(|p| p.price_id));
+        self.price_version.push(p.map(|p| p.version.clone()));
+    }
+}
+
+/// One ledger row as the query API returns it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Transaction {
+    #[serde(skip)]
+    pub id: i64,
+    pub request_id: String,
+    pub tenant_id: String,
+    pub api_key_id: Option<String>,
+    pub provider: String,
+    pub model: Option<String>,
+    pub route: Option<String>,
+    pub http_status: i32,
+    pub streamed: bool,
+    pub occurred_at: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub ttfb_ms: Option<i64>,
+    pub duration_ms: Option<i64>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub reasoning_tokens: i64,
+    pub status: String,
+    pub currency: Option<String>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_input: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_cache_read: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_cache_write: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_output: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_reasoning: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_request_fee: Option<Decimal>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub cost_discount: Option<Decimal>,
+    pub price_version: Option<String>,
+    #[serde(with = "rust_decimal::serde::str_option")]
+    pub reported_cost: Option<Decimal>,
+    pub flags: Vec<String>,
+}
+
+/// Filters shared by the transaction and summary queries. `None` = any.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerFilter {
+    pub tenant_id: Option<String>,
+    pub api_key_id: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// Keyset position: the last row of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cursor {
+    pub occurred_at: DateTime<Utc>,
+    pub id: i64,
+}
+
+fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
+    if let Some(v) = &f.tenant_id {
+        q.push(" AND tenant_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.api_key_id {
+        q.push(" AND api_key_id = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.model {
+        q.push(" AND model = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.provider {
+        q.push(" AND provider = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.status {
+        q.push(" AND status = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.start {
+        q.push(" AND occurred_at >= ").push_bind(v);
+    }
+    if let Some(v) = f.end {
+        q.push(" AND occurred_at < ").push_bind(v);
+    }
+}
+
+/// Newest first, keyset paginated.
+#[tracing::instrument(skip_all)]
+pub async fn list_transactions(
+    pool: &PgPool,
+    filter: &LedgerFilter,
+    after: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<Transaction>, sqlx::Error> {
+    let mut q = QueryBuilder::new(
+        "SELECT id, request_id, tenant_id, api_key_id, provider, model, route, http_status,
+            streamed, occurred_at, received_at, ttfb_ms, duration_ms, input_tokens,
+            output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+            reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,
+            cost_cache_write, cost_output, cost_reasoning, cost_request_fee, cost_discount,
+            price_version, reported_cost, flags
+         FROM transactions WHERE true",
+    );
+    push_filters(&mut q, filter);
+    if let Some(c) = after {
+        q.push(" AND (occurred_at, id) < (")
+            .push_bind(c.occurred_at)
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ").push_bind(limit);
+    q.build_query_as::<Transaction>().fetch_all(pool).await
+}
+
+/// An unpriced row waiting for a price.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UnpricedRow {
+    pub tenant_id: String,
+    pub request_id: String,
+    pub provider: String,
+    pub model: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cache_read_tokens: i64,
+    pub cache_write_tokens: i64,
+    pub cache_write_1h_tokens: i64,
+    pub reasoning_tokens: i64,
+}
+
+/// Prices up to `limit` unpriced rows with `price_of`, moving their usage
+/// from the unpriced to the priced rollup in the same transaction. Returns
+/// (rows examined, rows priced, the key to continue after).
+#[tracing::instrument(skip_all)]
+pub async fn reprice_batch<F>(
+    pool: &PgPool,
+    after: &(String, String),
+    limit: i64,
+    price_of: F,
+) -> Result<(usize, usize, Option<(String, String)>), sqlx::Error>
+where
+    F: Fn(&UnpricedRow) -> Option<AppliedPrice>,
+{
+    let mut tx = pool.begin().await?;
+    let rows: Vec<UnpricedRow> = sqlx::query_as(
+        "SELECT tenant_id, request_id, provider, model, occurred_at, input_tokens, output_tokens,
+            cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens
+         FROM transactions WHERE status = 'unpriced' AND (tenant_id, request_id) > ($2, $3)
+         ORDER BY tenant_id, request_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .bind(&after.0)
+    .bind(&after.1)
+    .fetch_all(&mut *tx)
+    .await?;
+    let examined = rows.len();
+    let next = rows
+        .last()
+        .map(|r| (r.tenant_id.clone(), r.request_id.clone()));
+    let mut c = Columns::default();
+    let mut keys: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for row in &rows {
+        if let Some(price) = price_of(row) {
+            keys.0.push(row.tenant_id.clone());
+            keys.1.push(row.request_id.clone());
+            c.price_id.push(Some(price.price_id));
+            c.price_version.push(Some(price.version.clone()));
+            c.currency.push(Some(price.currency.clone()));
+            c.cost.push(Some(price.total));
+            c.cost_input.push(Some(price.input));
+            c.cost_cache_read.push(Some(price.cache_read));
+            c.cost_cache_write.push(Some(price.cache_write));
+            c.cost_output.push(Some(price.output));
+            c.cost_reasoning.push(Some(price.reasoning));
+            c.cost_request_fee.push(Some(price.request_fee));
+            c.cost_discount.push(Some(price.discount));
+        }
+    }
+    let priced = keys.0.len();
+    if priced > 0 {
+        // Take the rows out of the unpriced rollup groups.
+        sqlx::query(
+            "WITH changed AS (
+                SELECT t.* FROM transactions t
+                JOIN UNNEST($1::text[], $2::text[]) AS k(tenant_id, request_id)
+                  USING (tenant_id, request_id)
+             ), d AS (
+                SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC') AS hour,
+                    coalesce(api_key_id, '') AS api_key_id, provider, coalesce(model, '') AS model,
+                    count(*) AS requests, count(*) FILTER (WHERE http_status >= 400) AS errors,
+                    count(*) FILTER (WHERE 'incomplete' = ANY(flags)) AS incomplete,
+                    sum(input_tokens) AS i, sum(output_tokens) AS o, sum(cache_read_tokens) AS cr,
+                    sum(cache_write_tokens) AS cw, sum(reasoning_tokens) AS r,
+                    coalesce(sum(reported_cost), 0) AS rc
+                FROM changed GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
+             )
+             UPDATE usage_hourly u SET requests = u.requests - d.requests,
+                error_requests = u.error_requests - d.errors,
+                incomplete_requests = u.incomplete_requests - d.incomplete,
+                input_tokens = u.input_tokens - d.i, output_tokens = u.output_tokens - d.o,
+                cache_read_tokens = u.cache_read_tokens - d.cr,
+                cache_write_tokens = u.cache_write_tokens - d.cw,
+                reasoning_tokens = u.reasoning_tokens - d.r,
+                reported_cost = u.reported_cost - d.rc
+             FROM d WHERE u.tenant_id = d.tenant_id AND u.hour = d.hour
+                AND u.api_key_id = d.api_key_id AND u.provider = d.provider
+                AND u.model = d.model AND u.status = 'unpriced' AND u.currency = ''",
+        )
+        .bind(&keys.0)
+        .bind(&keys.1)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM usage_hourly WHERE status = 'unpriced' AND requests = 0")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "WITH input AS (
+                SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
+                    $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
+                    $11::numeric[], $12::numeric[], $13::numeric[])
+                AS k(tenant_id, request_id, price_id, price_version, currency, cost, cost_input,
+                    cost_cache_read, cost_cache_write, cost_output, cost_reasoning,
+                    cost_request_fee, cost_discount)
+             ), changed AS (
+                UPDATE transactions t SET status = 'priced', price_id = k.price_id,
+                    price_version = k.price_version, currency = k.currency, cost = k.cost,
+                    cost_input = k.cost_input, cost_cache_read = k.cost_cache_read,
+                    cost_cache_write = k.cost_cache_write, cost_output = k.cost_output,
+                    cost_reasoning = k.cost_reasoning, cost_request_fee = k.cost_request_fee,
+                    cost_discount = k.cost_discount
+                FROM input k
+                WHERE t.tenant_id = k.tenant_id AND t.request_id = k.request_id
+                  AND t.status = 'unpriced'
+                RETURNING t.*
+             ), rollup AS ({ROLLUP_UPSERT})
+             SELECT count(*) FROM changed"
+        );
+        sqlx::query(&sql)
+            .bind(&keys.0)
+            .bind(&keys.1)
+            .bind(&c.price_id)
+            .bind(&c.price_version)
+            .bind(&c.currency)
+            .bind(&c.cost)
+            .bind(&c.cost_input)
+            .bind(&c.cost_cache_read)
+            .bind(&c.cost_cache_write)
+            .bind(&c.cost_output)
+            .bind(&c.cost_reasoning)
+            .bind(&c.cost_request_fee)
+            .bind(&c.cost_discount)
+            .fetch_one(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok((examined, priced, next))
+}

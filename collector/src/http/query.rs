@@ -1,0 +1,249 @@
+//! Billing queries: `GET /v1/transactions` and `GET /v1/summary`.
+
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::Admin;
+use crate::db::{self, Cursor, GroupBy, LedgerFilter, Transaction};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/transactions", get(transactions))
+        .route("/v1/summary", get(summary))
+}
+
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 1000;
+const MAX_CSV_ROWS: i64 = 100_000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransactionsQuery {
+    tenant_id: Option<String>,
+    api_key_id: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    status: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+    format: Option<String>,
+}
+
+pub(crate) fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<DateTime<Utc>>> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")))
+        })
+        .transpose()
+}
+
+fn check_status(status: &Option<String>) -> ApiResult<()> {
+    match status.as_deref() {
+        None | Some("priced") | Some("unpriced") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "status must be priced or unpriced, not {other:?}"
+        ))),
+    }
+}
+
+fn encode_cursor(c: Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}.{}", c.occurred_at.timestamp_micros(), c.id))
+}
+
+fn decode_cursor(s: &str) -> ApiResult<Cursor> {
+    let bad = || ApiError::BadRequest("cursor is not one this API issued".into());
+    let raw = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let id: i64 = id.parse().map_err(|_| bad())?;
+    let occurred_at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
+    Ok(Cursor { occurred_at, id })
+}
+
+async fn transactions(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<TransactionsQuery>,
+) -> ApiResult<Response> {
+    check_status(&q.status)?;
+    let filter = LedgerFilter {
+        tenant_id: q.tenant_id,
+        api_key_id: q.api_key_id,
+        model: q.model,
+        provider: q.provider,
+        status: q.status,
+        start: parse_time("start", q.start.as_deref())?,
+        end: parse_time("end", q.end.as_deref())?,
+    };
+    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let csv = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!("format must be json or csv, not {other:?}")))
+        }
+    };
+    let max = if csv { MAX_CSV_ROWS } else { MAX_LIMIT };
+    let limit = q.limit.unwrap_or(if csv { MAX_CSV_ROWS } else { DEFAULT_LIMIT });
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit must be between 1 and {max}")));
+    }
+    let rows = db::list_transactions(&state.pool, &filter, after, limit).await?;
+    let next_cursor = (rows.len() as i64 == limit)
+        .then(|| rows.last())
+        .flatten()
+        .map(|t| encode_cursor(Cursor { occurred_at: t.occurred_at, id: t.id }));
+    if csv {
+        let mut response = to_csv(&rows).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, "text/csv; charset=utf-8".parse().map_err(|_| ApiError::Internal("header".into()))?);
+        headers.insert(header::CONTENT_DISPOSITION, "attachment; filename=\"transactions.csv\"".parse().map_err(|_| ApiError::Internal("header".into()))?);
+        if let Some(c) = next_cursor {
+            headers.insert("x-next-cursor", c.parse().map_err(|_| ApiError::Internal("header".into()))?);
+        }
+        return Ok(response);
+    }
+    Ok(Json(json!({"transactions": rows, "next_cursor": next_cursor})).into_response())
+}
+
+const CSV_COLUMNS: &str = "request_id,tenant_id,api_key_id,provider,model,route,http_status,streamed,occurred_at,input_tokens,output_tokens,cache_read_tokens,cache_write_tokens,cache_write_1h_tokens,reasoning_tokens,status,currency,cost,price_version,reported_cost,flags";
+
+fn csv_field(out: &mut String, value: &str) {
+    // Quote when needed; prefix formula-looking cells so spreadsheets don't execute them.
+    let risky = value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err();
+    if risky || value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        if risky {
+            out.push('\'');
+        }
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+pub(crate) fn to_csv(rows: &[Transaction]) -> String {
+    let mut out = String::with_capacity(64 + rows.len() * 200);
+    out.push_str(CSV_COLUMNS);
+    out.push('\n');
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let dec = |v: &Option<rust_decimal::Decimal>| v.map(|d| d.to_string()).unwrap_or_default();
+    for t in rows {
+        let fields = [
+            t.request_id.clone(),
+            t.tenant_id.clone(),
+            opt(&t.api_key_id),
+            t.provider.clone(),
+            opt(&t.model),
+            opt(&t.route),
+            t.http_status.to_string(),
+            t.streamed.to_string(),
+            t.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            t.input_tokens.to_string(),
+            t.output_tokens.to_string(),
+            t.cache_read_tokens.to_string(),
+            t.cache_write_tokens.to_string(),
+            t.cache_write_1h_tokens.to_string(),
+            t.reasoning_tokens.to_string(),
+            t.status.clone(),
+            opt(&t.currency),
+            dec(&t.cost),
+            opt(&t.price_version),
+            dec(&t.reported_cost),
+            t.flags.join(";"),
+        ];
+        for (i, f) in fields.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            csv_field(&mut out, f);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SummaryQuery {
+    tenant_id: Option<String>,
+    api_key_id: Option<String>,
+    model: Option<String>,
+    provider: Option<String>,
+    status: Option<String>,
+    start: Option<String>,
+    end: Option<String>,
+    group_by: Option<String>,
+}
+
+async fn summary(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Query(q): Query<SummaryQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    check_status(&q.status)?;
+    let group_by = GroupBy::parse(q.group_by.as_deref().unwrap_or("total")).ok_or_else(|| {
+        ApiError::BadRequest("group_by must be one of total, model, provider, api_key, tenant, day, hour".into())
+    })?;
+    let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(Utc::now);
+    let start = parse_time("start", q.start.as_deref())?.unwrap_or(end - Duration::days(30));
+    if start > end {
+        return Err(ApiError::BadRequest("start must not be after end".into()));
+    }
+    let filter = LedgerFilter {
+        tenant_id: q.tenant_id,
+        api_key_id: q.api_key_id,
+        model: q.model,
+        provider: q.provider,
+        status: q.status,
+        start: None,
+        end: None,
+    };
+    let rows = db::summary(&state.pool, &filter, start, end, group_by).await?;
+    Ok(Json(json!({
+        "start": start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "end": end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "group_by": q.group_by.unwrap_or_else(|| "total".into()),
+        "groups": rows,
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_rejects_garbage() {
+        let c = Cursor { occurred_at: Utc.timestamp_micros(1_764_000_000_123_456).unwrap(), id: 42 };
+        assert_eq!(decode_cursor(&encode_cursor(c)).unwrap(), c);
+        assert!(decode_cursor("not-a-cursor").is_err());
+        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("1.x")).is_err());
+    }
+
+    #[test]
+    fn csv_quotes_and_defuses_formulas() {
+        let mut out = String::new();
+        csv_field(&mut out, "a,b");
+        out.push('|');
+        csv_field(&mut out, "=HYPERLINK(\"x\")");
+        out.push('|');
+        csv_field(&mut out, "-12");
+        assert_eq!(out, "\"a,b\"|\"'=HYPERLINK(\"\"x\"\")\"|-12");
+    }
+}

@@ -1,0 +1,74 @@
+//! `POST /v1/usage`: the filter's ingest endpoint.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::{parse_json, Body};
+use crate::auth::Ingest;
+use crate::error::ApiResult;
+use crate::ingest::{parse_batch, Rejection};
+use crate::metrics::Metrics;
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/usage", post(ingest))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Batch {
+    records: Vec<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct BatchResult {
+    accepted: usize,
+    duplicates: usize,
+    rejected: usize,
+    unpriced: usize,
+    rejections: Vec<Rejection>,
+}
+
+/// Validates, prices and commits a batch; answers only after commit, so a
+/// 200 means every accepted record is durable. A database failure answers
+/// 503 and the filter retries the whole batch (dedup makes that safe).
+async fn ingest(
+    State(state): State<AppState>,
+    _auth: Ingest,
+    Body(body): Body,
+) -> ApiResult<Json<BatchResult>> {
+    let started = Instant::now();
+    let batch: Batch = parse_json(&body)?;
+    let (valid, rejections) = parse_batch(batch.records, chrono::Utc::now());
+    let entries = state.price_book().price_all(valid);
+    let unpriced = entries.iter().filter(|e| e.price.is_none()).count();
+    let inserted = match crate::db::insert_batch(&state.pool, &entries).await {
+        Ok(inserted) => inserted,
+        Err(e) => {
+            Metrics::add(&state.metrics.ingest_failures, 1);
+            return Err(e.into());
+        }
+    };
+    let m = &state.metrics;
+    let accepted = inserted.len();
+    let duplicates = entries.len() - accepted;
+    Metrics::add(&m.records_accepted, accepted as u64);
+    Metrics::add(&m.records_duplicate, duplicates as u64);
+    Metrics::add(&m.records_rejected, rejections.len() as u64);
+    Metrics::add(&m.records_unpriced, unpriced as u64);
+    m.observe_ingest(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+    for r in &rejections {
+        tracing::warn!(index = r.index, request_id = ?r.request_id, reason = %r.reason, "usage record rejected");
+    }
+    Ok(Json(BatchResult {
+        accepted,
+        duplicates,
+        rejected: rejections.len(),
+        unpriced,
+        rejections,
+    }))
+}

@@ -1,0 +1,65 @@
+//! Billing collector: validates and prices usage records, keeps the ledger,
+//! answers billing queries. `app(state)` builds the whole HTTP API so tests
+//! can drive it without a socket.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod price_book;
+pub mod pricing;
+
+use std::sync::{Arc, RwLock};
+
+use sqlx::PgPool;
+
+pub use http::app;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub prices: Arc<RwLock<price_book::PriceBook>>,
+    pub ingest_token: Option<auth::TokenDigest>,
+    pub admin_token: Option<auth::TokenDigest>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub max_body_bytes: usize,
+}
+
+impl AppState {
+    pub fn new(
+        pool: PgPool,
+        prices: price_book::PriceBook,
+        ingest_token: Option<&str>,
+        admin_token: Option<&str>,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            pool,
+            prices: Arc::new(RwLock::new(prices)),
+            ingest_token: ingest_token.filter(|t| !t.is_empty()).map(auth::TokenDigest::new),
+            admin_token: admin_token.filter(|t| !t.is_empty()).map(auth::TokenDigest::new),
+            metrics: Arc::default(),
+            max_body_bytes,
+        }
+    }
+
+    /// Reloads the price book from the catalog table.
+    pub async fn reload_prices(&self) -> Result<(), sqlx::Error> {
+        let stored = db::load_prices(&self.pool).await?;
+        let latest = stored.iter().map(|p| p.id).max();
+        let book = price_book::PriceBook::from_stored(stored, latest);
+        match self.prices.write() {
+            Ok(mut guard) => *guard = book,
+            Err(poisoned) => *poisoned.into_inner() = book,
+        }
+        Ok(())
+    }
+
+    pub fn price_book(&self) -> std::sync::RwLockReadGuard<'_, price_book::PriceBook> {
+        self.prices.read().unwrap_or_else(|p| p.into_inner())
+    }
+}

@@ -1,0 +1,155 @@
+use std::time::Duration;
+
+use clap::Parser;
+use collector::config::{Cli, Command, ImportFormat, PricesCommand, ServeConfig};
+use collector::pricing::{self, Catalog};
+use collector::{db, price_book::PriceBook, AppState};
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Prices { command: PricesCommand::Import { file, format, effective_from } }) => {
+            import(&cli.serve, &file, format, effective_from.as_deref()).await
+        }
+        Some(Command::Serve) | None => serve(cli.serve).await,
+    };
+    if let Err(e) = result {
+        tracing::error!("{e}");
+        std::process::exit(1);
+    }
+}
+
+fn pool(config: &ServeConfig) -> Result<sqlx::PgPool, BoxError> {
+    let url = config
+        .database_url
+        .as_deref()
+        .ok_or("DATABASE_URL is required (e.g. postgres://user@127.0.0.1:5432/billing)")?;
+    Ok(db::connect_lazy(url, config.database_max_connections)?)
+}
+
+/// Runs migrations, waiting for the database if it is not up yet.
+async fn migrate_when_ready(pool: &sqlx::PgPool) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match db::migrate(pool).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "database not ready for migrations; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn serve(config: ServeConfig) -> Result<(), BoxError> {
+    tracing::info!(?config, "starting collector");
+    if config.ingest_token.as_deref().unwrap_or("").is_empty() {
+        tracing::warn!("INGEST_TOKEN is not set: every ingest request will be refused");
+    }
+    if config.admin_token.as_deref().unwrap_or("").is_empty() {
+        tracing::warn!("ADMIN_TOKEN is not set: the admin and query API is closed");
+    }
+    let catalog = match &config.price_catalog {
+        Some(path) => Catalog::from_json(&std::fs::read_to_string(path)?)
+            .map_err(|e| format!("price catalog {}: {e}", path.display()))?,
+        None => Catalog::bundled().map_err(|e| format!("bundled price catalog: {e}"))?,
+    };
+    let pool = pool(&config)?;
+    let listener = TcpListener::bind(config.addr).await?;
+    migrate_when_ready(&pool).await;
+    let added = db::insert_prices(&pool, catalog.entries(), &format!("catalog:{}", catalog.version())).await?;
+    tracing::info!(version = catalog.version(), added, "price catalog seeded");
+    let state = AppState::new(
+        pool.clone(),
+        PriceBook::empty(),
+        config.ingest_token.as_deref(),
+        config.admin_token.as_deref(),
+        config.max_body_bytes,
+    );
+    state.reload_prices().await?;
+    tokio::spawn(reload_prices_on_change(state.clone()));
+    tracing::info!(addr = %config.addr, "collector listening");
+    axum::serve(listener, collector::app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    pool.close().await;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+/// Other replicas may change the catalog; pick that up within seconds.
+async fn reload_prices_on_change(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let Ok(latest) = db::latest_price_id(&state.pool).await else {
+            continue;
+        };
+        if latest != state.price_book().latest_id {
+            if let Err(e) = state.reload_prices().await {
+                tracing::warn!(error = %e, "price catalog reload failed");
+            }
+        }
+    }
+}
+
+/// SIGTERM or Ctrl-C: stop accepting, finish in-flight requests, exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining in-flight requests");
+}
+
+async fn import(
+    config: &ServeConfig,
+    file: &std::path::Path,
+    format: ImportFormat,
+    effective_from: Option<&str>,
+) -> Result<(), BoxError> {
+    let text = std::fs::read_to_string(file)?;
+    let at = match effective_from {
+        Some(t) => chrono::DateTime::parse_from_rfc3339(t)?.with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    let imported = match format {
+        ImportFormat::Openrouter => pricing::import_openrouter(&text, at)?,
+        ImportFormat::Litellm => pricing::import_litellm(&text, at)?,
+    };
+    let pool = pool(config)?;
+    db::migrate(&pool).await?;
+    let source = match format {
+        ImportFormat::Openrouter => "import:openrouter",
+        ImportFormat::Litellm => "import:litellm",
+    };
+    let added = db::insert_prices(&pool, &imported.entries, source).await?;
+    println!(
+        "imported {} prices ({} new, {} skipped) from {}",
+        imported.entries.len(),
+        added,
+        imported.skipped.len(),
+        file.display()
+    );
+    Ok(())
+}

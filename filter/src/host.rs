@@ -1,0 +1,410 @@
+//! proxy-wasm glue: moves bytes between Envoy and the pure modules. Every
+//! host call's result is handled; nothing here may panic or block traffic.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+use crate::config::FilterConfig;
+use crate::queue::{DeliveryQueue, Outcome};
+use crate::request::{api_key_id, prepare_request_body};
+use crate::tracker::{Limits, RequestInfo, ResponseTracker};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(BillingRoot::default()) });
+}}
+
+/// Filter-wide counters, exported by Envoy as `wasmcustom.llm_billing.*`.
+#[derive(Default, Clone, Copy)]
+struct Stats {
+    captured: Option<u32>,
+    flushed: Option<u32>,
+    retried: Option<u32>,
+    dropped: Option<u32>,
+    parse_failures: Option<u32>,
+    incomplete: Option<u32>,
+    buffered: Option<u32>,
+}
+
+impl Stats {
+    fn define() -> Self {
+        let counter = |name: &str| {
+            proxy_wasm::hostcalls::define_metric(MetricType::Counter, &format!("llm_billing.{name}")).ok()
+        };
+        Stats {
+            captured: counter("records_captured"),
+            flushed: counter("records_flushed"),
+            retried: counter("records_retried"),
+            dropped: counter("records_dropped"),
+            parse_failures: counter("parse_failures"),
+            incomplete: counter("incomplete_streams"),
+            buffered: proxy_wasm::hostcalls::define_metric(MetricType::Gauge, "llm_billing.records_buffered").ok(),
+        }
+    }
+
+    fn add(metric: Option<u32>, n: u64) {
+        if let Some(id) = metric {
+            if n > 0 {
+                let _ = proxy_wasm::hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn set(metric: Option<u32>, value: usize) {
+        if let Some(id) = metric {
+            let _ = proxy_wasm::hostcalls::record_metric(id, u64::try_from(value).unwrap_or(u64::MAX));
+        }
+    }
+}
+
+/// State shared by a worker's root context and its HTTP contexts (one
+/// thread per VM, so `Rc<RefCell>` is enough).
+struct Shared {
+    queue: DeliveryQueue,
+    stats: Stats,
+}
+
+#[derive(Default)]
+struct BillingRoot {
+    config: Option<Rc<FilterConfig>>,
+    shared: Option<Rc<RefCell<Shared>>>,
+    draining: bool,
+}
+
+fn now_ms() -> u64 {
+    proxy_wasm::hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl BillingRoot {
+    /// Sends the next batch if one is ready; called on ticks and after acks.
+    fn flush(&self) {
+        let (Some(config), Some(shared)) = (&self.config, &self.shared) else {
+            return;
+        };
+        let mut shared = shared.borrow_mut();
+        let now = now_ms();
+        let Some(batch) = shared.queue.take_batch(now) else {
+            return;
+        };
+        let auth = format!("Bearer {}", config.ingest_token);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", config.ingest_path.as_str()),
+            (":authority", config.collector_authority.as_str()),
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        match self.dispatch_http_call(
+            &config.collector_cluster,
+            headers,
+            Some(&batch.body),
+            vec![],
+            Duration::from_millis(config.callout_timeout_ms),
+        ) {
+            Ok(token) => shared.queue.sent(token),
+            Err(status) => {
+                log::warn!(
+                    "llm_billing: cannot reach collector cluster {:?} ({status:?}); {} records kept for retry",
+                    config.collector_cluster,
+                    batch.records
+                );
+                if let Outcome::WillRetry(n) = shared.queue.send_failed(now) {
+                    Stats::add(shared.stats.retried, n as u64);
+                }
+            }
+        }
+    }
+}
+
+impl Context for BillingRoot {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok());
+        let acknowledged = status.is_some_and(|s| (200..300).contains(&s));
+        let more = if let Some(shared) = &self.shared {
+            let mut shared = shared.borrow_mut();
+            let outcome = shared.queue.complete(token, acknowledged, now_ms());
+            match outcome {
+                Outcome::Acknowledged(n) => Stats::add(shared.stats.flushed, n as u64),
+                Outcome::WillRetry(n) => {
+                    Stats::add(shared.stats.retried, n as u64);
+                    log::warn!(
+                        "llm_billing: collector answered {status:?}; {n} records will be retried in {} ms",
+                        shared.queue.backoff_ms()
+                    );
+                }
+                Outcome::UnknownToken => {}
+            }
+            Stats::set(shared.stats.buffered, shared.queue.len());
+            matches!(outcome, Outcome::Acknowledged(_)) && shared.queue.waiting() > 0
+        } else {
+            false
+        };
+        // Keep draining a backlog without waiting for the next tick.
+        if more {
+            self.flush();
+        }
+        if self.draining && self.shared.as_ref().is_some_and(|s| s.borrow().queue.is_empty()) {
+            self.done();
+        }
+    }
+
+    fn on_done(&mut self) -> bool {
+        // The plugin is being torn down (reload or shutdown): try to deliver
+        // what is buffered before letting go.
+        self.draining = true;
+        self.flush();
+        self.shared.as_ref().is_none_or(|s| s.borrow().queue.is_empty())
+    }
+}
+
+impl RootContext for BillingRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = self.get_plugin_configuration();
+        match FilterConfig::parse(bytes.as_deref()) {
+            Ok(config) => {
+                log::info!(
+                    "llm_billing: configured, shipping usage to cluster {:?} every {} ms",
+                    config.collector_cluster,
+                    config.flush_interval_ms
+                );
+                match &self.shared {
+                    // A reconfigure keeps the records already buffered.
+                    Some(shared) => shared.borrow_mut().queue.reconfigure(
+                        config.max_buffered_records,
+                        config.max_batch_records,
+                        config.flush_interval_ms,
+                        config.max_backoff_ms,
+                    ),
+                    None => {
+                        self.shared = Some(Rc::new(RefCell::new(Shared {
+                            queue: DeliveryQueue::new(
+                                config.max_buffered_records,
+                                config.max_batch_records,
+                                config.flush_interval_ms,
+                                config.max_backoff_ms,
+                            ),
+                            stats: Stats::define(),
+                        })))
+                    }
+                }
+                self.set_tick_period(Duration::from_millis(config.flush_interval_ms));
+                self.config = Some(Rc::new(config));
+                true
+            }
+            Err(err) => {
+                log::error!("llm_billing: {err}; the plugin will not start");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        self.flush();
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let config = self.config.clone()?;
+        let shared = self.shared.clone()?;
+        Some(Box::new(BillingHttp {
+            config,
+            shared,
+            tracker: None,
+            buffer_request_body: false,
+            response_complete: false,
+        }))
+    }
+}
+
+struct BillingHttp {
+    config: Rc<FilterConfig>,
+    shared: Rc<RefCell<Shared>>,
+    tracker: Option<ResponseTracker>,
+    buffer_request_body: bool,
+    response_complete: bool,
+}
+
+impl BillingHttp {
+    fn header(&self, name: &str) -> Option<String> {
+        self.get_http_request_header(name).filter(|v| !v.is_empty())
+    }
+
+    fn route_name(&self) -> Option<String> {
+        for path in [["xds", "route_name"], ["xds", "cluster_name"]] {
+            if let Some(bytes) = self.get_property(path.to_vec()) {
+                if let Ok(name) = String::from_utf8(bytes) {
+                    if !name.is_empty() {
+                        return Some(name);
+                    }
+                }
+            }
+        }
+        None
+    }
+}
+
+impl Context for BillingHttp {}
+
+impl HttpContext for BillingHttp {
+    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+        let started_at_ms = now_ms();
+        let path = self.header(":path").unwrap_or_default();
+        let host = self.header(":authority");
+        let request_id = self
+            .header(&self.config.request_id_header)
+            .unwrap_or_else(|| format!("noid-{started_at_ms}-{}", proxy_wasm::hostcalls::get_current_time().map_or(0, |t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()))));
+        let tenant_id = self
+            .header(&self.config.tenant_header)
+            .unwrap_or_else(|| self.config.default_tenant.clone());
+        let credential = |name: &str| {
+            self.config
+                .api_key_headers
+                .iter()
+                .any(|h| h == name)
+                .then(|| self.header(name))
+                .flatten()
+        };
+        let key = api_key_id(
+            credential("authorization").as_deref(),
+            credential("x-api-key").as_deref(),
+            credential("x-goog-api-key").as_deref(),
+        );
+        let info = RequestInfo {
+            path: path.clone(),
+            host,
+            request_id,
+            tenant_id,
+            api_key_id: key,
+            route: self.route_name(),
+            started_at_ms,
+            request_model: None,
+            streamed_request: false,
+        };
+        let tracker = ResponseTracker::new(
+            info,
+            Limits {
+                max_json_body_bytes: self.config.max_json_body_bytes,
+                max_sse_event_bytes: self.config.max_sse_event_bytes,
+            },
+        );
+        if self.config.force_identity_encoding {
+            self.set_http_request_header("accept-encoding", Some("identity"));
+        }
+        // Read small JSON request bodies (model, stream flag, include_usage
+        // injection). Only with a known, bounded length: pausing on a body
+        // beyond Envoy's buffer limit would fail the request.
+        if !end_of_stream && tracker.provider_known() {
+            let length = self
+                .header("content-length")
+                .and_then(|v| v.parse::<usize>().ok());
+            if length.is_some_and(|l| l <= self.config.max_request_body_bytes) {
+                self.buffer_request_body = true;
+                if self.config.inject_stream_usage {
+                    // The body may grow; Envoy recomputes framing.
+                    self.set_http_request_header("content-length", None);
+                }
+            }
+        }
+        self.tracker = Some(tracker);
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.buffer_request_body {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.buffer_request_body = false;
+        let Some(body) = self.get_http_request_body(0, body_size) else {
+            return Action::Continue;
+        };
+        let path = self
+            .tracker
+            .as_ref()
+            .map(|t| t.path().to_string())
+            .unwrap_or_default();
+        let info = prepare_request_body(&path, &body, self.config.inject_stream_usage);
+        if let Some(rewritten) = &info.rewritten {
+            self.set_http_request_body(0, body_size, rewritten);
+        }
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.set_request_details(info.model, info.stream);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let status = self
+            .get_http_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok())
+            .unwrap_or(0);
+        let content_type = self.get_http_response_header("content-type");
+        let content_encoding = self.get_http_response_header("content-encoding");
+        if let Some(tracker) = self.tracker.as_mut() {
+            tracker.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref(), now_ms());
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if body_size > 0 {
+            if let (Some(chunk), Some(tracker)) = (self.get_http_response_body(0, body_size), self.tracker.as_mut()) {
+                tracker.on_response_body(&chunk, now_ms());
+            }
+        }
+        if end_of_stream {
+            self.response_complete = true;
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let Some(tracker) = self.tracker.take() else {
+            return;
+        };
+        let record = tracker.finish(self.response_complete, now_ms());
+        let incomplete = record.flags.contains(&crate::record::Flag::Incomplete);
+        let parse_failure = record.flags.iter().any(|f| {
+            matches!(
+                f,
+                crate::record::Flag::ParseError | crate::record::Flag::BodyTooLarge | crate::record::Flag::Compressed
+            )
+        });
+        let json = match serde_json::to_string(&record) {
+            Ok(json) => json,
+            Err(err) => {
+                log::error!("llm_billing: cannot serialize a usage record: {err}");
+                return;
+            }
+        };
+        let mut shared = self.shared.borrow_mut();
+        let dropped = shared.queue.push(json);
+        let stats = shared.stats;
+        Stats::add(stats.captured, 1);
+        Stats::add(stats.incomplete, u64::from(incomplete));
+        Stats::add(stats.parse_failures, u64::from(parse_failure));
+        if dropped > 0 {
+            Stats::add(stats.dropped, dropped);
+            log::warn!(
+                "llm_billing: buffer full ({} records), dropped the oldest; total dropped {}",
+                self.config.max_buffered_records,
+                shared.queue.dropped_total()
+            );
+        }
+        Stats::set(stats.buffered, shared.queue.len());
+    }
+}

@@ -1,0 +1,16 @@
+//! LLM usage-billing filter for Envoy (proxy-wasm).
+//!
+//! Everything except `host` is plain Rust with no host calls so it can be
+//! unit-tested natively; `host` only moves bytes between Envoy and it.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod config;
+pub mod queue;
+pub mod record;
+pub mod sse;
+pub mod capture;
+pub mod providers;
+pub mod tracker;
+pub mod request;
+
+mod host;

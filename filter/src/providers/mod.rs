@@ -1,0 +1,752 @@
+//! Provider detection and usage extraction (pure; no host calls).
+//!
+//! Each API family normalizes its usage block to [`Usage`] following the
+//! token convention of [`crate::record`]: `input_tokens` includes cache
+//! reads and writes, `output_tokens` includes reasoning.
+
+pub mod anthropic;
+pub mod gemini;
+pub mod openai;
+
+use serde_json::Value;
+
+use crate::capture::{cap_model, contains, find_last_object, find_string_field};
+use crate::record::{Provider, Usage};
+use crate::sse::SseEvent;
+
+/// The response shape (API family) of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiShape {
+    /// OpenAI Chat Completions (also legacy completions, embeddings and
+    /// OpenAI-compatible providers such as OpenRouter).
+    OpenaiChat,
+    /// OpenAI Responses API.
+    OpenaiResponses,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Gemini / Vertex AI `generateContent`.
+    Gemini,
+    #[default]
+    Unknown,
+}
+
+impl ApiShape {
+    /// The provider to report when only the shape is known.
+    pub fn default_provider(self) -> Provider {
+        match self {
+            ApiShape::OpenaiChat | ApiShape::OpenaiResponses => Provider::Openai,
+            ApiShape::Anthropic => Provider::Anthropic,
+            ApiShape::Gemini => Provider::Gemini,
+            ApiShape::Unknown => Provider::Unknown,
+        }
+    }
+}
+
+/// Usage extracted from one response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extraction {
+    pub usage: Usage,
+    pub model: Option<String>,
+    /// Provider-reported cost as a plain decimal string (OpenRouter).
+    pub reported_cost: Option<String>,
+    /// A usage block was found (its counts may still be zero).
+    pub usage_seen: bool,
+}
+
+/// The path without its query string or fragment.
+pub fn strip_query(path: &str) -> &str {
+    let end = path.find(['?', '#']).unwrap_or(path.len());
+    path.get(..end).unwrap_or(path)
+}
+
+/// The API shape of a request path.
+pub fn detect_shape(path: &str) -> ApiShape {
+    let p = strip_query(path).trim_end_matches('/');
+    if p.contains(":generateContent") || p.contains(":streamGenerateContent") {
+        return ApiShape::Gemini;
+    }
+    if p.contains("/publishers/anthropic/")
+        && (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
+    {
+        return ApiShape::Anthropic;
+    }
+    if p.ends_with("/chat/completions") || p.ends_with("/completions") || p.ends_with("/embeddings")
+    {
+        return ApiShape::OpenaiChat;
+    }
+    if p.ends_with("/responses") {
+        return ApiShape::OpenaiResponses;
+    }
+    if p.ends_with("/messages") {
+        return ApiShape::Anthropic;
+    }
+    ApiShape::Unknown
+}
+
+/// The provider of a request, from its path and `:authority`/`Host`.
+///
+/// OpenRouter (host containing `openrouter`, or its `/api/v1/` prefix) wins;
+/// otherwise the path's API family decides, and the host only breaks ties
+/// for unknown paths.
+pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
+    let host = host.unwrap_or("").to_ascii_lowercase();
+    if host.contains("openrouter") || strip_query(path).starts_with("/api/v1/") {
+        return Provider::Openrouter;
+    }
+    let shape = detect_shape(path);
+    if shape != ApiShape::Unknown {
+        return shape.default_provider();
+    }
+    if host.contains("anthropic") {
+        Provider::Anthropic
+    } else if host.contains("openai") {
+        Provider::Openai
+    } else if host.contains("googleapis") || host.contains("gemini") {
+        Provider::Gemini
+    } else {
+        Provider::Unknown
+    }
+}
+
+/// The model named in a path: `.../models/<model>:method` (Gemini, Vertex)
+/// or Azure's `.../deployments/<name>/...`.
+pub fn model_from_path(path: &str) -> Option<String> {
+    let p = strip_query(path);
+    for marker in ["/models/", "/deployments/"] {
+        if let Some(pos) = p.rfind(marker) {
+            let rest = p.get(pos + marker.len()..).unwrap_or("");
+            let end = rest.find([':', '/']).unwrap_or(rest.len());
+            if let Some(m) = rest.get(..end).and_then(cap_model) {
+                return Some(m);
+            }
+        }
+    }
+    None
+}
+
+/// Guess the shape of a parsed, non-streamed body.
+pub fn infer_shape_from_json(v: &Value) -> ApiShape {
+    let v = match v {
+        Value::Array(items) => match items.last() {
+            Some(last) => last,
+            None => return ApiShape::Unknown,
+        },
+        other => other,
+    };
+    let Some(obj) = v.as_object() else {
+        return ApiShape::Unknown;
+    };
+    if obj.contains_key("usageMetadata")
+        || obj.contains_key("candidates")
+        || obj.contains_key("modelVersion")
+    {
+        return ApiShape::Gemini;
+    }
+    let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
+    let object = obj.get("object").and_then(Value::as_str).unwrap_or("");
+    if ty == "message" {
+        return ApiShape::Anthropic;
+    }
+    if object == "response" {
+        return ApiShape::OpenaiResponses;
+    }
+    if object.starts_with("chat.completion") || object == "text_completion" || obj.contains_key("choices") {
+        return ApiShape::OpenaiChat;
+    }
+    match obj.get("usage") {
+        Some(u) if u.is_object() => infer_shape_from_usage(u),
+        _ => ApiShape::Unknown,
+    }
+}
+
+fn infer_shape_from_usage(u: &Value) -> ApiShape {
+    if u.get("prompt_tokens").is_some() || u.get("completion_tokens").is_some() {
+        ApiShape::OpenaiChat
+    } else if u.get("cache_creation_input_tokens").is_some()
+        || u.get("cache_read_input_tokens").is_some()
+    {
+        ApiShape::Anthropic
+    } else if u.get("input_tokens_details").is_some()
+        || u.get("output_tokens_details").is_some()
+        || u.get("total_tokens").is_some()
+    {
+        ApiShape::OpenaiResponses
+    } else if u.get("input_tokens").is_some() {
+        ApiShape::Anthropic
+    } else {
+        ApiShape::Unknown
+    }
+}
+
+/// Guess the shape from raw bytes (head/tail windows of an oversized body).
+pub fn infer_shape_from_bytes(head: &[u8], tail: &[u8]) -> ApiShape {
+    let has = |n: &[u8]| contains(head, n) || contains(tail, n);
+    let object = find_string_field(head, "object", true).unwrap_or_default();
+    let ty = find_string_field(head, "type", true).unwrap_or_default();
+    if has(b"\"usageMetadata\"") || has(b"\"candidates\"") || has(b"\"modelVersion\"") {
+        ApiShape::Gemini
+    } else if object == "response" || has(b"\"input_tokens_details\"") {
+        ApiShape::OpenaiResponses
+    } else if object.starts_with("chat.completion")
+        || object == "text_completion"
+        || has(b"\"prompt_tokens\"")
+    {
+        ApiShape::OpenaiChat
+    } else if ty == "message" || has(b"\"cache_creation_input_tokens\"") {
+        ApiShape::Anthropic
+    } else {
+        ApiShape::Unknown
+    }
+}
+
+/// Guess the shape from one streamed event.
+pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Value>) -> ApiShape {
+    if ev.data.trim() == "[DONE]" {
+        return ApiShape::OpenaiChat;
+    }
+    let ty = v
+        .and_then(|v| v.get("type"))
+        .and_then(Value::as_str)
+        .or(ev.event)
+        .unwrap_or("");
+    if ty.starts_with("message_") || ty.starts_with("content_block_") || ty == "ping" {
+        return ApiShape::Anthropic;
+    }
+    if ty.starts_with("response.") {
+        return ApiShape::OpenaiResponses;
+    }
+    let Some(v) = v else {
+        return ApiShape::Unknown;
+    };
+    if v.get("usageMetadata").is_some() || v.get("candidates").is_some() {
+        return ApiShape::Gemini;
+    }
+    let object = v.get("object").and_then(Value::as_str).unwrap_or("");
+    if object.starts_with("chat.completion") || v.get("choices").is_some() {
+        return ApiShape::OpenaiChat;
+    }
+    ApiShape::Unknown
+}
+
+/// Extract usage from a parsed, non-streamed body (`Unknown` infers the
+/// shape first).
+pub fn extract_json(shape: ApiShape, v: &Value) -> Extraction {
+    let shape = if shape == ApiShape::Unknown {
+        infer_shape_from_json(v)
+    } else {
+        shape
+    };
+    match shape {
+        ApiShape::OpenaiChat => openai::extract_chat(v),
+        ApiShape::OpenaiResponses => openai::extract_responses(v),
+        ApiShape::Anthropic => anthropic::extract(v),
+        ApiShape::Gemini => gemini::extract(v),
+        ApiShape::Unknown => Extraction::default(),
+    }
+}
+
+/// Extract usage from the head and tail windows of a body too large to
+/// keep: the last usage object of the tail (then head) and the first model
+/// string of the head (then the last of the tail).
+pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction {
+    let shape = if shape == ApiShape::Unknown {
+        infer_shape_from_bytes(head, tail)
+    } else {
+        shape
+    };
+    let (usage_key, model_key) = match shape {
+        ApiShape::Gemini => ("usageMetadata", "modelVersion"),
+        ApiShape::Unknown => return Extraction::default(),
+        _ => ("usage", "model"),
+    };
+    let usage = find_last_object(tail, usage_key).or_else(|| find_last_object(head, usage_key));
+    let model = find_string_field(head, model_key, true)
+        .or_else(|| find_string_field(tail, model_key, false));
+    let mut synth = serde_json::Map::new();
+    if let Some(u) = usage {
+        synth.insert(usage_key.to_owned(), u);
+    }
+    if let Some(m) = model {
+        synth.insert(model_key.to_owned(), Value::String(m));
+    }
+    let synth = Value::Object(synth);
+    match shape {
+        ApiShape::OpenaiChat => openai::extract_chat(&synth),
+        ApiShape::OpenaiResponses => openai::extract_responses(&synth),
+        ApiShape::Anthropic => anthropic::extract(&synth),
+        ApiShape::Gemini => gemini::extract(&synth),
+        ApiShape::Unknown => Extraction::default(),
+    }
+}
+
+/// A non-negative integer field (floats are truncated, negatives ignored).
+pub(crate) fn get_u64(v: &Value, key: &str) -> Option<u64> {
+    let n = v.get(key)?;
+    if let Some(u) = n.as_u64() {
+        return Some(u);
+    }
+    match n.as_f64() {
+        Some(f) if f.is_finite() && f >= 0.0 => Some(f as u64),
+        _ => None,
+    }
+}
+
+pub(crate) fn u64_or0(v: &Value, key: &str) -> u64 {
+    get_u64(v, key).unwrap_or(0)
+}
+
+pub(crate) fn model_of(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).and_then(cap_model)
+}
+
+/// Clamp subsets to their supersets so `input - cache_read - cache_write`
+/// and `output - reasoning` never go negative downstream.
+pub(crate) fn clamp(mut u: Usage) -> Usage {
+    u.cache_read_tokens = u.cache_read_tokens.min(u.input_tokens);
+    u.cache_write_tokens = u
+        .cache_write_tokens
+        .min(u.input_tokens.saturating_sub(u.cache_read_tokens));
+    u.cache_write_1h_tokens = u.cache_write_1h_tokens.min(u.cache_write_tokens);
+    u.reasoning_tokens = u.reasoning_tokens.min(u.output_tokens);
+    u
+}
+
+/// Longest cost text accepted (longer is not a real price).
+const MAX_COST_TEXT: usize = 64;
+
+/// A provider-reported cost as a plain decimal string, without going
+/// through a float: the number's own text (scientific notation expanded).
+pub fn cost_string(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_owned(),
+        _ => return None,
+    };
+    if text.len() > MAX_COST_TEXT {
+        return None;
+    }
+    plain_decimal(&text)
+}
+
+/// Expand `text` (`-?digits[.digits][e[+-]digits]`) into plain decimal
+/// notation; `None` if it is not such a number or its exponent is absurd.
+pub fn plain_decimal(text: &str) -> Option<String> {
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(pos) => {
+            let e: i64 = text.get(pos + 1..)?.parse().ok()?;
+            (text.get(..pos)?, e)
+        }
+        None => (text, 0),
+    };
+    let (neg, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let (int_part, frac_part) = match mantissa.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (mantissa, ""),
+    };
+    if int_part.is_empty() && frac_part.is_empty() {
+        return None;
+    }
+    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let has_exp = mantissa.len() + usize::from(neg) != text.len();
+    if !has_exp && !int_part.is_empty() && (!frac_part.is_empty() || !mantissa.contains('.')) {
+        return Some(text.to_owned());
+    }
+    if exp.unsigned_abs() > 64 {
+        return None;
+    }
+    let digits: String = format!("{int_part}{frac_part}");
+    // Position of the decimal point within `digits` after shifting.
+    let point = int_part.len() as i64 + exp;
+    let mut out = String::new();
+    if neg {
+        out.push('-');
+    }
+    if point <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', point.unsigned_abs() as usize));
+        out.push_str(&digits);
+    } else if point as usize >= digits.len() {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', point as usize - digits.len()));
+    } else {
+        let (a, b) = digits.split_at(point as usize);
+        out.push_str(a);
+        out.push('.');
+        out.push_str(b);
+    }
+    // Trim redundant leading zeros of the integer part.
+    let (sign, body) = out.split_at(usize::from(neg));
+    let trimmed = body.trim_start_matches('0');
+    let body = if trimmed.is_empty() || trimmed.starts_with('.') {
+        format!("0{trimmed}")
+    } else {
+        trimmed.to_owned()
+    };
+    Some(format!("{sign}{body}"))
+}
+
+/// Incremental usage accumulation over an SSE stream.
+#[derive(Debug, Default)]
+pub struct StreamAccumulator {
+    shape: ApiShape,
+    chat: openai::ChatStream,
+    responses: openai::ResponsesStream,
+    anthropic: anthropic::MessagesStream,
+    gemini: gemini::GeminiStream,
+    parse_errors: u32,
+    events: u64,
+}
+
+impl StreamAccumulator {
+    /// `Unknown` infers the shape from the first recognizable event.
+    pub fn new(shape: ApiShape) -> Self {
+        StreamAccumulator {
+            shape,
+            ..Default::default()
+        }
+    }
+
+    pub fn shape(&self) -> ApiShape {
+        self.shape
+    }
+
+    /// Events seen.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Events whose data should have been JSON but did not parse (events
+    /// cut by the end of the stream excluded).
+    pub fn parse_errors(&self) -> u32 {
+        self.parse_errors
+    }
+
+    pub fn on_event(&mut self, ev: &SseEvent<'_>) {
+        self.events = self.events.saturating_add(1);
+        if self.shape == ApiShape::Unknown {
+            let v = if ev.truncated {
+                None
+            } else {
+                serde_json::from_str::<Value>(ev.data).ok()
+            };
+            let shape = infer_shape_from_event(ev, v.as_ref());
+            if shape == ApiShape::Unknown {
+                if v.is_none() && !ev.truncated && ev.terminated && !ev.data.trim().is_empty() {
+                    self.parse_errors = self.parse_errors.saturating_add(1);
+                }
+                return;
+            }
+            self.shape = shape;
+        }
+        if !self.wants(ev) {
+            return;
+        }
+        let v = if ev.truncated {
+            self.synthesize(ev)
+        } else {
+            match serde_json::from_str::<Value>(ev.data) {
+                Ok(v) => v,
+                Err(_) => {
+                    if ev.terminated {
+                        self.parse_errors = self.parse_errors.saturating_add(1);
+                    }
+                    return;
+                }
+            }
+        };
+        match self.shape {
+            ApiShape::OpenaiChat => self.chat.on_value(&v),
+            ApiShape::OpenaiResponses => self.responses.on_value(ev.event, &v),
+            ApiShape::Anthropic => self.anthropic.on_value(ev.event, &v),
+            ApiShape::Gemini => self.gemini.on_value(&v),
+            ApiShape::Unknown => {}
+        }
+    }
+
+    /// Cheap pre-filter: skip parsing events that cannot carry usage,
+    /// model or end-of-stream information.
+    fn wants(&mut self, ev: &SseEvent<'_>) -> bool {
+        let data = ev.data.as_bytes();
+        match self.shape {
+            ApiShape::OpenaiChat => {
+                if ev.data.trim() == "[DONE]" {
+                    self.chat.done = true;
+                    return false;
+                }
+                ev.truncated || self.chat.ext.model.is_none() || contains(data, b"\"usage\"")
+            }
+            ApiShape::OpenaiResponses => match ev.event {
+                Some(name) => {
+                    !name.starts_with("response.")
+                        || matches!(
+                            name,
+                            "response.created"
+                                | "response.in_progress"
+                                | "response.completed"
+                                | "response.incomplete"
+                                | "response.failed"
+                        )
+                }
+                None => true,
+            },
+            ApiShape::Anthropic => match ev.event {
+                Some(name) => matches!(
+                    name,
+                    "message_start" | "message_delta" | "message_stop" | "error"
+                ),
+                None => true,
+            },
+            ApiShape::Gemini | ApiShape::Unknown => true,
+        }
+    }
+
+    /// A stand-in JSON value for an event too large to keep whole.
+    fn synthesize(&self, ev: &SseEvent<'_>) -> Value {
+        let head = ev.data.as_bytes();
+        let tail = ev.tail.as_bytes();
+        let ty = ev
+            .event
+            .map(str::to_owned)
+            .or_else(|| find_string_field(head, "type", true));
+        let (usage_key, model_key) = match self.shape {
+            ApiShape::Gemini => ("usageMetadata", "modelVersion"),
+            _ => ("usage", "model"),
+        };
+        let usage = find_last_object(tail, usage_key).or_else(|| find_last_object(head, usage_key));
+        let model = find_string_field(head, model_key, true)
+            .or_else(|| find_string_field(tail, model_key, false));
+        let mut inner = serde_json::Map::new();
+        if let Some(u) = usage {
+            inner.insert(usage_key.to_owned(), u);
+        }
+        if let Some(m) = model {
+            inner.insert(model_key.to_owned(), Value::String(m));
+        }
+        let mut outer = serde_json::Map::new();
+        match self.shape {
+            ApiShape::OpenaiResponses => {
+                outer.insert("response".to_owned(), Value::Object(inner));
+            }
+            ApiShape::Anthropic if ty.as_deref() == Some("message_start") => {
+                outer.insert("message".to_owned(), Value::Object(inner));
+            }
+            ApiShape::Gemini => {
+                if let Some(reason) = find_string_field(tail, "finishReason", false) {
+                    let cand = serde_json::json!([{ "finishReason": reason }]);
+                    inner.insert("candidates".to_owned(), cand);
+                }
+                outer = inner;
+            }
+            _ => outer = inner,
+        }
+        if let Some(t) = ty {
+            outer.insert("type".to_owned(), Value::String(t));
+        }
+        Value::Object(outer)
+    }
+
+    /// Whether the provider's end-of-response usage was seen: the chat
+    /// `[DONE]` sentinel or usage chunk, the Responses terminal event,
+    /// Anthropic's `message_delta`, Gemini's `finishReason`.
+    pub fn is_complete(&self) -> bool {
+        match self.shape {
+            ApiShape::OpenaiChat => self.chat.done || self.chat.ext.usage_seen,
+            ApiShape::OpenaiResponses => self.responses.terminal,
+            ApiShape::Anthropic => self.anthropic.delta_seen || self.anthropic.stop_seen,
+            ApiShape::Gemini => self.gemini.finished,
+            ApiShape::Unknown => false,
+        }
+    }
+
+    /// What has been accumulated so far.
+    pub fn extraction(&self) -> Extraction {
+        match self.shape {
+            ApiShape::OpenaiChat => self.chat.ext.clone(),
+            ApiShape::OpenaiResponses => self.responses.ext.clone(),
+            ApiShape::Anthropic => self.anthropic.extraction(),
+            ApiShape::Gemini => self.gemini.ext.clone(),
+            ApiShape::Unknown => Extraction::default(),
+        }
+    }
+
+    /// Heap bytes held (model and cost strings, each capped).
+    pub fn retained_bytes(&self) -> usize {
+        let s = |o: &Option<String>| o.as_ref().map_or(0, String::capacity);
+        s(&self.chat.ext.model)
+            + s(&self.chat.ext.reported_cost)
+            + s(&self.responses.ext.model)
+            + s(&self.responses.ext.reported_cost)
+            + s(&self.anthropic.model)
+            + s(&self.anthropic.reported_cost)
+            + s(&self.gemini.ext.model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_from_paths() {
+        assert_eq!(detect_shape("/v1/chat/completions"), ApiShape::OpenaiChat);
+        assert_eq!(detect_shape("/api/v1/chat/completions?x=1"), ApiShape::OpenaiChat);
+        assert_eq!(
+            detect_shape("/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"),
+            ApiShape::OpenaiChat
+        );
+        assert_eq!(detect_shape("/v1/responses"), ApiShape::OpenaiResponses);
+        assert_eq!(detect_shape("/v1/messages"), ApiShape::Anthropic);
+        assert_eq!(
+            detect_shape("/v1beta/models/gemini-2.5-pro:generateContent"),
+            ApiShape::Gemini
+        );
+        assert_eq!(
+            detect_shape("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"),
+            ApiShape::Gemini
+        );
+        assert_eq!(
+            detect_shape(
+                "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4@20250514:streamRawPredict"
+            ),
+            ApiShape::Anthropic
+        );
+        assert_eq!(detect_shape("/v1/models"), ApiShape::Unknown);
+        assert_eq!(detect_shape("/healthz"), ApiShape::Unknown);
+    }
+
+    #[test]
+    fn providers_from_path_and_host() {
+        assert_eq!(detect_provider("/v1/chat/completions", None), Provider::Openai);
+        assert_eq!(detect_provider("/api/v1/chat/completions", None), Provider::Openrouter);
+        assert_eq!(
+            detect_provider("/v1/chat/completions", Some("OpenRouter.ai")),
+            Provider::Openrouter
+        );
+        assert_eq!(detect_provider("/v1/messages", Some("gw.local")), Provider::Anthropic);
+        assert_eq!(
+            detect_provider(
+                "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
+                None
+            ),
+            Provider::Gemini
+        );
+        assert_eq!(detect_provider("/x", Some("api.anthropic.com")), Provider::Anthropic);
+        assert_eq!(detect_provider("/x", Some("api.openai.com")), Provider::Openai);
+        assert_eq!(
+            detect_provider("/x", Some("generativelanguage.googleapis.com")),
+            Provider::Gemini
+        );
+        assert_eq!(detect_provider("/x", None), Provider::Unknown);
+    }
+
+    #[test]
+    fn models_from_paths() {
+        assert_eq!(
+            model_from_path("/v1beta/models/gemini-2.5-pro:generateContent").as_deref(),
+            Some("gemini-2.5-pro")
+        );
+        assert_eq!(
+            model_from_path(
+                "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+            )
+            .as_deref(),
+            Some("gemini-2.5-flash")
+        );
+        assert_eq!(
+            model_from_path("/openai/deployments/my-gpt4o/chat/completions").as_deref(),
+            Some("my-gpt4o")
+        );
+        assert_eq!(model_from_path("/v1/chat/completions"), None);
+        assert_eq!(model_from_path("/v1beta/models/"), None);
+        assert_eq!(model_from_path("/v1beta/models/:x"), None);
+    }
+
+    #[test]
+    fn plain_decimals() {
+        assert_eq!(plain_decimal("0.00123").as_deref(), Some("0.00123"));
+        assert_eq!(plain_decimal("1e-7").as_deref(), Some("0.0000001"));
+        assert_eq!(plain_decimal("1.25E-3").as_deref(), Some("0.00125"));
+        assert_eq!(plain_decimal("1.5e3").as_deref(), Some("1500"));
+        assert_eq!(plain_decimal("1.5e+1").as_deref(), Some("15"));
+        assert_eq!(plain_decimal("-2.5e-2").as_deref(), Some("-0.025"));
+        assert_eq!(plain_decimal("12e0").as_deref(), Some("12"));
+        assert_eq!(plain_decimal(".5").as_deref(), Some("0.5"));
+        assert_eq!(plain_decimal("007").as_deref(), Some("007"));
+        assert_eq!(plain_decimal("0").as_deref(), Some("0"));
+        assert_eq!(plain_decimal("abc"), None);
+        assert_eq!(plain_decimal("1e999999"), None);
+        assert_eq!(plain_decimal(""), None);
+        assert_eq!(plain_decimal("."), None);
+        assert_eq!(
+            cost_string(&serde_json::json!(0.000_012_3)).as_deref(),
+            Some("0.0000123")
+        );
+        assert_eq!(cost_string(&serde_json::json!(3)).as_deref(), Some("3"));
+        assert_eq!(cost_string(&serde_json::json!("0.5")).as_deref(), Some("0.5"));
+        assert_eq!(cost_string(&serde_json::json!(null)), None);
+    }
+
+    #[test]
+    fn infers_shapes_from_json() {
+        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        assert_eq!(infer_shape_from_json(&j(r#"{"usageMetadata":{}}"#)), ApiShape::Gemini);
+        assert_eq!(infer_shape_from_json(&j(r#"[{"candidates":[]}]"#)), ApiShape::Gemini);
+        assert_eq!(infer_shape_from_json(&j(r#"{"type":"message"}"#)), ApiShape::Anthropic);
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"object":"response"}"#)),
+            ApiShape::OpenaiResponses
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"object":"chat.completion"}"#)),
+            ApiShape::OpenaiChat
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"usage":{"prompt_tokens":1}}"#)),
+            ApiShape::OpenaiChat
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"usage":{"input_tokens":1,"output_tokens":1}}"#)),
+            ApiShape::Anthropic
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"usage":{"input_tokens":1,"total_tokens":2}}"#)),
+            ApiShape::OpenaiResponses
+        );
+        assert_eq!(infer_shape_from_json(&j(r#"{"hello":1}"#)), ApiShape::Unknown);
+        assert_eq!(infer_shape_from_json(&j("[]")), ApiShape::Unknown);
+        assert_eq!(infer_shape_from_json(&j("3")), ApiShape::Unknown);
+    }
+
+    #[test]
+    fn clamps_inconsistent_subsets() {
+        let u = clamp(Usage {
+            input_tokens: 10,
+            cache_read_tokens: 8,
+            cache_write_tokens: 5,
+            cache_write_1h_tokens: 9,
+            output_tokens: 3,
+            reasoning_tokens: 4,
+        });
+        assert_eq!(u.cache_read_tokens, 8);
+        assert_eq!(u.cache_write_tokens, 2);
+        assert_eq!(u.cache_write_1h_tokens, 2);
+        assert_eq!(u.reasoning_tokens, 3);
+    }
+
+    #[test]
+    fn get_u64_variants() {
+        let v = serde_json::json!({"a": 5, "b": 5.9, "c": -1, "d": "7", "e": null});
+        assert_eq!(get_u64(&v, "a"), Some(5));
+        assert_eq!(get_u64(&v, "b"), Some(5));
+        assert_eq!(get_u64(&v, "c"), None);
+        assert_eq!(get_u64(&v, "d"), None);
+        assert_eq!(get_u64(&v, "e"), None);
+        assert_eq!(get_u64(&v, "z"), None);
+    }
+}

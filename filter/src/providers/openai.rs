@@ -1,0 +1,234 @@
+//! OpenAI Chat Completions (and OpenAI-compatible: OpenRouter, Azure) and
+//! the OpenAI Responses API.
+//!
+//! Chat: `usage.prompt_tokens` already includes
+//! `prompt_tokens_details.cached_tokens` (and OpenRouter's
+//! `prompt_tokens_details.cache_write_tokens`); `completion_tokens` already
+//! includes `completion_tokens_details.reasoning_tokens`. OpenRouter adds
+//! `usage.cost` (credits, USD).
+//!
+//! Responses: `usage.input_tokens` includes
+//! `input_tokens_details.cached_tokens`; `output_tokens` includes
+//! `output_tokens_details.reasoning_tokens`.
+
+use serde_json::Value;
+
+use super::{clamp, cost_string, model_of, u64_or0, Extraction};
+use crate::record::Usage;
+
+fn detail(u: &Value, obj: &str, key: &str) -> u64 {
+    u.get(obj).map_or(0, |d| u64_or0(d, key))
+}
+
+/// Normalize a Chat Completions `usage` object.
+pub fn chat_usage(u: &Value) -> Usage {
+    clamp(Usage {
+        input_tokens: u64_or0(u, "prompt_tokens"),
+        output_tokens: u64_or0(u, "completion_tokens"),
+        cache_read_tokens: detail(u, "prompt_tokens_details", "cached_tokens"),
+        cache_write_tokens: detail(u, "prompt_tokens_details", "cache_write_tokens"),
+        cache_write_1h_tokens: 0,
+        reasoning_tokens: detail(u, "completion_tokens_details", "reasoning_tokens"),
+    })
+}
+
+/// Normalize a Responses API `usage` object.
+pub fn responses_usage(u: &Value) -> Usage {
+    clamp(Usage {
+        input_tokens: u64_or0(u, "input_tokens"),
+        output_tokens: u64_or0(u, "output_tokens"),
+        cache_read_tokens: detail(u, "input_tokens_details", "cached_tokens"),
+        cache_write_tokens: detail(u, "input_tokens_details", "cache_write_tokens"),
+        cache_write_1h_tokens: 0,
+        reasoning_tokens: detail(u, "output_tokens_details", "reasoning_tokens"),
+    })
+}
+
+fn usage_obj(v: &Value) -> Option<&Value> {
+    v.get("usage").filter(|u| u.is_object())
+}
+
+/// A non-streamed Chat Completions body.
+pub fn extract_chat(v: &Value) -> Extraction {
+    let mut ext = Extraction {
+        model: model_of(v, "model"),
+        ..Default::default()
+    };
+    if let Some(u) = usage_obj(v) {
+        ext.usage = chat_usage(u);
+        ext.reported_cost = u.get("cost").and_then(cost_string);
+        ext.usage_seen = true;
+    }
+    ext
+}
+
+/// A non-streamed Responses API body (the `response` object).
+pub fn extract_responses(v: &Value) -> Extraction {
+    let mut ext = Extraction {
+        model: model_of(v, "model"),
+        ..Default::default()
+    };
+    if let Some(u) = usage_obj(v) {
+        ext.usage = responses_usage(u);
+        ext.reported_cost = u.get("cost").and_then(cost_string);
+        ext.usage_seen = true;
+    }
+    ext
+}
+
+/// Chat Completions stream: usage arrives on the last chunk (with
+/// `choices: []` when requested through `stream_options.include_usage`,
+/// or on a chunk that still has choices for some compatible providers);
+/// the stream ends with `data: [DONE]`. The last usage seen wins.
+#[derive(Debug, Default)]
+pub struct ChatStream {
+    pub ext: Extraction,
+    pub done: bool,
+}
+
+impl ChatStream {
+    pub fn on_value(&mut self, v: &Value) {
+        if self.ext.model.is_none() {
+            self.ext.model = model_of(v, "model");
+        }
+        if let Some(u) = usage_obj(v) {
+            self.ext.usage = chat_usage(u);
+            if let Some(c) = u.get("cost").and_then(cost_string) {
+                self.ext.reported_cost = Some(c);
+            }
+            self.ext.usage_seen = true;
+        }
+    }
+}
+
+/// Responses API stream: `response.created` names the model; the terminal
+/// `response.completed` / `response.incomplete` / `response.failed` event
+/// carries `response.usage`.
+#[derive(Debug, Default)]
+pub struct ResponsesStream {
+    pub ext: Extraction,
+    pub terminal: bool,
+}
+
+/// Responses API events that end a response.
+pub const TERMINAL_EVENTS: [&str; 3] =
+    ["response.completed", "response.incomplete", "response.failed"];
+
+impl ResponsesStream {
+    pub fn on_value(&mut self, event_name: Option<&str>, v: &Value) {
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(event_name)
+            .unwrap_or("");
+        let Some(resp) = v.get("response") else {
+            return;
+        };
+        if let Some(m) = model_of(resp, "model") {
+            self.ext.model = Some(m);
+        }
+        if TERMINAL_EVENTS.contains(&ty) {
+            self.terminal = true;
+        }
+        if let Some(u) = usage_obj(resp) {
+            self.ext.usage = responses_usage(u);
+            if let Some(c) = u.get("cost").and_then(cost_string) {
+                self.ext.reported_cost = Some(c);
+            }
+            self.ext.usage_seen = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::{extract_json, extract_windows, ApiShape};
+
+    fn j(s: &str) -> Value {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn chat_with_cache_and_reasoning() {
+        let v = j(include_str!("../../tests/fixtures/openai_chat.json"));
+        let e = extract_json(ApiShape::OpenaiChat, &v);
+        assert!(e.usage_seen);
+        assert_eq!(e.model.as_deref(), Some("o4-mini-2025-04-16"));
+        assert_eq!(
+            e.usage,
+            Usage {
+                input_tokens: 2006,
+                output_tokens: 300,
+                cache_read_tokens: 1920,
+                cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
+                reasoning_tokens: 192,
+            }
+        );
+        assert_eq!(e.reported_cost, None);
+        // Shape inference gives the same.
+        assert_eq!(extract_json(ApiShape::Unknown, &v), e);
+    }
+
+    #[test]
+    fn openrouter_cost_and_cache_writes() {
+        let v = j(include_str!("../../tests/fixtures/openrouter_chat.json"));
+        let e = extract_json(ApiShape::OpenaiChat, &v);
+        assert_eq!(e.model.as_deref(), Some("anthropic/claude-sonnet-4"));
+        assert_eq!(e.reported_cost.as_deref(), Some("0.0284094"));
+        assert_eq!(
+            e.usage,
+            Usage {
+                input_tokens: 5213,
+                output_tokens: 412,
+                cache_read_tokens: 3072,
+                cache_write_tokens: 1800,
+                cache_write_1h_tokens: 0,
+                reasoning_tokens: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn responses_json() {
+        let v = j(include_str!("../../tests/fixtures/openai_responses.json"));
+        let e = extract_json(ApiShape::OpenaiResponses, &v);
+        assert_eq!(e.model.as_deref(), Some("o3-2025-04-16"));
+        assert_eq!(
+            e.usage,
+            Usage {
+                input_tokens: 3510,
+                output_tokens: 1286,
+                cache_read_tokens: 2432,
+                cache_write_tokens: 0,
+                cache_write_1h_tokens: 0,
+                reasoning_tokens: 1024,
+            }
+        );
+        assert_eq!(extract_json(ApiShape::Unknown, &v), e);
+    }
+
+    #[test]
+    fn chat_without_usage_or_details() {
+        let e = extract_chat(&j(r#"{"model":"m","usage":null}"#));
+        assert!(!e.usage_seen);
+        assert_eq!(e.model.as_deref(), Some("m"));
+        let e = extract_chat(&j(r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#));
+        assert!(e.usage_seen);
+        assert_eq!(e.usage.input_tokens, 7);
+        assert_eq!(e.usage.output_tokens, 3);
+        assert_eq!(e.usage.cache_read_tokens, 0);
+    }
+
+    #[test]
+    fn windows_find_usage_in_oversized_bodies() {
+        let body = include_str!("../../tests/fixtures/openai_responses.json").as_bytes();
+        let (head, tail) = body.split_at(400);
+        let e = extract_windows(ApiShape::OpenaiResponses, head, tail);
+        let full = extract_json(ApiShape::OpenaiResponses, &j(std::str::from_utf8(body).unwrap()));
+        assert_eq!(e, full);
+        let e = extract_windows(ApiShape::Unknown, head, tail);
+        assert_eq!(e, full);
+    }
+}

@@ -1,0 +1,230 @@
+//! Request-side helpers (pure): credential fingerprint and request body
+//! inspection / `stream_options.include_usage` injection.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::capture::cap_model;
+use crate::providers::{detect_shape, strip_query, ApiShape};
+
+/// Hex SHA-256 of the client credential: `Authorization` (a leading
+/// `Bearer ` stripped, case-insensitively), else `x-api-key`, else
+/// `x-goog-api-key`. Empty values are skipped; `None` when there is none.
+pub fn api_key_id(
+    authorization: Option<&str>,
+    x_api_key: Option<&str>,
+    x_goog_api_key: Option<&str>,
+) -> Option<String> {
+    let from_auth = authorization.map(|a| {
+        let a = a.trim();
+        match a.get(..7) {
+            Some(p) if p.eq_ignore_ascii_case("bearer ") => a.get(7..).unwrap_or("").trim(),
+            _ => a,
+        }
+    });
+    [from_auth, x_api_key.map(str::trim), x_goog_api_key.map(str::trim)]
+        .into_iter()
+        .flatten()
+        .find(|c| !c.is_empty())
+        .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
+}
+
+/// What the filter learned from a request body.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestBodyInfo {
+    /// The body's `model` (capped at 256 bytes).
+    pub model: Option<String>,
+    /// The request asks for a streamed response (`"stream": true`, or a
+    /// Gemini `:streamGenerateContent` path).
+    pub stream: bool,
+    /// The body to send upstream instead, when it was rewritten.
+    pub rewritten: Option<Vec<u8>>,
+}
+
+/// Inspect a request body; for a streamed OpenAI-shaped Chat Completions
+/// (or legacy completions) request without
+/// `stream_options.include_usage: true`, and when `inject_include_usage`,
+/// produce a body that asks for the final usage chunk. When the body has no
+/// `stream_options` at all, the field is spliced in after the opening brace
+/// so every other byte is preserved; otherwise the JSON is re-serialized.
+/// Invalid JSON is left alone.
+pub fn prepare_request_body(path: &str, body: &[u8], inject_include_usage: bool) -> RequestBodyInfo {
+    let path_streams = strip_query(path).contains(":streamGenerateContent");
+    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+        return RequestBodyInfo {
+            stream: path_streams,
+            ..Default::default()
+        };
+    };
+    let model = v.get("model").and_then(Value::as_str).and_then(cap_model);
+    let stream = path_streams || v.get("stream").and_then(Value::as_bool) == Some(true);
+    let mut info = RequestBodyInfo {
+        model,
+        stream,
+        rewritten: None,
+    };
+    let p = strip_query(path).trim_end_matches('/');
+    let chat_like = detect_shape(path) == ApiShape::OpenaiChat && !p.ends_with("/embeddings");
+    if !inject_include_usage || !chat_like || v.get("stream").and_then(Value::as_bool) != Some(true)
+    {
+        return info;
+    }
+    let Some(obj) = v.as_object_mut() else {
+        return info;
+    };
+    match obj.get_mut("stream_options") {
+        None => {
+            let start = body
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+            if let Some(open) = start.filter(|&i| body.get(i) == Some(&b'{')) {
+                let insert = br#""stream_options":{"include_usage":true},"#;
+                let mut out = Vec::with_capacity(body.len() + insert.len());
+                out.extend_from_slice(body.get(..=open).unwrap_or_default());
+                out.extend_from_slice(insert);
+                out.extend_from_slice(body.get(open + 1..).unwrap_or_default());
+                info.rewritten = Some(out);
+            }
+        }
+        Some(opts) => {
+            if opts.get("include_usage").and_then(Value::as_bool) == Some(true) {
+                return info;
+            }
+            match opts.as_object_mut() {
+                Some(o) => {
+                    o.insert("include_usage".to_owned(), Value::Bool(true));
+                }
+                None => *opts = serde_json::json!({ "include_usage": true }),
+            }
+            info.rewritten = serde_json::to_vec(&v).ok();
+        }
+    }
+    info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SK: &str = "sk-proj-abc123";
+    // printf %s sk-proj-abc123 | sha256sum
+    fn sk_hash() -> String {
+        hex::encode(Sha256::digest(SK.as_bytes()))
+    }
+
+    #[test]
+    fn api_key_ids() {
+        let h = sk_hash();
+        assert_eq!(h.len(), 64);
+        assert_eq!(api_key_id(Some("Bearer sk-proj-abc123"), None, None), Some(h.clone()));
+        assert_eq!(api_key_id(Some("bearer sk-proj-abc123"), None, None), Some(h.clone()));
+        assert_eq!(api_key_id(Some("BEARER   sk-proj-abc123 "), None, None), Some(h.clone()));
+        assert_eq!(api_key_id(None, Some(SK), None), Some(h.clone()));
+        assert_eq!(api_key_id(None, None, Some(SK)), Some(h.clone()));
+        assert_eq!(api_key_id(Some(""), Some(" "), Some(SK)), Some(h.clone()));
+        assert_eq!(api_key_id(Some("Bearer "), None, None), None);
+        assert_eq!(api_key_id(None, None, None), None);
+        assert_eq!(
+            api_key_id(Some("Bearer"), None, None),
+            Some(hex::encode(Sha256::digest(b"Bearer")))
+        );
+        // Known vector: sha256("abc").
+        assert_eq!(
+            api_key_id(None, Some("abc"), None).as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        // Multibyte input does not panic on the prefix check.
+        assert!(api_key_id(Some("Béarer x"), None, None).is_some());
+    }
+
+    #[test]
+    fn injects_include_usage_by_splicing() {
+        let body = br#" {"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.7}"#;
+        let info = prepare_request_body("/v1/chat/completions", body, true);
+        assert_eq!(info.model.as_deref(), Some("gpt-4o"));
+        assert!(info.stream);
+        let out = info.rewritten.unwrap();
+        assert_eq!(
+            std::str::from_utf8(&out).unwrap(),
+            r#" {"stream_options":{"include_usage":true},"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"hi"}],"temperature":0.7}"#
+        );
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn rewrites_existing_stream_options() {
+        let body = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[]}"#;
+        let out = prepare_request_body("/v1/chat/completions", body, true).rewritten.unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(v["stream_options"]["x"], 1);
+        assert_eq!(v["model"], "gpt-4o");
+        assert_eq!(v["messages"], serde_json::json!([]));
+        let body = br#"{"model":"gpt-4o","stream":true,"stream_options":null}"#;
+        let out = prepare_request_body("/api/v1/chat/completions", body, true).rewritten.unwrap();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn no_rewrite_cases() {
+        let already = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        let info = prepare_request_body("/v1/chat/completions", already, true);
+        assert!(info.stream);
+        assert_eq!(info.rewritten, None);
+        let not_stream = br#"{"model":"m","stream":false}"#;
+        let info = prepare_request_body("/v1/chat/completions", not_stream, true);
+        assert!(!info.stream);
+        assert_eq!(info.rewritten, None);
+        let stream = br#"{"model":"m","stream":true}"#;
+        assert_eq!(prepare_request_body("/v1/chat/completions", stream, false).rewritten, None);
+        assert_eq!(prepare_request_body("/v1/responses", stream, true).rewritten, None);
+        assert_eq!(prepare_request_body("/v1/messages", stream, true).rewritten, None);
+        let info = prepare_request_body("/v1/chat/completions", b"{not json", true);
+        assert_eq!(info, RequestBodyInfo::default());
+        let info = prepare_request_body("/v1/chat/completions", b"[1,2]", true);
+        assert_eq!(info, RequestBodyInfo::default());
+        let info = prepare_request_body("/v1/chat/completions", b"", true);
+        assert_eq!(info, RequestBodyInfo::default());
+    }
+
+    #[test]
+    fn gemini_stream_from_path() {
+        let info = prepare_request_body(
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+            br#"{"contents":[{"parts":[{"text":"hi"}]}]}"#,
+            true,
+        );
+        assert!(info.stream);
+        assert_eq!(info.model, None);
+        assert_eq!(info.rewritten, None);
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), inject in any::<bool>()) {
+            let _ = prepare_request_body("/v1/chat/completions", &body, inject);
+        }
+
+        #[test]
+        fn rewritten_bodies_are_valid_and_keep_fields(model in "[a-z0-9.-]{1,20}", n in 0u32..5, extra in proptest::option::of(any::<bool>())) {
+            let mut v = serde_json::json!({"model": model, "stream": true, "n": n, "messages": []});
+            if let Some(x) = extra {
+                v["stream_options"] = serde_json::json!({"include_usage": x});
+            }
+            let body = serde_json::to_vec(&v).unwrap();
+            let info = prepare_request_body("/v1/chat/completions", &body, true);
+            prop_assert_eq!(info.model.as_deref(), Some(model.as_str()));
+            if extra == Some(true) {
+                prop_assert!(info.rewritten.is_none());
+            } else {
+                let out: Value = serde_json::from_slice(&info.rewritten.unwrap()).unwrap();
+                prop_assert_eq!(&out["stream_options"]["include_usage"], &Value::Bool(true));
+                prop_assert_eq!(&out["model"], &v["model"]);
+                prop_assert_eq!(&out["n"], &v["n"]);
+            }
+        }
+    }
+}

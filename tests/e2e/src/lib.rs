@@ -1,0 +1,360 @@
+//! End-to-end harness: starts the real collector binary on a fresh database
+//! of the test PostgreSQL, the demo upstream, and the real Envoy loading the
+//! built filter `.wasm` with the repository's `envoy/envoy.yaml` (ports and
+//! plugin settings substituted). Every process is killed on drop.
+//!
+//! Environment (set by `./dev test`): `DATABASE_URL` (a server the tests may
+//! create databases on), `BILLING_WASM`, `COLLECTOR_BIN`, `ENVOY_BIN`.
+
+pub mod fixtures;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+pub const INGEST_TOKEN: &str = "e2e-ingest-token";
+pub const ADMIN_TOKEN: &str = "e2e-admin-token";
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn env_path(var: &str, default: &str) -> PathBuf {
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(default))
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A child process killed when dropped, with its log file kept for failures.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Result<Proc, BoxError> {
+        std::fs::create_dir_all(log_dir)?;
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let child = cmd
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {name}: {e}"))?;
+        Ok(Proc { name: name.to_string(), child: Some(child), log })
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a clean exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Creates a fresh, empty database and returns its URL.
+pub async fn fresh_database(prefix: &str) -> Result<String, BoxError> {
+    let base = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set (run ./dev test)")?;
+    let admin = PgPoolOptions::new().max_connections(1).connect(&base).await?;
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        DB_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    admin.close().await;
+    let (root, _) = base.rsplit_once('/').ok_or("DATABASE_URL has no database part")?;
+    Ok(format!("{root}/{name}"))
+}
+
+pub async fn wait_http(url: &str, timeout: Duration) -> Result<(), BoxError> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(url).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{url} did not become ready in {timeout:?}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts the collector binary on `database_url`.
+pub async fn start_collector(database_url: &str, port: u16, log_dir: &Path, name: &str) -> Result<Proc, BoxError> {
+    let bin = env_path("COLLECTOR_BIN", "target/debug/collector");
+    let proc = Proc::spawn(
+        name,
+        Command::new(bin)
+            .env("DATABASE_URL", database_url)
+            .env("COLLECTOR_ADDR", format!("127.0.0.1:{port}"))
+            .env("INGEST_TOKEN", INGEST_TOKEN)
+            .env("ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("RUST_LOG", "info"),
+        log_dir,
+    )?;
+    wait_http(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("{e}\n{}", proc.log_text()))?;
+    Ok(proc)
+}
+
+/// Renders the repository's envoy/envoy.yaml for the given ports and plugin overrides.
+pub fn render_envoy_config(
+    listen: u16,
+    admin: u16,
+    upstream: u16,
+    collector: u16,
+    plugin_overrides: &Value,
+) -> Result<String, BoxError> {
+    let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml"))?;
+    let wasm = env_path("BILLING_WASM", "target/wasm32-wasip1/release/filter.wasm");
+    let wasm = std::fs::canonicalize(&wasm).map_err(|e| format!("{}: {e} (build the filter first)", wasm.display()))?;
+    let mut out = template
+        .replace("port_value: 10000", &format!("port_value: {listen}"))
+        .replace("port_value: 9901", &format!("port_value: {admin}"))
+        .replace("port_value: 8090", &format!("port_value: {upstream}"))
+        .replace("port_value: 8081", &format!("port_value: {collector}"))
+        .replace(
+            "filename: target/wasm32-wasip1/release/filter.wasm",
+            &format!("filename: {}", wasm.display()),
+        );
+    // Swap the plugin JSON (between `value: |` and `vm_config:`) for the merged one.
+    let start = out.find("value: |").ok_or("plugin configuration not found in envoy.yaml")?;
+    let body_start = out[start..].find('\n').map(|i| start + i + 1).ok_or("bad yaml")?;
+    let end = out[body_start..].find("vm_config:").map(|i| body_start + i).ok_or("bad yaml")?;
+    let indent: String = out[body_start..].chars().take_while(|c| *c == ' ').collect();
+    let mut config: Value = serde_json::from_str(&out[body_start..end])?;
+    config["ingest_token"] = Value::from(INGEST_TOKEN);
+    if let (Some(map), Some(overrides)) = (config.as_object_mut(), plugin_overrides.as_object()) {
+        for (k, v) in overrides {
+            map.insert(k.clone(), v.clone());
+        }
+    }
+    let rendered = format!("{indent}{config}\n{}", &indent[..indent.len().saturating_sub(4)]);
+    out.replace_range(body_start..end, &rendered);
+    Ok(out)
+}
+
+/// Options of a test stack.
+#[derive(Clone)]
+pub struct StackOptions {
+    pub plugin_overrides: Value,
+    pub concurrency: u32,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            plugin_overrides: serde_json::json!({"flush_interval_ms": 100}),
+            concurrency: 1,
+        }
+    }
+}
+
+/// A running Envoy + collector + upstream + database.
+pub struct Stack {
+    pub name: String,
+    pub database_url: String,
+    pub db: PgPool,
+    pub envoy_port: u16,
+    pub admin_port: u16,
+    pub collector_port: u16,
+    pub upstream_port: u16,
+    pub log_dir: PathBuf,
+    pub envoy: Proc,
+    pub collector: Option<Proc>,
+    pub upstream: Proc,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start(name: &str, options: StackOptions) -> Result<Stack, BoxError> {
+        let log_dir = repo_root().join("tests/output").join(name);
+        let _ = std::fs::remove_dir_all(&log_dir);
+        std::fs::create_dir_all(&log_dir)?;
+        let database_url = fresh_database("e2e").await?;
+        let (envoy_port, admin_port, collector_port, upstream_port) =
+            (free_port(), free_port(), free_port(), free_port());
+        let collector = start_collector(&database_url, collector_port, &log_dir, "collector").await?;
+        let upstream_bin = env_path("DEMO_UPSTREAM_BIN", "target/debug/demo-upstream");
+        let upstream = Proc::spawn(
+            "upstream",
+            Command::new(upstream_bin).arg("--addr").arg(format!("127.0.0.1:{upstream_port}")),
+            &log_dir,
+        )?;
+        wait_http(&format!("http://127.0.0.1:{upstream_port}/healthz"), Duration::from_secs(10)).await?;
+        let config = render_envoy_config(envoy_port, admin_port, upstream_port, collector_port, &options.plugin_overrides)?;
+        let config_path = log_dir.join("envoy.yaml");
+        std::fs::write(&config_path, config)?;
+        let envoy_bin = std::env::var("ENVOY_BIN").map_err(|_| "ENVOY_BIN is not set (run ./dev test)")?;
+        let envoy = Proc::spawn(
+            "envoy",
+            Command::new(envoy_bin)
+                .arg("-c")
+                .arg(&config_path)
+                .arg("--concurrency")
+                .arg(options.concurrency.to_string())
+                .arg("--disable-hot-restart")
+                .arg("--log-level")
+                .arg("info")
+                .current_dir(repo_root()),
+            &log_dir,
+        )?;
+        wait_http(&format!("http://127.0.0.1:{admin_port}/ready"), Duration::from_secs(30))
+            .await
+            .map_err(|e| format!("{e}\n{}", envoy.log_text()))?;
+        let db = PgPoolOptions::new().max_connections(4).connect(&database_url).await?;
+        Ok(Stack {
+            name: name.to_string(),
+            database_url,
+            db,
+            envoy_port,
+            admin_port,
+            collector_port,
+            upstream_port,
+            log_dir,
+            envoy,
+            collector: Some(collector),
+            upstream,
+            http: reqwest::Client::builder().no_proxy().build()?,
+        })
+    }
+
+    pub fn envoy_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.envoy_port)
+    }
+
+    pub fn collector_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.collector_port)
+    }
+
+    pub fn upstream_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.upstream_port)
+    }
+
+    /// GET on the collector's admin API.
+    pub async fn admin_get(&self, path_and_query: &str) -> Result<Value, BoxError> {
+        let r = self
+            .http
+            .get(self.collector_url(path_and_query))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        if !status.is_success() {
+            return Err(format!("GET {path_and_query}: {status} {body}").into());
+        }
+        Ok(body)
+    }
+
+    /// Waits until the ledger holds `n` rows for `tenant`, and returns them.
+    pub async fn wait_rows(&self, tenant: &str, n: usize, timeout: Duration) -> Result<Vec<Value>, BoxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let body = self
+                .admin_get(&format!("/v1/transactions?tenant_id={tenant}&limit=1000"))
+                .await
+                .ok();
+            let rows = body
+                .as_ref()
+                .and_then(|b| b["transactions"].as_array().cloned())
+                .unwrap_or_default();
+            if rows.len() >= n {
+                return Ok(rows);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "expected {n} rows for tenant {tenant}, found {} after {timeout:?}\n--- envoy log tail ---\n{}",
+                    rows.len(),
+                    tail(&self.envoy.log_text(), 40)
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Reads one Envoy stat (e.g. the filter's `wasmcustom.llm_billing.records_dropped`).
+    pub async fn envoy_stat(&self, name: &str) -> Result<u64, BoxError> {
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/stats?filter={name}", self.admin_port))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(k, _)| k.ends_with(name))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum())
+    }
+
+    pub async fn restart_collector(&mut self) -> Result<(), BoxError> {
+        let n = std::fs::read_dir(&self.log_dir).map(|d| d.count()).unwrap_or(0);
+        let proc = start_collector(&self.database_url, self.collector_port, &self.log_dir, &format!("collector-{n}")).await?;
+        self.collector = Some(proc);
+        Ok(())
+    }
+}
+
+pub fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
