@@ -55,7 +55,12 @@ pub struct ServeConfig {
     #[arg(long, env = "DATABASE_URL", global = true)]
     pub database_url: Option<String>,
     /// Address to listen on (loopback by default; put Envoy with TLS in front in production).
-    #[arg(long, env = "COLLECTOR_ADDR", default_value = "127.0.0.1:8081", global = true)]
+    #[arg(
+        long,
+        env = "COLLECTOR_ADDR",
+        default_value = "127.0.0.1:8081",
+        global = true
+    )]
     pub addr: SocketAddr,
     /// Bearer token the filter uses for `POST /v1/usage`.
     #[arg(long, env = "INGEST_TOKEN", global = true)]
@@ -70,7 +75,12 @@ pub struct ServeConfig {
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 8 << 20, global = true)]
     pub max_body_bytes: usize,
     /// Maximum PostgreSQL connections.
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
     pub database_max_connections: u32,
 }
 

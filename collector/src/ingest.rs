@@ -97,7 +97,10 @@ pub fn validate(record: &UsageRecord, now: DateTime<Utc>) -> Result<(), String> 
         return Err(format!("unknown flag {flag:?}"));
     }
     if !(100..=599).contains(&record.http_status) {
-        return Err(format!("http_status {} is not an HTTP status", record.http_status));
+        return Err(format!(
+            "http_status {} is not an HTTP status",
+            record.http_status
+        ));
     }
     if record.started_at_ms <= 0 {
         return Err("started_at_ms must be a positive epoch milliseconds value".into());
@@ -117,7 +120,11 @@ pub fn validate(record: &UsageRecord, now: DateTime<Utc>) -> Result<(), String> 
             return Err(format!("{name} {value} exceeds {MAX_TOKENS}"));
         }
     }
-    if record.cache_read_tokens.saturating_add(record.cache_write_tokens) > record.input_tokens {
+    if record
+        .cache_read_tokens
+        .saturating_add(record.cache_write_tokens)
+        > record.input_tokens
+    {
         return Err("cache_read_tokens + cache_write_tokens exceed input_tokens".into());
     }
     if record.cache_write_1h_tokens > record.cache_write_tokens {
@@ -171,7 +178,11 @@ pub fn parse_batch(
         match serde_json::from_value::<UsageRecord>(value) {
             Ok(record) => match validate(&record, now) {
                 Ok(()) => valid.push(record),
-                Err(reason) => rejected.push(Rejection { index, request_id, reason }),
+                Err(reason) => rejected.push(Rejection {
+                    index,
+                    request_id,
+                    reason,
+                }),
             },
             Err(e) => rejected.push(Rejection {
                 index,

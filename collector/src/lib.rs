@@ -40,8 +40,12 @@ impl AppState {
         Self {
             pool,
             prices: Arc::new(RwLock::new(prices)),
-            ingest_token: ingest_token.filter(|t| !t.is_empty()).map(auth::TokenDigest::new),
-            admin_token: admin_token.filter(|t| !t.is_empty()).map(auth::TokenDigest::new),
+            ingest_token: ingest_token
+                .filter(|t| !t.is_empty())
+                .map(auth::TokenDigest::new),
+            admin_token: admin_token
+                .filter(|t| !t.is_empty())
+                .map(auth::TokenDigest::new),
             metrics: Arc::default(),
             max_body_bytes,
         }

@@ -12,13 +12,20 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Prices { command: PricesCommand::Import { file, format, effective_from } }) => {
-            import(&cli.serve, &file, format, effective_from.as_deref()).await
-        }
+        Some(Command::Prices {
+            command:
+                PricesCommand::Import {
+                    file,
+                    format,
+                    effective_from,
+                },
+        }) => import(&cli.serve, &file, format, effective_from.as_deref()).await,
         Some(Command::Serve) | None => serve(cli.serve).await,
     };
     if let Err(e) = result {
@@ -66,7 +73,12 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     let pool = pool(&config)?;
     let listener = TcpListener::bind(config.addr).await?;
     migrate_when_ready(&pool).await;
-    let added = db::insert_prices(&pool, catalog.entries(), &format!("catalog:{}", catalog.version())).await?;
+    let added = db::insert_prices(
+        &pool,
+        catalog.entries(),
+        &format!("catalog:{}", catalog.version()),
+    )
+    .await?;
     tracing::info!(version = catalog.version(), added, "price catalog seeded");
     let state = AppState::new(
         pool.clone(),

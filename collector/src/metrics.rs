@@ -25,7 +25,8 @@ impl Metrics {
 
     pub fn observe_ingest(&self, micros: u64) {
         self.batches.fetch_add(1, Ordering::Relaxed);
-        self.ingest_latency_us_sum.fetch_add(micros, Ordering::Relaxed);
+        self.ingest_latency_us_sum
+            .fetch_add(micros, Ordering::Relaxed);
         for (bucket, bound) in self.ingest_latency_buckets.iter().zip(LATENCY_BUCKETS_MS) {
             if micros <= bound * 1000 {
                 bucket.fetch_add(1, Ordering::Relaxed);
@@ -37,20 +38,52 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        counter("billing_records_accepted_total", "Usage records committed to the ledger.", get(&self.records_accepted));
-        counter("billing_records_duplicate_total", "Usage records already in the ledger.", get(&self.records_duplicate));
-        counter("billing_records_rejected_total", "Usage records rejected by validation.", get(&self.records_rejected));
-        counter("billing_records_unpriced_total", "Usage records stored without a price.", get(&self.records_unpriced));
-        counter("billing_ingest_failures_total", "Ingest batches that failed to commit.", get(&self.ingest_failures));
+        counter(
+            "billing_records_accepted_total",
+            "Usage records committed to the ledger.",
+            get(&self.records_accepted),
+        );
+        counter(
+            "billing_records_duplicate_total",
+            "Usage records already in the ledger.",
+            get(&self.records_duplicate),
+        );
+        counter(
+            "billing_records_rejected_total",
+            "Usage records rejected by validation.",
+            get(&self.records_rejected),
+        );
+        counter(
+            "billing_records_unpriced_total",
+            "Usage records stored without a price.",
+            get(&self.records_unpriced),
+        );
+        counter(
+            "billing_ingest_failures_total",
+            "Ingest batches that failed to commit.",
+            get(&self.ingest_failures),
+        );
         let _ = writeln!(out, "# HELP billing_ingest_seconds Ingest batch latency, HTTP in to commit.\n# TYPE billing_ingest_seconds histogram");
         for (bucket, bound) in self.ingest_latency_buckets.iter().zip(LATENCY_BUCKETS_MS) {
-            let _ = writeln!(out, "billing_ingest_seconds_bucket{{le=\"{}\"}} {}", bound as f64 / 1000.0, get(bucket));
+            let _ = writeln!(
+                out,
+                "billing_ingest_seconds_bucket{{le=\"{}\"}} {}",
+                bound as f64 / 1000.0,
+                get(bucket)
+            );
         }
         let count = get(&self.batches);
         let _ = writeln!(out, "billing_ingest_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "billing_ingest_seconds_sum {}", get(&self.ingest_latency_us_sum) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "billing_ingest_seconds_sum {}",
+            get(&self.ingest_latency_us_sum) as f64 / 1e6
+        );
         let _ = writeln!(out, "billing_ingest_seconds_count {count}");
         let _ = writeln!(out, "# HELP billing_db_pool_connections Open database connections.\n# TYPE billing_db_pool_connections gauge\nbilling_db_pool_connections {pool_size}");
         let _ = writeln!(out, "# HELP billing_db_pool_idle Idle database connections.\n# TYPE billing_db_pool_idle gauge\nbilling_db_pool_idle {pool_idle}");

@@ -35,7 +35,11 @@ impl PriceBook {
                 None
             }
         };
-        Self { catalog, ids, latest_id }
+        Self {
+            catalog,
+            ids,
+            latest_id,
+        }
     }
 
     pub fn catalog(&self) -> Option<&Catalog> {
@@ -62,7 +66,11 @@ impl PriceBook {
         };
         // A failed request that produced no tokens is not charged a request fee.
         let failed_and_empty = http_status >= 400 && *usage == UsageCounts::default();
-        let fee = if failed_and_empty { Decimal::ZERO } else { breakdown.request_fee };
+        let fee = if failed_and_empty {
+            Decimal::ZERO
+        } else {
+            breakdown.request_fee
+        };
         Some(AppliedPrice {
             price_id,
             version: breakdown.version.clone(),

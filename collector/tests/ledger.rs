@@ -12,7 +12,11 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 
 fn dec(v: &Value) -> Decimal {
-    Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("not a decimal string: {v}"))).unwrap()
+    Decimal::from_str(
+        v.as_str()
+            .unwrap_or_else(|| panic!("not a decimal string: {v}")),
+    )
+    .unwrap()
 }
 
 const T0: i64 = 1_763_978_400_000; // 2025-11-24T10:00:00Z
@@ -22,35 +26,57 @@ async fn ingest_prices_and_deduplicates_across_batches(pool: PgPool) {
     let s = state(pool.clone()).await;
     let mut bad = record("r3", "acme", "gpt-4o-mini", T0);
     bad["cache_read_tokens"] = json!(5000);
-    let first = ingest(&s, vec![record("r1", "acme", "gpt-4o-mini", T0), record("r2", "acme", "gpt-4o-mini", T0), bad]).await;
+    let first = ingest(
+        &s,
+        vec![
+            record("r1", "acme", "gpt-4o-mini", T0),
+            record("r2", "acme", "gpt-4o-mini", T0),
+            bad,
+        ],
+    )
+    .await;
     assert_eq!(first["accepted"], 2);
     assert_eq!(first["duplicates"], 0);
     assert_eq!(first["rejected"], 1);
     assert_eq!(first["rejections"][0]["request_id"], "r3");
-    assert!(first["rejections"][0]["reason"].as_str().unwrap().contains("exceed input_tokens"));
+    assert!(first["rejections"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("exceed input_tokens"));
 
-    let again = ingest(&s, vec![record("r1", "acme", "gpt-4o-mini", T0), record("r2", "acme", "gpt-4o-mini", T0)]).await;
+    let again = ingest(
+        &s,
+        vec![
+            record("r1", "acme", "gpt-4o-mini", T0),
+            record("r2", "acme", "gpt-4o-mini", T0),
+        ],
+    )
+    .await;
     assert_eq!(again["accepted"], 0);
     assert_eq!(again["duplicates"], 2);
 
-    let (count, total): (i64, Decimal) = sqlx::query_as("SELECT count(*), sum(cost) FROM transactions")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (count, total): (i64, Decimal) =
+        sqlx::query_as("SELECT count(*), sum(cost) FROM transactions")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(count, 2);
     // Two requests at $0.000345 each (see the skeleton e2e test for the arithmetic).
     assert_eq!(total, Decimal::from_str("0.00069").unwrap());
-    let (requests, cost): (i64, Decimal) = sqlx::query_as("SELECT sum(requests)::int8, sum(cost) FROM usage_hourly")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (requests, cost): (i64, Decimal) =
+        sqlx::query_as("SELECT sum(requests)::int8, sum(cost) FROM usage_hourly")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!((requests, cost), (2, Decimal::from_str("0.00069").unwrap()));
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_duplicate_batches_write_one_row_each(pool: PgPool) {
     let s = state(pool.clone()).await;
-    let batch: Vec<Value> = (0..200).map(|i| record(&format!("c{i}"), "acme", "gpt-4o-mini", T0 + i)).collect();
+    let batch: Vec<Value> = (0..200)
+        .map(|i| record(&format!("c{i}"), "acme", "gpt-4o-mini", T0 + i))
+        .collect();
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let s = s.clone();
@@ -66,19 +92,39 @@ async fn concurrent_duplicate_batches_write_one_row_each(pool: PgPool) {
     }
     assert_eq!(accepted, 200);
     assert_eq!(duplicates, 1000);
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions").fetch_one(&pool).await.unwrap();
-    let rolled: i64 = sqlx::query_scalar("SELECT sum(requests)::int8 FROM usage_hourly").fetch_one(&pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let rolled: i64 = sqlx::query_scalar("SELECT sum(requests)::int8 FROM usage_hourly")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!((rows, rolled), (200, 200));
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn unknown_model_is_kept_unpriced_then_repriced(pool: PgPool) {
     let s = state(pool.clone()).await;
-    let r = ingest(&s, vec![record("u1", "acme", "acme-llm-1", T0), record("p1", "acme", "gpt-4o-mini", T0)]).await;
+    let r = ingest(
+        &s,
+        vec![
+            record("u1", "acme", "acme-llm-1", T0),
+            record("p1", "acme", "gpt-4o-mini", T0),
+        ],
+    )
+    .await;
     assert_eq!(r["accepted"], 2);
     assert_eq!(r["unpriced"], 1);
 
-    let (_, summary) = call(&s, "GET", "/v1/summary?tenant_id=acme&start=2025-11-24T00:00:00Z&end=2025-11-25T00:00:00Z", Some(ADMIN), None).await;
+    let (_, summary) = call(
+        &s,
+        "GET",
+        "/v1/summary?tenant_id=acme&start=2025-11-24T00:00:00Z&end=2025-11-25T00:00:00Z",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     let g = &summary["groups"][0];
     assert_eq!(g["requests"], 2);
     assert_eq!(g["unpriced_requests"], 1);
@@ -93,12 +139,23 @@ async fn unknown_model_is_kept_unpriced_then_repriced(pool: PgPool) {
     assert_eq!(body["priced"], 1);
 
     // 1000 × $1 + 200 × $0.50 + 300 × $2 per million = $0.0017
-    let (status, cost): (String, Decimal) = sqlx::query_as("SELECT status, cost FROM transactions WHERE request_id = 'u1'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!((status.as_str(), cost), ("priced", Decimal::from_str("0.0017").unwrap()));
-    let (_, summary) = call(&s, "GET", "/v1/summary?tenant_id=acme&start=2025-11-24T00:00:00Z&end=2025-11-25T00:00:00Z", Some(ADMIN), None).await;
+    let (status, cost): (String, Decimal) =
+        sqlx::query_as("SELECT status, cost FROM transactions WHERE request_id = 'u1'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (status.as_str(), cost),
+        ("priced", Decimal::from_str("0.0017").unwrap())
+    );
+    let (_, summary) = call(
+        &s,
+        "GET",
+        "/v1/summary?tenant_id=acme&start=2025-11-24T00:00:00Z&end=2025-11-25T00:00:00Z",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     let g = &summary["groups"][0];
     assert_eq!(g["requests"], 2);
     assert_eq!(g["unpriced_requests"], 0);
@@ -108,7 +165,9 @@ async fn unknown_model_is_kept_unpriced_then_repriced(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn transactions_paginate_newest_first_without_gaps(pool: PgPool) {
     let s = state(pool).await;
-    let records: Vec<Value> = (0..120).map(|i| record(&format!("p{i:03}"), "acme", "gpt-4o-mini", T0 + i * 1000)).collect();
+    let records: Vec<Value> = (0..120)
+        .map(|i| record(&format!("p{i:03}"), "acme", "gpt-4o-mini", T0 + i * 1000))
+        .collect();
     ingest(&s, records).await;
     ingest(&s, vec![record("other", "globex", "gpt-4o-mini", T0)]).await;
     let mut seen = Vec::new();
@@ -141,7 +200,9 @@ async fn summary_over_partial_hours_equals_the_raw_sum(pool: PgPool) {
     }
     ingest(&s, records).await;
     let start = Utc.timestamp_millis_opt(T0 + 95 * 60_000).unwrap(); // 11:35
-    let end = Utc.timestamp_millis_opt(T0 + 7 * 3_600_000 + 20 * 60_000).unwrap(); // 17:20
+    let end = Utc
+        .timestamp_millis_opt(T0 + 7 * 3_600_000 + 20 * 60_000)
+        .unwrap(); // 17:20
     let uri = format!(
         "/v1/summary?group_by=model&start={}&end={}",
         start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -162,24 +223,45 @@ async fn summary_over_partial_hours_equals_the_raw_sum(pool: PgPool) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|g| (g["key"].as_str().unwrap().to_string(), g["requests"].as_i64().unwrap(), g["input_tokens"].as_i64().unwrap(), dec(&g["cost"])))
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_string(),
+                g["requests"].as_i64().unwrap(),
+                g["input_tokens"].as_i64().unwrap(),
+                dec(&g["cost"]),
+            )
+        })
         .collect();
     got.sort();
     assert_eq!(got, raw);
-    assert!(raw.iter().map(|r| r.1).sum::<i64>() > 40, "the range must cover many rows");
+    assert!(
+        raw.iter().map(|r| r.1).sum::<i64>() > 40,
+        "the range must cover many rows"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn csv_export_has_header_and_rows(pool: PgPool) {
     let s = state(pool).await;
     ingest(&s, vec![record("x1", "acme", "gpt-4o-mini", T0)]).await;
-    let (status, bytes) = call_raw(&s, "GET", "/v1/transactions?tenant_id=acme&format=csv", Some(ADMIN), None).await;
+    let (status, bytes) = call_raw(
+        &s,
+        "GET",
+        "/v1/transactions?tenant_id=acme&format=csv",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(bytes).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[0].starts_with("request_id,tenant_id,"));
-    assert!(lines[1].starts_with("x1,acme,key-acme,openai,gpt-4o-mini,"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("x1,acme,key-acme,openai,gpt-4o-mini,"),
+        "{}",
+        lines[1]
+    );
     assert!(lines[1].contains(",priced,USD,0.000345"), "{}", lines[1]);
 }
 
@@ -190,8 +272,19 @@ async fn errors_are_json_and_clear(pool: PgPool) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthorized");
     let (status, _) = call(&s, "GET", "/v1/transactions", Some(INGEST), None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED, "the ingest token must not read the ledger");
-    let (status, body) = call_raw(&s, "POST", "/v1/usage", Some(INGEST), Some(b"{not json".to_vec())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the ingest token must not read the ledger"
+    );
+    let (status, body) = call_raw(
+        &s,
+        "POST",
+        "/v1/usage",
+        Some(INGEST),
+        Some(b"{not json".to_vec()),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
@@ -200,7 +293,17 @@ async fn errors_are_json_and_clear(pool: PgPool) {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let body: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
-    let (status, body) = call(&s, "GET", "/v1/transactions?start=yesterday", Some(ADMIN), None).await;
+    let (status, body) = call(
+        &s,
+        "GET",
+        "/v1/transactions?start=yesterday",
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert!(body["error"]["message"].as_str().unwrap().contains("RFC 3339"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("RFC 3339"));
 }

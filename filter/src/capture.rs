@@ -487,9 +487,18 @@ mod tests {
     #[test]
     fn finds_string_fields() {
         let w = br#"{"id":"x","model" : "gpt-\u00e9","o":{"model":"other"}}"#;
-        assert_eq!(find_string_field(w, "model", true).as_deref(), Some("gpt-é"));
-        assert_eq!(find_string_field(w, "model", false).as_deref(), Some("other"));
-        assert_eq!(find_string_field(br#""model":"unterminated"#, "model", true), None);
+        assert_eq!(
+            find_string_field(w, "model", true).as_deref(),
+            Some("gpt-é")
+        );
+        assert_eq!(
+            find_string_field(w, "model", false).as_deref(),
+            Some("other")
+        );
+        assert_eq!(
+            find_string_field(br#""model":"unterminated"#, "model", true),
+            None
+        );
         assert_eq!(find_string_field(br#""model":5"#, "model", true), None);
     }
 

@@ -205,7 +205,8 @@ fn is_header_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    const MINIMAL: &str = r#"{"collector_cluster":"billing","collector_authority":"collector","ingest_token":"t"}"#;
+    const MINIMAL: &str =
+        r#"{"collector_cluster":"billing","collector_authority":"collector","ingest_token":"t"}"#;
 
     #[test]
     fn minimal_config_gets_defaults() {

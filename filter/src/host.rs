@@ -33,7 +33,11 @@ struct Stats {
 impl Stats {
     fn define() -> Self {
         let counter = |name: &str| {
-            proxy_wasm::hostcalls::define_metric(MetricType::Counter, &format!("llm_billing.{name}")).ok()
+            proxy_wasm::hostcalls::define_metric(
+                MetricType::Counter,
+                &format!("llm_billing.{name}"),
+            )
+            .ok()
         };
         Stats {
             captured: counter("records_captured"),
@@ -42,21 +46,29 @@ impl Stats {
             dropped: counter("records_dropped"),
             parse_failures: counter("parse_failures"),
             incomplete: counter("incomplete_streams"),
-            buffered: proxy_wasm::hostcalls::define_metric(MetricType::Gauge, "llm_billing.records_buffered").ok(),
+            buffered: proxy_wasm::hostcalls::define_metric(
+                MetricType::Gauge,
+                "llm_billing.records_buffered",
+            )
+            .ok(),
         }
     }
 
     fn add(metric: Option<u32>, n: u64) {
         if let Some(id) = metric {
             if n > 0 {
-                let _ = proxy_wasm::hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+                let _ = proxy_wasm::hostcalls::increment_metric(
+                    id,
+                    i64::try_from(n).unwrap_or(i64::MAX),
+                );
             }
         }
     }
 
     fn set(metric: Option<u32>, value: usize) {
         if let Some(id) = metric {
-            let _ = proxy_wasm::hostcalls::record_metric(id, u64::try_from(value).unwrap_or(u64::MAX));
+            let _ =
+                proxy_wasm::hostcalls::record_metric(id, u64::try_from(value).unwrap_or(u64::MAX));
         }
     }
 }
@@ -124,7 +136,13 @@ impl BillingRoot {
 }
 
 impl Context for BillingRoot {
-    fn on_http_call_response(&mut self, token: u32, _headers: usize, _body: usize, _trailers: usize) {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
         let status = self
             .get_http_call_response_header(":status")
             .and_then(|s| s.parse::<u16>().ok());
@@ -152,7 +170,12 @@ impl Context for BillingRoot {
         if more {
             self.flush();
         }
-        if self.draining && self.shared.as_ref().is_some_and(|s| s.borrow().queue.is_empty()) {
+        if self.draining
+            && self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.borrow().queue.is_empty())
+        {
             self.done();
         }
     }
@@ -162,7 +185,9 @@ impl Context for BillingRoot {
         // what is buffered before letting go.
         self.draining = true;
         self.flush();
-        self.shared.as_ref().is_none_or(|s| s.borrow().queue.is_empty())
+        self.shared
+            .as_ref()
+            .is_none_or(|s| s.borrow().queue.is_empty())
     }
 }
 
@@ -264,7 +289,14 @@ impl HttpContext for BillingHttp {
         let host = self.header(":authority");
         let request_id = self
             .header(&self.config.request_id_header)
-            .unwrap_or_else(|| format!("noid-{started_at_ms}-{}", proxy_wasm::hostcalls::get_current_time().map_or(0, |t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()))));
+            .unwrap_or_else(|| {
+                format!(
+                    "noid-{started_at_ms}-{}",
+                    proxy_wasm::hostcalls::get_current_time().map_or(0, |t| t
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos()))
+                )
+            });
         let tenant_id = self
             .header(&self.config.tenant_header)
             .unwrap_or_else(|| self.config.default_tenant.clone());
@@ -355,14 +387,22 @@ impl HttpContext for BillingHttp {
         let content_type = self.get_http_response_header("content-type");
         let content_encoding = self.get_http_response_header("content-encoding");
         if let Some(tracker) = self.tracker.as_mut() {
-            tracker.on_response_headers(status, content_type.as_deref(), content_encoding.as_deref(), now_ms());
+            tracker.on_response_headers(
+                status,
+                content_type.as_deref(),
+                content_encoding.as_deref(),
+                now_ms(),
+            );
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if body_size > 0 {
-            if let (Some(chunk), Some(tracker)) = (self.get_http_response_body(0, body_size), self.tracker.as_mut()) {
+            if let (Some(chunk), Some(tracker)) = (
+                self.get_http_response_body(0, body_size),
+                self.tracker.as_mut(),
+            ) {
                 tracker.on_response_body(&chunk, now_ms());
             }
         }
@@ -381,7 +421,9 @@ impl HttpContext for BillingHttp {
         let parse_failure = record.flags.iter().any(|f| {
             matches!(
                 f,
-                crate::record::Flag::ParseError | crate::record::Flag::BodyTooLarge | crate::record::Flag::Compressed
+                crate::record::Flag::ParseError
+                    | crate::record::Flag::BodyTooLarge
+                    | crate::record::Flag::Compressed
             )
         });
         let json = match serde_json::to_string(&record) {

@@ -4,13 +4,13 @@
 //! unit-tested natively; `host` only moves bytes between Envoy and it.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod capture;
 pub mod config;
+pub mod providers;
 pub mod queue;
 pub mod record;
-pub mod sse;
-pub mod capture;
-pub mod providers;
-pub mod tracker;
 pub mod request;
+pub mod sse;
+pub mod tracker;
 
 mod host;

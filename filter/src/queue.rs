@@ -43,7 +43,12 @@ pub enum Outcome {
 }
 
 impl DeliveryQueue {
-    pub fn new(max_buffered: usize, max_batch: usize, base_backoff_ms: u64, max_backoff_ms: u64) -> Self {
+    pub fn new(
+        max_buffered: usize,
+        max_batch: usize,
+        base_backoff_ms: u64,
+        max_backoff_ms: u64,
+    ) -> Self {
         Self {
             waiting: VecDeque::new(),
             in_flight: None,
@@ -59,7 +64,13 @@ impl DeliveryQueue {
 
     /// Applies new limits from a plugin reconfiguration, keeping every
     /// buffered record that still fits.
-    pub fn reconfigure(&mut self, max_buffered: usize, max_batch: usize, base_backoff_ms: u64, max_backoff_ms: u64) {
+    pub fn reconfigure(
+        &mut self,
+        max_buffered: usize,
+        max_batch: usize,
+        base_backoff_ms: u64,
+        max_backoff_ms: u64,
+    ) {
         self.max_buffered = max_buffered.max(1);
         self.max_batch = max_batch.max(1);
         self.base_backoff_ms = base_backoff_ms.max(1);
@@ -238,7 +249,10 @@ mod tests {
         assert_eq!(ids(&b), ["r0", "r1"]);
         q.sent(2);
         assert_eq!(q.complete(2, false, 20_000), Outcome::WillRetry(2));
-        assert!(q.take_batch(21_999).is_none(), "second failure doubles backoff");
+        assert!(
+            q.take_batch(21_999).is_none(),
+            "second failure doubles backoff"
+        );
         assert!(q.take_batch(22_000).is_some());
     }
 

@@ -16,17 +16,22 @@ pub fn api_key_id(
     x_goog_api_key: Option<&str>,
 ) -> Option<String> {
     let from_auth = authorization.map(|a| {
-        let a = a.trim();
+        let a = a.trim_start();
         match a.get(..7) {
             Some(p) if p.eq_ignore_ascii_case("bearer ") => a.get(7..).unwrap_or("").trim(),
-            _ => a,
+            _ if a.trim_end().eq_ignore_ascii_case("bearer") => "",
+            _ => a.trim_end(),
         }
     });
-    [from_auth, x_api_key.map(str::trim), x_goog_api_key.map(str::trim)]
-        .into_iter()
-        .flatten()
-        .find(|c| !c.is_empty())
-        .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
+    [
+        from_auth,
+        x_api_key.map(str::trim),
+        x_goog_api_key.map(str::trim),
+    ]
+    .into_iter()
+    .flatten()
+    .find(|c| !c.is_empty())
+    .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
 }
 
 /// What the filter learned from a request body.
@@ -48,7 +53,11 @@ pub struct RequestBodyInfo {
 /// `stream_options` at all, the field is spliced in after the opening brace
 /// so every other byte is preserved; otherwise the JSON is re-serialized.
 /// Invalid JSON is left alone.
-pub fn prepare_request_body(path: &str, body: &[u8], inject_include_usage: bool) -> RequestBodyInfo {
+pub fn prepare_request_body(
+    path: &str,
+    body: &[u8],
+    inject_include_usage: bool,
+) -> RequestBodyInfo {
     let path_streams = strip_query(path).contains(":streamGenerateContent");
     let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
         return RequestBodyInfo {
@@ -117,17 +126,27 @@ mod tests {
     fn api_key_ids() {
         let h = sk_hash();
         assert_eq!(h.len(), 64);
-        assert_eq!(api_key_id(Some("Bearer sk-proj-abc123"), None, None), Some(h.clone()));
-        assert_eq!(api_key_id(Some("bearer sk-proj-abc123"), None, None), Some(h.clone()));
-        assert_eq!(api_key_id(Some("BEARER   sk-proj-abc123 "), None, None), Some(h.clone()));
+        assert_eq!(
+            api_key_id(Some("Bearer sk-proj-abc123"), None, None),
+            Some(h.clone())
+        );
+        assert_eq!(
+            api_key_id(Some("bearer sk-proj-abc123"), None, None),
+            Some(h.clone())
+        );
+        assert_eq!(
+            api_key_id(Some("BEARER   sk-proj-abc123 "), None, None),
+            Some(h.clone())
+        );
         assert_eq!(api_key_id(None, Some(SK), None), Some(h.clone()));
         assert_eq!(api_key_id(None, None, Some(SK)), Some(h.clone()));
         assert_eq!(api_key_id(Some(""), Some(" "), Some(SK)), Some(h.clone()));
         assert_eq!(api_key_id(Some("Bearer "), None, None), None);
         assert_eq!(api_key_id(None, None, None), None);
+        assert_eq!(api_key_id(Some("Bearer"), None, None), None);
         assert_eq!(
-            api_key_id(Some("Bearer"), None, None),
-            Some(hex::encode(Sha256::digest(b"Bearer")))
+            api_key_id(Some("Basic dXNlcjpwYXNz"), None, None),
+            Some(hex::encode(Sha256::digest(b"Basic dXNlcjpwYXNz")))
         );
         // Known vector: sha256("abc").
         assert_eq!(
@@ -156,14 +175,18 @@ mod tests {
     #[test]
     fn rewrites_existing_stream_options() {
         let body = br#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false,"x":1},"messages":[]}"#;
-        let out = prepare_request_body("/v1/chat/completions", body, true).rewritten.unwrap();
+        let out = prepare_request_body("/v1/chat/completions", body, true)
+            .rewritten
+            .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["stream_options"]["x"], 1);
         assert_eq!(v["model"], "gpt-4o");
         assert_eq!(v["messages"], serde_json::json!([]));
         let body = br#"{"model":"gpt-4o","stream":true,"stream_options":null}"#;
-        let out = prepare_request_body("/api/v1/chat/completions", body, true).rewritten.unwrap();
+        let out = prepare_request_body("/api/v1/chat/completions", body, true)
+            .rewritten
+            .unwrap();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["stream_options"]["include_usage"], true);
     }
@@ -179,9 +202,18 @@ mod tests {
         assert!(!info.stream);
         assert_eq!(info.rewritten, None);
         let stream = br#"{"model":"m","stream":true}"#;
-        assert_eq!(prepare_request_body("/v1/chat/completions", stream, false).rewritten, None);
-        assert_eq!(prepare_request_body("/v1/responses", stream, true).rewritten, None);
-        assert_eq!(prepare_request_body("/v1/messages", stream, true).rewritten, None);
+        assert_eq!(
+            prepare_request_body("/v1/chat/completions", stream, false).rewritten,
+            None
+        );
+        assert_eq!(
+            prepare_request_body("/v1/responses", stream, true).rewritten,
+            None
+        );
+        assert_eq!(
+            prepare_request_body("/v1/messages", stream, true).rewritten,
+            None
+        );
         let info = prepare_request_body("/v1/chat/completions", b"{not json", true);
         assert_eq!(info, RequestBodyInfo::default());
         let info = prepare_request_body("/v1/chat/completions", b"[1,2]", true);

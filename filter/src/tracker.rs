@@ -9,8 +9,9 @@
 //! state reported by [`ResponseTracker::retained_bytes`] never exceeds
 //! * `max_sse_event_bytes` for `text/event-stream` responses, whatever the
 //!   stream length: the SSE framer gets that budget minus
-//!   [`STREAM_RESERVE_BYTES`], which covers the accumulator's strings (model
-//!   ≤ 256 bytes, cost ≤ ~130 bytes);
+//!   [`STREAM_RESERVE_BYTES`], which covers the boxed stream state itself
+//!   (under 1 KiB) and the accumulator's strings (model ≤ 256 bytes, cost ≤
+//!   ~130 bytes); with a floor of 256 + 2048 bytes for tiny budgets;
 //! * `max_json_body_bytes` for other responses (whole body up to it, then
 //!   head + tail windows);
 //! * 0 for compressed responses (not buffered).
@@ -27,7 +28,7 @@ use crate::record::{Flag, Provider, UsageRecord};
 use crate::sse::SseFramer;
 
 /// Part of `max_sse_event_bytes` kept for the stream accumulator.
-pub const STREAM_RESERVE_BYTES: usize = 1024;
+pub const STREAM_RESERVE_BYTES: usize = 2048;
 
 /// Default [`Limits`]: 1 MiB of JSON body, 16 KiB of SSE state.
 pub const DEFAULT_MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
@@ -71,14 +72,17 @@ impl Default for Limits {
 }
 
 #[derive(Debug)]
+struct SseState {
+    framer: SseFramer,
+    acc: StreamAccumulator,
+}
+
+#[derive(Debug)]
 enum Body {
     /// No response headers yet.
     Pending,
     Json(BoundedBuf),
-    Sse {
-        framer: SseFramer,
-        acc: StreamAccumulator,
-    },
+    Sse(Box<SseState>),
     /// Compressed: bytes are counted, not kept.
     Skip,
     /// `finish` already ran.
@@ -141,6 +145,26 @@ impl ResponseTracker {
         self.provider
     }
 
+    /// Whether the request path or host identified a provider or API
+    /// shape (the glue only inspects request bodies of those).
+    pub fn provider_known(&self) -> bool {
+        self.provider != Provider::Unknown || self.shape != ApiShape::Unknown
+    }
+
+    /// The request `:path` the tracker was created with.
+    pub fn path(&self) -> &str {
+        &self.info.path
+    }
+
+    /// What the request body said: its model (kept when `None`) and whether
+    /// it asked for a stream. Call before the response headers.
+    pub fn set_request_details(&mut self, model: Option<String>, stream: bool) {
+        if let Some(m) = model.as_deref().and_then(cap_model) {
+            self.info.request_model = Some(m);
+        }
+        self.info.streamed_request = stream;
+    }
+
     /// Whether the response is being read as an SSE stream.
     pub fn is_streaming(&self) -> bool {
         self.streamed
@@ -151,14 +175,14 @@ impl ResponseTracker {
         self.body = if self.compressed {
             Body::Skip
         } else if streaming {
-            Body::Sse {
+            Body::Sse(Box::new(SseState {
                 framer: SseFramer::new(
                     self.limits
                         .max_sse_event_bytes
                         .saturating_sub(STREAM_RESERVE_BYTES),
                 ),
                 acc: StreamAccumulator::new(self.shape),
-            }
+            }))
         } else {
             Body::Json(BoundedBuf::new(self.limits.max_json_body_bytes))
         };
@@ -202,7 +226,10 @@ impl ResponseTracker {
         }
         match &mut self.body {
             Body::Json(buf) => buf.push(chunk),
-            Body::Sse { framer, acc } => framer.push(chunk, |ev| acc.on_event(ev)),
+            Body::Sse(st) => {
+                let SseState { framer, acc } = &mut **st;
+                framer.push(chunk, |ev| acc.on_event(ev));
+            }
             Body::Pending | Body::Skip | Body::Done => {}
         }
     }
@@ -211,15 +238,18 @@ impl ResponseTracker {
     pub fn retained_bytes(&self) -> usize {
         match &self.body {
             Body::Json(buf) => buf.retained_bytes(),
-            Body::Sse { framer, acc } => framer.retained_bytes() + acc.retained_bytes(),
+            Body::Sse(st) => {
+                std::mem::size_of::<SseState>()
+                    + st.framer.retained_bytes()
+                    + st.acc.retained_bytes()
+            }
             Body::Pending | Body::Skip | Body::Done => 0,
         }
     }
 
     /// Build the record. `end_of_stream_seen` is false when the stream was
-    /// torn down before the upstream finished the body. Meant to be called
-    /// once; a second call reports no body.
-    pub fn finish(&mut self, end_of_stream_seen: bool, now_ms: u64) -> UsageRecord {
+    /// torn down before the upstream finished the body.
+    pub fn finish(mut self, end_of_stream_seen: bool, now_ms: u64) -> UsageRecord {
         let status = self.status.unwrap_or(0);
         let ok = (200..300).contains(&status);
         let mut flags: Vec<Flag> = Vec::new();
@@ -240,7 +270,11 @@ impl ResponseTracker {
         match std::mem::replace(&mut self.body, Body::Done) {
             Body::Pending | Body::Done => {}
             Body::Skip => flag(Flag::Compressed),
-            Body::Sse { mut framer, mut acc } => {
+            Body::Sse(st) => {
+                let SseState {
+                    mut framer,
+                    mut acc,
+                } = *st;
                 framer.finish(|ev| acc.on_event(ev));
                 ext = acc.extraction();
                 shape = acc.shape();
@@ -367,7 +401,15 @@ mod tests {
     }
 
     fn json(path: &str, body: &[u8]) -> UsageRecord {
-        run_chunks(info(path), Limits::default(), 200, "application/json", None, &[body], true)
+        run_chunks(
+            info(path),
+            Limits::default(),
+            200,
+            "application/json",
+            None,
+            &[body],
+            true,
+        )
     }
 
     fn sse(path: &str, body: &[u8]) -> UsageRecord {
@@ -566,7 +608,10 @@ mod tests {
             );
             assert_eq!(r, r2, "{}", c.0);
         }
-        assert_eq!(json("/api/v1/chat/completions", OPENROUTER_CHAT).provider, Provider::Openrouter);
+        assert_eq!(
+            json("/api/v1/chat/completions", OPENROUTER_CHAT).provider,
+            Provider::Openrouter
+        );
         assert_eq!(json(GEMINI_PRO_PATH, GEMINI).provider, Provider::Gemini);
     }
 
@@ -586,8 +631,14 @@ mod tests {
         assert_eq!(r.started_at_ms, T0);
         assert_eq!(r.ttfb_ms, Some(200));
         assert_eq!(r.duration_ms, Some(5_000));
-        assert_eq!(sse("/api/v1/chat/completions", OPENROUTER_SSE).provider, Provider::Openrouter);
-        assert_eq!(sse(GEMINI_STREAM_PATH, GEMINI_SSE).provider, Provider::Gemini);
+        assert_eq!(
+            sse("/api/v1/chat/completions", OPENROUTER_SSE).provider,
+            Provider::Openrouter
+        );
+        assert_eq!(
+            sse(GEMINI_STREAM_PATH, GEMINI_SSE).provider,
+            Provider::Gemini
+        );
     }
 
     #[test]
@@ -708,6 +759,47 @@ mod tests {
     }
 
     #[test]
+    fn clean_end_at_every_cut_is_flagged_unless_counts_are_final() {
+        // Upstream closes the stream cleanly at an arbitrary byte: either
+        // the record says Incomplete, or its counts are the final ones.
+        for c in &sse_cases() {
+            let full = sse(c.1, c.2);
+            for cut in 0..c.2.len() {
+                let r = run_chunks(
+                    info(c.1),
+                    Limits::default(),
+                    200,
+                    "text/event-stream",
+                    None,
+                    &[&c.2[..cut]],
+                    true,
+                );
+                assert!(!r.flags.contains(&Flag::ParseError), "{} cut {cut}", c.0);
+                if !r.flags.contains(&Flag::Incomplete) {
+                    assert_eq!(r.usage, full.usage, "{} cut {cut}", c.0);
+                    assert_eq!(r.flags, full.flags, "{} cut {cut}", c.0);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn keepalive_and_empty_data_lines_are_not_parse_errors() {
+        let mut body = b": ping
+
+data:
+
+data: 
+
+"
+        .to_vec();
+        body.extend_from_slice(CHAT_SSE);
+        let r = sse("/v1/chat/completions", &body);
+        assert_eq!(r.flags, vec![]);
+        assert_eq!(r.usage.input_tokens, 1117);
+    }
+
+    #[test]
     fn chat_stream_without_usage_chunk() {
         // Client did not ask for usage: [DONE] arrives, no usage -> NoUsage.
         let body = b"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
@@ -753,7 +845,9 @@ mod tests {
         assert_eq!(r.usage, u(120, 54000, 64, 0, 0, 0));
         assert_eq!(r.model.as_deref(), Some("gpt-4.1-mini-2025-04-14"));
         // Without the SSE event name, the type is found in the head window.
-        let body2 = String::from_utf8(body).unwrap().replace("event: response.completed\n", "");
+        let body2 = String::from_utf8(body)
+            .unwrap()
+            .replace("event: response.completed\n", "");
         let r = sse("/v1/responses", body2.as_bytes());
         assert_eq!(r.flags, vec![]);
         assert_eq!(r.usage.output_tokens, 54000);
@@ -784,9 +878,9 @@ mod tests {
         assert_eq!(r.usage, u(10, 25000, 7, 0, 0, 0));
         assert_eq!(r.model.as_deref(), Some("claude-opus-4-1-20250805"));
 
-        // Usage not in the tail window -> BodyTooLarge.
+        // Usage in neither window -> BodyTooLarge.
         let body = format!(
-            r#"{{"model":"m","usage":{{"input_tokens":1,"output_tokens":2}},"content":[{{"type":"text","text":"{text}"}}]}}"#
+            r#"{{"model":"m","content":[{{"type":"text","text":"{text}"}}],"usage":{{"input_tokens":1,"output_tokens":2}},"trailer":"{text}"}}"#
         );
         let r = run_chunks(
             info("/v1/messages"),
@@ -830,7 +924,8 @@ mod tests {
 
     #[test]
     fn upstream_errors() {
-        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
+        let body =
+            br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#;
         let r = run_chunks(
             info("/v1/messages"),
             Limits::default(),
@@ -854,7 +949,9 @@ mod tests {
         );
         assert_eq!(r.flags, vec![Flag::UpstreamError]);
         // No response at all.
-        let mut t = ResponseTracker::new(info("/v1/messages"), Limits::default());
+        let t = ResponseTracker::new(info("/v1/messages"), Limits::default());
+        assert!(t.provider_known());
+        assert_eq!(t.path(), "/v1/messages");
         let r = t.finish(false, T0 + 10);
         assert_eq!(r.http_status, 0);
         assert_eq!(r.flags, vec![Flag::UpstreamError, Flag::Incomplete]);
@@ -865,7 +962,10 @@ mod tests {
     fn malformed_and_usage_less_json() {
         let r = json("/v1/chat/completions", b"{\"id\": \"x\", \"usage\": {");
         assert_eq!(r.flags, vec![Flag::ParseError]);
-        let r = json("/v1/chat/completions", br#"{"id":"x","model":"gpt-4o","choices":[]}"#);
+        let r = json(
+            "/v1/chat/completions",
+            br#"{"id":"x","model":"gpt-4o","choices":[]}"#,
+        );
         assert_eq!(r.flags, vec![Flag::NoUsage]);
         assert_eq!(r.model.as_deref(), Some("gpt-4o"));
         let r = json("/v1/chat/completions", b"");
@@ -888,7 +988,15 @@ mod tests {
     fn model_fallbacks() {
         let mut i = info("/v1/chat/completions");
         i.request_model = Some("gpt-4o-mini".into());
-        let r = run_chunks(i, Limits::default(), 500, "application/json", None, &[b"{}"], true);
+        let r = run_chunks(
+            i,
+            Limits::default(),
+            500,
+            "application/json",
+            None,
+            &[b"{}"],
+            true,
+        );
         assert_eq!(r.model.as_deref(), Some("gpt-4o-mini"));
         let r = run_chunks(
             info(GEMINI_PRO_PATH),
@@ -900,6 +1008,13 @@ mod tests {
             true,
         );
         assert_eq!(r.model.as_deref(), Some("gemini-2.5-pro"));
+        let mut t = ResponseTracker::new(info("/v1/messages"), Limits::default());
+        t.set_request_details(Some("claude-3-7-sonnet-latest".into()), true);
+        t.set_request_details(None, true);
+        t.on_response_headers(500, None, None, T0);
+        assert!(t.is_streaming());
+        let r = t.finish(true, T0);
+        assert_eq!(r.model.as_deref(), Some("claude-3-7-sonnet-latest"));
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub async fn insert_batch(
     // A fixed row order keeps lock order stable across concurrent batches.
     let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.record.tenant_id, &a.record.request_id).cmp(&(&b.record.tenant_id, &b.record.request_id))
+        (&a.record.tenant_id, &a.record.request_id)
+            .cmp(&(&b.record.tenant_id, &b.record.request_id))
     });
     let n = sorted.len();
     let mut c = Columns::with_capacity(n);
@@ -208,12 +209,14 @@ impl Columns {
         self.output_tokens.push(to_i64(r.output_tokens));
         self.cache_read_tokens.push(to_i64(r.cache_read_tokens));
         self.cache_write_tokens.push(to_i64(r.cache_write_tokens));
-        self.cache_write_1h_tokens.push(to_i64(r.cache_write_1h_tokens));
+        self.cache_write_1h_tokens
+            .push(to_i64(r.cache_write_1h_tokens));
         self.reasoning_tokens.push(to_i64(r.reasoning_tokens));
         self.reported_cost.push(r.reported_cost);
         self.flags.push(r.flags.join(","));
         let p = entry.price.as_ref();
-        self.status.push(if p.is_some() { "priced" } else { "unpriced" });
+        self.status
+            .push(if p.is_some() { "priced" } else { "unpriced" });
         self.currency.push(p.map(|p| p.currency.clone()));
         self.cost.push(p.map(|p| p.total));
         self.cost_input.push(p.map(|p| p.input));
@@ -343,8 +346,18 @@ pub async fn list_transactions(
             .push_bind(c.id)
             .push(")");
     }
-    q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ").push_bind(limit);
+    q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
     q.build_query_as::<Transaction>().fetch_all(pool).await
+}
+
+/// One repricing step: rows looked at, rows priced, and the
+/// (tenant_id, request_id) key to continue after (None when done).
+#[derive(Debug)]
+pub struct RepriceProgress {
+    pub examined: usize,
+    pub priced: usize,
+    pub next: Option<(String, String)>,
 }
 
 /// An unpriced row waiting for a price.
@@ -365,14 +378,14 @@ pub struct UnpricedRow {
 
 /// Prices up to `limit` unpriced rows with `price_of`, moving their usage
 /// from the unpriced to the priced rollup in the same transaction. Returns
-/// (rows examined, rows priced, the key to continue after).
+/// how far it got.
 #[tracing::instrument(skip_all)]
 pub async fn reprice_batch<F>(
     pool: &PgPool,
     after: &(String, String),
     limit: i64,
     price_of: F,
-) -> Result<(usize, usize, Option<(String, String)>), sqlx::Error>
+) -> Result<RepriceProgress, sqlx::Error>
 where
     F: Fn(&UnpricedRow) -> Option<AppliedPrice>,
 {
@@ -488,5 +501,9 @@ where
             .await?;
     }
     tx.commit().await?;
-    Ok((examined, priced, next))
+    Ok(RepriceProgress {
+        examined,
+        priced,
+        next,
+    })
 }

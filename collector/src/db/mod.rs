@@ -2,10 +2,12 @@
 
 mod ledger;
 mod prices;
+mod reconciliation;
 mod summary;
 
 pub use ledger::*;
 pub use prices::*;
+pub use reconciliation::*;
 pub use summary::*;
 
 use std::time::Duration;

@@ -22,8 +22,8 @@ pub async fn load_prices(pool: &PgPool) -> Result<Vec<StoredPrice>, sqlx::Error>
     let mut prices = Vec::with_capacity(rows.len());
     for row in rows {
         let entry: serde_json::Value = row.try_get("entry")?;
-        let entry: PriceEntry = serde_json::from_value(entry)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+        let entry: PriceEntry =
+            serde_json::from_value(entry).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
         prices.push(StoredPrice {
             id: row.try_get("id")?,
             entry,

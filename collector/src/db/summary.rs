@@ -137,7 +137,8 @@ fn push_rollup_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
         q.push(" AND tenant_id = ").push_bind(v.clone());
     }
     if let Some(v) = &f.api_key_id {
-        q.push(" AND coalesce(api_key_id, '') = ").push_bind(v.clone());
+        q.push(" AND coalesce(api_key_id, '') = ")
+            .push_bind(v.clone());
     }
     if let Some(v) = &f.model {
         q.push(" AND coalesce(model, '') = ").push_bind(v.clone());

@@ -1,7 +1,9 @@
 //! HTTP API: one module per resource, assembled here.
 
+mod openapi;
 mod prices;
 mod query;
+mod reconciliation;
 mod usage;
 
 use axum::body::Bytes;
@@ -25,6 +27,8 @@ pub fn app(state: AppState) -> Router {
         .merge(usage::router())
         .merge(query::router())
         .merge(prices::router())
+        .merge(reconciliation::router())
+        .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -53,7 +57,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Parses a JSON body with a clear 4xx instead of axum's plain-text rejection.
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Reads the body, mapping an over-limit body to 413 JSON.
@@ -69,5 +74,20 @@ impl axum::extract::FromRequest<AppState> for Body {
             }
             Err(rejection) => Err(ApiError::BadRequest(rejection.body_text())),
         }
+    }
+}
+
+/// Query string extractor whose rejection is the JSON error format.
+pub(crate) struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| Params(q.0))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
     }
 }

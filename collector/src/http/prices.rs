@@ -1,7 +1,7 @@
 //! Catalog admin and pricing tools: `GET /v1/prices`, `PUT /v1/prices/{model}`,
-//! `POST /v1/reprice`, `POST /v1/quote`, `GET /v1/reconciliation`.
+//! `POST /v1/reprice`, `POST /v1/quote`.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{parse_json, Body};
+use super::{parse_json, Body, Params};
 use crate::auth::Admin;
 use crate::error::{ApiError, ApiResult};
 use crate::pricing::{self, PriceEntry, UsageCounts};
@@ -33,7 +33,7 @@ struct PricesQuery {
 async fn list_prices(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(q): Query<PricesQuery>,
+    Params(q): Params<PricesQuery>,
 ) -> ApiResult<Json<Value>> {
     let prices = crate::db::load_prices(&state.pool).await?;
     let rows: Vec<Value> = prices
@@ -77,7 +77,8 @@ async fn put_price(
     entry
         .validate()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let added = crate::db::insert_prices(&state.pool, std::slice::from_ref(&entry), "admin").await?;
+    let added =
+        crate::db::insert_prices(&state.pool, std::slice::from_ref(&entry), "admin").await?;
     if added == 0 {
         return Err(ApiError::BadRequest(format!(
             "a price for {model} effective from {} already exists; prices are immutable, use a new effective_from",
@@ -85,7 +86,10 @@ async fn put_price(
         )));
     }
     state.reload_prices().await?;
-    Ok((StatusCode::CREATED, Json(json!({"version": entry.version(), "price": entry}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"version": entry.version(), "price": entry})),
+    ))
 }
 
 /// Prices rows stored as `unpriced` with the current catalog.
@@ -95,7 +99,7 @@ async fn reprice(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json
     let mut after = (String::new(), String::new());
     loop {
         let book = state.prices.clone();
-        let (e, p, next) = crate::db::reprice_batch(&state.pool, &after, 1000, |row| {
+        let progress = crate::db::reprice_batch(&state.pool, &after, 1000, |row| {
             let guard = book.read().unwrap_or_else(|p| p.into_inner());
             let usage = UsageCounts {
                 input_tokens: row.input_tokens.max(0) as u64,
@@ -105,17 +109,25 @@ async fn reprice(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json
                 cache_write_1h_tokens: row.cache_write_1h_tokens.max(0) as u64,
                 reasoning_tokens: row.reasoning_tokens.max(0) as u64,
             };
-            guard.applied(&row.provider, row.model.as_deref(), row.occurred_at, &usage, 200)
+            guard.applied(
+                &row.provider,
+                row.model.as_deref(),
+                row.occurred_at,
+                &usage,
+                200,
+            )
         })
         .await?;
-        examined += e;
-        priced += p;
-        match next {
+        examined += progress.examined;
+        priced += progress.priced;
+        match progress.next {
             Some(n) => after = n,
             None => break,
         }
     }
-    Ok(Json(json!({"examined": examined, "priced": priced, "still_unpriced": examined - priced})))
+    Ok(Json(
+        json!({"examined": examined, "priced": priced, "still_unpriced": examined - priced}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -133,7 +145,11 @@ struct QuoteRequest {
 
 /// The cost of `usage` under the current catalog; with `reported_cost`, a
 /// reconciliation against it.
-async fn quote(State(state): State<AppState>, _admin: Admin, Body(body): Body) -> ApiResult<Json<Value>> {
+async fn quote(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
     let q: QuoteRequest = parse_json(&body)?;
     let provider = q.provider.as_deref().unwrap_or("unknown");
     let book = state.price_book();
@@ -142,14 +158,15 @@ async fn quote(State(state): State<AppState>, _admin: Admin, Body(body): Body) -
         .ok_or_else(|| ApiError::Internal("price catalog unavailable".into()))?;
     let breakdown = pricing::price_usage(catalog, provider, &q.model, Utc::now(), &q.usage, None)
         .map_err(|e| match e {
-            pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
-            other => ApiError::BadRequest(other.to_string()),
-        })?;
+        pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
+        other => ApiError::BadRequest(other.to_string()),
+    })?;
     let mut out = json!({"model": q.model, "cost": breakdown});
     if let Some(reported) = q.reported_cost {
         let tolerance = q.tolerance.unwrap_or_else(|| Decimal::new(1, 6));
-        out["reconciliation"] = serde_json::to_value(pricing::reconcile(breakdown.total, reported, tolerance))
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        out["reconciliation"] =
+            serde_json::to_value(pricing::reconcile(breakdown.total, reported, tolerance))
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
     Ok(Json(out))
 }

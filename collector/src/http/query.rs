@@ -1,6 +1,6 @@
 //! Billing queries: `GET /v1/transactions` and `GET /v1/summary`.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -11,6 +11,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::Params;
 use crate::auth::Admin;
 use crate::db::{self, Cursor, GroupBy, LedgerFilter, Transaction};
 use crate::error::{ApiError, ApiResult};
@@ -46,7 +47,11 @@ pub(crate) fn parse_time(name: &str, value: Option<&str>) -> ApiResult<Option<Da
         .map(|v| {
             DateTime::parse_from_rfc3339(v)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| ApiError::BadRequest(format!("{name} must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z")))
+                .map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "{name} must be an RFC 3339 time, e.g. 2026-11-01T00:00:00Z"
+                    ))
+                })
         })
         .transpose()
 }
@@ -78,7 +83,7 @@ fn decode_cursor(s: &str) -> ApiResult<Cursor> {
 async fn transactions(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(q): Query<TransactionsQuery>,
+    Params(q): Params<TransactionsQuery>,
 ) -> ApiResult<Response> {
     check_status(&q.status)?;
     let filter = LedgerFilter {
@@ -95,26 +100,50 @@ async fn transactions(
         None | Some("json") => false,
         Some("csv") => true,
         Some(other) => {
-            return Err(ApiError::BadRequest(format!("format must be json or csv, not {other:?}")))
+            return Err(ApiError::BadRequest(format!(
+                "format must be json or csv, not {other:?}"
+            )))
         }
     };
     let max = if csv { MAX_CSV_ROWS } else { MAX_LIMIT };
-    let limit = q.limit.unwrap_or(if csv { MAX_CSV_ROWS } else { DEFAULT_LIMIT });
+    let limit = q
+        .limit
+        .unwrap_or(if csv { MAX_CSV_ROWS } else { DEFAULT_LIMIT });
     if !(1..=max).contains(&limit) {
-        return Err(ApiError::BadRequest(format!("limit must be between 1 and {max}")));
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {max}"
+        )));
     }
     let rows = db::list_transactions(&state.pool, &filter, after, limit).await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last())
         .flatten()
-        .map(|t| encode_cursor(Cursor { occurred_at: t.occurred_at, id: t.id }));
+        .map(|t| {
+            encode_cursor(Cursor {
+                occurred_at: t.occurred_at,
+                id: t.id,
+            })
+        });
     if csv {
         let mut response = to_csv(&rows).into_response();
         let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, "text/csv; charset=utf-8".parse().map_err(|_| ApiError::Internal("header".into()))?);
-        headers.insert(header::CONTENT_DISPOSITION, "attachment; filename=\"transactions.csv\"".parse().map_err(|_| ApiError::Internal("header".into()))?);
+        headers.insert(
+            header::CONTENT_TYPE,
+            "text/csv; charset=utf-8"
+                .parse()
+                .map_err(|_| ApiError::Internal("header".into()))?,
+        );
+        headers.insert(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"transactions.csv\""
+                .parse()
+                .map_err(|_| ApiError::Internal("header".into()))?,
+        );
         if let Some(c) = next_cursor {
-            headers.insert("x-next-cursor", c.parse().map_err(|_| ApiError::Internal("header".into()))?);
+            headers.insert(
+                "x-next-cursor",
+                c.parse().map_err(|_| ApiError::Internal("header".into()))?,
+            );
         }
         return Ok(response);
     }
@@ -154,7 +183,8 @@ pub(crate) fn to_csv(rows: &[Transaction]) -> String {
             opt(&t.route),
             t.http_status.to_string(),
             t.streamed.to_string(),
-            t.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            t.occurred_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             t.input_tokens.to_string(),
             t.output_tokens.to_string(),
             t.cache_read_tokens.to_string(),
@@ -195,11 +225,13 @@ struct SummaryQuery {
 async fn summary(
     State(state): State<AppState>,
     _admin: Admin,
-    Query(q): Query<SummaryQuery>,
+    Params(q): Params<SummaryQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_status(&q.status)?;
     let group_by = GroupBy::parse(q.group_by.as_deref().unwrap_or("total")).ok_or_else(|| {
-        ApiError::BadRequest("group_by must be one of total, model, provider, api_key, tenant, day, hour".into())
+        ApiError::BadRequest(
+            "group_by must be one of total, model, provider, api_key, tenant, day, hour".into(),
+        )
     })?;
     let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(Utc::now);
     let start = parse_time("start", q.start.as_deref())?.unwrap_or(end - Duration::days(30));
@@ -230,7 +262,10 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor { occurred_at: Utc.timestamp_micros(1_764_000_000_123_456).unwrap(), id: 42 };
+        let c = Cursor {
+            occurred_at: Utc.timestamp_micros(1_764_000_000_123_456).unwrap(),
+            id: 42,
+        };
         assert_eq!(decode_cursor(&encode_cursor(c)).unwrap(), c);
         assert!(decode_cursor("not-a-cursor").is_err());
         assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("1.x")).is_err());

@@ -45,7 +45,6 @@ async fn ingest(
     let batch: Batch = parse_json(&body)?;
     let (valid, rejections) = parse_batch(batch.records, chrono::Utc::now());
     let entries = state.price_book().price_all(valid);
-    let unpriced = entries.iter().filter(|e| e.price.is_none()).count();
     let inserted = match crate::db::insert_batch(&state.pool, &entries).await {
         Ok(inserted) => inserted,
         Err(e) => {
@@ -55,6 +54,13 @@ async fn ingest(
     };
     let m = &state.metrics;
     let accepted = inserted.len();
+    // Count only newly inserted unpriced rows, so a resent batch adds nothing.
+    let inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+    let unpriced = entries
+        .iter()
+        .filter(|e| e.price.is_none())
+        .filter(|e| inserted.contains(&(e.record.tenant_id.clone(), e.record.request_id.clone())))
+        .count();
     let duplicates = entries.len() - accepted;
     Metrics::add(&m.records_accepted, accepted as u64);
     Metrics::add(&m.records_duplicate, duplicates as u64);

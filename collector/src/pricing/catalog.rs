@@ -52,17 +52,41 @@ fn default_currency() -> String {
 #[serde(deny_unknown_fields)]
 pub struct PriceTier {
     pub above_input_tokens: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub input: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub output: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_read: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_write: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_write_1h: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub reasoning: Option<Decimal>,
 }
 
@@ -102,15 +126,31 @@ pub struct PriceEntry {
     pub input: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     pub output: Decimal,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_read: Option<Decimal>,
     /// 5-minute cache writes.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_write: Option<Decimal>,
     /// 1-hour cache writes.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub cache_write_1h: Option<Decimal>,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "rust_decimal::serde::str_option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rust_decimal::serde::str_option"
+    )]
     pub reasoning: Option<Decimal>,
     /// Absolute fee per request (not per million).
     #[serde(default, with = "rust_decimal::serde::str")]
@@ -155,7 +195,8 @@ impl PriceEntry {
         format!(
             "{}@{}",
             self.model,
-            self.effective_from.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            self.effective_from
+                .to_rfc3339_opts(SecondsFormat::AutoSi, true)
         )
     }
 
@@ -234,7 +275,9 @@ impl PriceEntry {
         }
         for (i, alias) in self.aliases.iter().enumerate() {
             if alias.trim().is_empty() || alias.chars().any(char::is_whitespace) {
-                return Err(err(format!("alias `{alias}` is empty or contains whitespace")));
+                return Err(err(format!(
+                    "alias `{alias}` is empty or contains whitespace"
+                )));
             }
             if *alias == self.model {
                 return Err(err(format!("alias `{alias}` equals the model id")));
@@ -331,9 +374,8 @@ impl Catalog {
                 .and_then(|m| m.as_str())
                 .map(|m| format!("`{m}`"))
                 .unwrap_or_else(|| "?".to_owned());
-            let entry: PriceEntry = serde_json::from_value(value).map_err(|e| {
-                PricingError::Json(format!("models[{index}] (model {label}): {e}"))
-            })?;
+            let entry: PriceEntry = serde_json::from_value(value)
+                .map_err(|e| PricingError::Json(format!("models[{index}] (model {label}): {e}")))?;
             entries.push(entry);
         }
         Catalog::with_currency(file.version, currency, entries)
@@ -388,20 +430,14 @@ impl Catalog {
                 if by_model.contains_key(alias) {
                     return Err(PricingError::AliasConflict {
                         alias: alias.clone(),
-                        reason: format!(
-                            "alias of `{}` is also a model id",
-                            entry.model
-                        ),
+                        reason: format!("alias of `{}` is also a model id", entry.model),
                     });
                 }
                 match aliases.get(alias) {
                     Some(owner) if *owner != entry.model => {
                         return Err(PricingError::AliasConflict {
                             alias: alias.clone(),
-                            reason: format!(
-                                "claimed by both `{owner}` and `{}`",
-                                entry.model
-                            ),
+                            reason: format!("claimed by both `{owner}` and `{}`", entry.model),
                         });
                     }
                     Some(_) => {}
@@ -471,7 +507,12 @@ impl Catalog {
     }
 
     /// Like [`Self::lookup`], also telling which candidate name matched and how.
-    pub fn resolve(&self, provider: &str, model: &str, at: DateTime<Utc>) -> Option<LookupMatch<'_>> {
+    pub fn resolve(
+        &self,
+        provider: &str,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Option<LookupMatch<'_>> {
         for name in candidate_names(provider, model) {
             if let Some((key, indexes)) = self.by_model.get_key_value(name.as_str()) {
                 if let Some(entry) = self.effective(indexes, at) {
@@ -483,7 +524,11 @@ impl Catalog {
                 }
             }
             if let Some((alias, target)) = self.aliases.get_key_value(name.as_str()) {
-                if let Some(entry) = self.by_model.get(target).and_then(|ix| self.effective(ix, at)) {
+                if let Some(entry) = self
+                    .by_model
+                    .get(target)
+                    .and_then(|ix| self.effective(ix, at))
+                {
                     return Some(LookupMatch {
                         entry,
                         matched_name: alias.as_str(),

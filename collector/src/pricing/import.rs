@@ -119,7 +119,10 @@ pub fn import_openrouter(
     Ok(out)
 }
 
-fn openrouter_entry(m: &OpenRouterModel, effective_from: DateTime<Utc>) -> Result<PriceEntry, String> {
+fn openrouter_entry(
+    m: &OpenRouterModel,
+    effective_from: DateTime<Utc>,
+) -> Result<PriceEntry, String> {
     let pricing = m.pricing.as_ref().ok_or("no pricing")?;
     let get = |key: &str| -> Result<Option<Decimal>, String> {
         match pricing.get(key) {

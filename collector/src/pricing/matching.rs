@@ -133,7 +133,9 @@ fn strip_snapshot_suffix(name: &str) -> Option<String> {
     // Vertex AI style `model@version`.
     if let Some((stem, version)) = name.rsplit_once('@') {
         if !version.is_empty()
-            && version.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return keep_stem(stem);
         }

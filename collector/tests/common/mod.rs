@@ -17,19 +17,41 @@ pub const ADMIN: &str = "test-admin";
 /// App over `pool` with the bundled catalog seeded, as the binary does.
 pub async fn state(pool: PgPool) -> AppState {
     let catalog = Catalog::bundled().unwrap();
-    db::insert_prices(&pool, catalog.entries(), "catalog:test").await.unwrap();
+    db::insert_prices(&pool, catalog.entries(), "catalog:test")
+        .await
+        .unwrap();
     let state = AppState::new(pool, PriceBook::empty(), Some(INGEST), Some(ADMIN), 1 << 20);
     state.reload_prices().await.unwrap();
     state
 }
 
-pub async fn call(state: &AppState, method: &str, uri: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-    let (status, bytes) = call_raw(state, method, uri, token, body.map(|b| b.to_string().into_bytes())).await;
-    let value = serde_json::from_slice(&bytes).unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+pub async fn call(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (status, bytes) = call_raw(
+        state,
+        method,
+        uri,
+        token,
+        body.map(|b| b.to_string().into_bytes()),
+    )
+    .await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
     (status, value)
 }
 
-pub async fn call_raw(state: &AppState, method: &str, uri: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (StatusCode, Vec<u8>) {
+pub async fn call_raw(
+    state: &AppState,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, Vec<u8>) {
     let mut req = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
@@ -37,10 +59,18 @@ pub async fn call_raw(state: &AppState, method: &str, uri: &str, token: Option<&
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let req = req.body(body.map(Body::from).unwrap_or_else(Body::empty)).unwrap();
+    let req = req
+        .body(body.map(Body::from).unwrap_or_else(Body::empty))
+        .unwrap();
     let response = app(state.clone()).oneshot(req).await.unwrap();
     let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
     (status, bytes)
 }
 
@@ -55,7 +85,14 @@ pub fn record(request_id: &str, tenant: &str, model: &str, at_ms: i64) -> Value 
 }
 
 pub async fn ingest(state: &AppState, records: Vec<Value>) -> Value {
-    let (status, body) = call(state, "POST", "/v1/usage", Some(INGEST), Some(json!({"records": records}))).await;
+    let (status, body) = call(
+        state,
+        "POST",
+        "/v1/usage",
+        Some(INGEST),
+        Some(json!({"records": records})),
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
 }

@@ -150,7 +150,10 @@ pub fn infer_shape_from_json(v: &Value) -> ApiShape {
     if object == "response" {
         return ApiShape::OpenaiResponses;
     }
-    if object.starts_with("chat.completion") || object == "text_completion" || obj.contains_key("choices") {
+    if object.starts_with("chat.completion")
+        || object == "text_completion"
+        || obj.contains_key("choices")
+    {
         return ApiShape::OpenaiChat;
     }
     match obj.get("usage") {
@@ -349,7 +352,8 @@ pub fn plain_decimal(text: &str) -> Option<String> {
     if int_part.is_empty() && frac_part.is_empty() {
         return None;
     }
-    if !int_part.bytes().all(|b| b.is_ascii_digit()) || !frac_part.bytes().all(|b| b.is_ascii_digit())
+    if !int_part.bytes().all(|b| b.is_ascii_digit())
+        || !frac_part.bytes().all(|b| b.is_ascii_digit())
     {
         return None;
     }
@@ -429,6 +433,10 @@ impl StreamAccumulator {
 
     pub fn on_event(&mut self, ev: &SseEvent<'_>) {
         self.events = self.events.saturating_add(1);
+        if !ev.truncated && ev.data.trim().is_empty() {
+            // Keep-alive or empty `data:` line; nothing to parse.
+            return;
+        }
         if self.shape == ApiShape::Unknown {
             let v = if ev.truncated {
                 None
@@ -513,7 +521,8 @@ impl StreamAccumulator {
         let ty = ev
             .event
             .map(str::to_owned)
-            .or_else(|| find_string_field(head, "type", true));
+            .or_else(|| find_string_field(head, "type", true))
+            .or_else(|| find_string_field(tail, "type", false));
         let (usage_key, model_key) = match self.shape {
             ApiShape::Gemini => ("usageMetadata", "modelVersion"),
             _ => ("usage", "model"),
@@ -595,7 +604,10 @@ mod tests {
     #[test]
     fn shapes_from_paths() {
         assert_eq!(detect_shape("/v1/chat/completions"), ApiShape::OpenaiChat);
-        assert_eq!(detect_shape("/api/v1/chat/completions?x=1"), ApiShape::OpenaiChat);
+        assert_eq!(
+            detect_shape("/api/v1/chat/completions?x=1"),
+            ApiShape::OpenaiChat
+        );
         assert_eq!(
             detect_shape("/openai/deployments/gpt4o/chat/completions?api-version=2024-10-21"),
             ApiShape::OpenaiChat
@@ -622,13 +634,22 @@ mod tests {
 
     #[test]
     fn providers_from_path_and_host() {
-        assert_eq!(detect_provider("/v1/chat/completions", None), Provider::Openai);
-        assert_eq!(detect_provider("/api/v1/chat/completions", None), Provider::Openrouter);
+        assert_eq!(
+            detect_provider("/v1/chat/completions", None),
+            Provider::Openai
+        );
+        assert_eq!(
+            detect_provider("/api/v1/chat/completions", None),
+            Provider::Openrouter
+        );
         assert_eq!(
             detect_provider("/v1/chat/completions", Some("OpenRouter.ai")),
             Provider::Openrouter
         );
-        assert_eq!(detect_provider("/v1/messages", Some("gw.local")), Provider::Anthropic);
+        assert_eq!(
+            detect_provider("/v1/messages", Some("gw.local")),
+            Provider::Anthropic
+        );
         assert_eq!(
             detect_provider(
                 "/v1/projects/p/locations/l/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
@@ -636,8 +657,14 @@ mod tests {
             ),
             Provider::Gemini
         );
-        assert_eq!(detect_provider("/x", Some("api.anthropic.com")), Provider::Anthropic);
-        assert_eq!(detect_provider("/x", Some("api.openai.com")), Provider::Openai);
+        assert_eq!(
+            detect_provider("/x", Some("api.anthropic.com")),
+            Provider::Anthropic
+        );
+        assert_eq!(
+            detect_provider("/x", Some("api.openai.com")),
+            Provider::Openai
+        );
         assert_eq!(
             detect_provider("/x", Some("generativelanguage.googleapis.com")),
             Provider::Gemini
@@ -688,16 +715,28 @@ mod tests {
             Some("0.0000123")
         );
         assert_eq!(cost_string(&serde_json::json!(3)).as_deref(), Some("3"));
-        assert_eq!(cost_string(&serde_json::json!("0.5")).as_deref(), Some("0.5"));
+        assert_eq!(
+            cost_string(&serde_json::json!("0.5")).as_deref(),
+            Some("0.5")
+        );
         assert_eq!(cost_string(&serde_json::json!(null)), None);
     }
 
     #[test]
     fn infers_shapes_from_json() {
         let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
-        assert_eq!(infer_shape_from_json(&j(r#"{"usageMetadata":{}}"#)), ApiShape::Gemini);
-        assert_eq!(infer_shape_from_json(&j(r#"[{"candidates":[]}]"#)), ApiShape::Gemini);
-        assert_eq!(infer_shape_from_json(&j(r#"{"type":"message"}"#)), ApiShape::Anthropic);
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"usageMetadata":{}}"#)),
+            ApiShape::Gemini
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"[{"candidates":[]}]"#)),
+            ApiShape::Gemini
+        );
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"type":"message"}"#)),
+            ApiShape::Anthropic
+        );
         assert_eq!(
             infer_shape_from_json(&j(r#"{"object":"response"}"#)),
             ApiShape::OpenaiResponses
@@ -718,7 +757,10 @@ mod tests {
             infer_shape_from_json(&j(r#"{"usage":{"input_tokens":1,"total_tokens":2}}"#)),
             ApiShape::OpenaiResponses
         );
-        assert_eq!(infer_shape_from_json(&j(r#"{"hello":1}"#)), ApiShape::Unknown);
+        assert_eq!(
+            infer_shape_from_json(&j(r#"{"hello":1}"#)),
+            ApiShape::Unknown
+        );
         assert_eq!(infer_shape_from_json(&j("[]")), ApiShape::Unknown);
         assert_eq!(infer_shape_from_json(&j("3")), ApiShape::Unknown);
     }

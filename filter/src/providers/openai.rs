@@ -111,8 +111,11 @@ pub struct ResponsesStream {
 }
 
 /// Responses API events that end a response.
-pub const TERMINAL_EVENTS: [&str; 3] =
-    ["response.completed", "response.incomplete", "response.failed"];
+pub const TERMINAL_EVENTS: [&str; 3] = [
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+];
 
 impl ResponsesStream {
     pub fn on_value(&mut self, event_name: Option<&str>, v: &Value) {
@@ -226,7 +229,10 @@ mod tests {
         let body = include_str!("../../tests/fixtures/openai_responses.json").as_bytes();
         let (head, tail) = body.split_at(400);
         let e = extract_windows(ApiShape::OpenaiResponses, head, tail);
-        let full = extract_json(ApiShape::OpenaiResponses, &j(std::str::from_utf8(body).unwrap()));
+        let full = extract_json(
+            ApiShape::OpenaiResponses,
+            &j(std::str::from_utf8(body).unwrap()),
+        );
         assert_eq!(e, full);
         let e = extract_windows(ApiShape::Unknown, head, tail);
         assert_eq!(e, full);

@@ -19,7 +19,10 @@ pub enum Shape {
 
 impl Shape {
     pub fn from_request(path: &str, request: &Value) -> Option<Shape> {
-        let stream = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+        let stream = request
+            .get("stream")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let p = path.split('?').next().unwrap_or(path);
         Some(match p {
             "/v1/chat/completions" if stream => Shape::ChatStream,
@@ -197,7 +200,8 @@ fn gemini_chunk(text: &str, candidates: u64, last: bool) -> Value {
         usage["thoughtsTokenCount"] = json!(60);
         usage["totalTokenCount"] = json!(800 + candidates + 60);
     }
-    let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
+    let mut candidate =
+        json!({"content": {"parts": [{"text": text}], "role": "model"}, "index": 0});
     if last {
         candidate["finishReason"] = json!("STOP");
     }
@@ -208,10 +212,13 @@ fn gemini_chunk(text: &str, candidates: u64, last: bool) -> Value {
 pub fn error_body(shape: Shape) -> String {
     match shape {
         Shape::AnthropicJson | Shape::AnthropicStream => json!({"type": "error",
-            "error": {"type": "api_error", "message": "Internal server error"}}).to_string(),
+            "error": {"type": "api_error", "message": "Internal server error"}})
+        .to_string(),
         Shape::GeminiJson | Shape::GeminiStream => json!({"error": {"code": 500,
-            "message": "Internal error encountered.", "status": "INTERNAL"}}).to_string(),
+            "message": "Internal error encountered.", "status": "INTERNAL"}})
+        .to_string(),
         _ => json!({"error": {"message": "The server had an error while processing your request.",
-            "type": "server_error", "param": null, "code": null}}).to_string(),
+            "type": "server_error", "param": null, "code": null}})
+        .to_string(),
     }
 }

@@ -58,7 +58,11 @@ impl Proc {
             .stdin(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {name}: {e}"))?;
-        Ok(Proc { name: name.to_string(), child: Some(child), log })
+        Ok(Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -76,7 +80,10 @@ impl Proc {
     /// SIGTERM, then wait up to `timeout` for a clean exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = c.try_wait() {
@@ -103,17 +110,27 @@ static DB_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Creates a fresh, empty database and returns its URL.
 pub async fn fresh_database(prefix: &str) -> Result<String, BoxError> {
-    let base = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set (run ./dev test)")?;
-    let admin = PgPoolOptions::new().max_connections(1).connect(&base).await?;
+    let base =
+        std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set (run ./dev test)")?;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await?;
     let name = format!(
         "{prefix}_{}_{}",
         std::process::id(),
         DB_COUNTER.fetch_add(1, Ordering::Relaxed)
     );
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}")).execute(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await?;
     admin.close().await;
-    let (root, _) = base.rsplit_once('/').ok_or("DATABASE_URL has no database part")?;
+    let (root, _) = base
+        .rsplit_once('/')
+        .ok_or("DATABASE_URL has no database part")?;
     Ok(format!("{root}/{name}"))
 }
 
@@ -134,7 +151,12 @@ pub async fn wait_http(url: &str, timeout: Duration) -> Result<(), BoxError> {
 }
 
 /// Starts the collector binary on `database_url`.
-pub async fn start_collector(database_url: &str, port: u16, log_dir: &Path, name: &str) -> Result<Proc, BoxError> {
+pub async fn start_collector(
+    database_url: &str,
+    port: u16,
+    log_dir: &Path,
+    name: &str,
+) -> Result<Proc, BoxError> {
     let bin = env_path("COLLECTOR_BIN", "target/debug/collector");
     let proc = Proc::spawn(
         name,
@@ -146,9 +168,12 @@ pub async fn start_collector(database_url: &str, port: u16, log_dir: &Path, name
             .env("RUST_LOG", "info"),
         log_dir,
     )?;
-    wait_http(&format!("http://127.0.0.1:{port}/healthz"), Duration::from_secs(30))
-        .await
-        .map_err(|e| format!("{e}\n{}", proc.log_text()))?;
+    wait_http(
+        &format!("http://127.0.0.1:{port}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| format!("{e}\n{}", proc.log_text()))?;
     Ok(proc)
 }
 
@@ -162,7 +187,8 @@ pub fn render_envoy_config(
 ) -> Result<String, BoxError> {
     let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml"))?;
     let wasm = env_path("BILLING_WASM", "target/wasm32-wasip1/release/filter.wasm");
-    let wasm = std::fs::canonicalize(&wasm).map_err(|e| format!("{}: {e} (build the filter first)", wasm.display()))?;
+    let wasm = std::fs::canonicalize(&wasm)
+        .map_err(|e| format!("{}: {e} (build the filter first)", wasm.display()))?;
     let mut out = template
         .replace("port_value: 10000", &format!("port_value: {listen}"))
         .replace("port_value: 9901", &format!("port_value: {admin}"))
@@ -173,10 +199,21 @@ pub fn render_envoy_config(
             &format!("filename: {}", wasm.display()),
         );
     // Swap the plugin JSON (between `value: |` and `vm_config:`) for the merged one.
-    let start = out.find("value: |").ok_or("plugin configuration not found in envoy.yaml")?;
-    let body_start = out[start..].find('\n').map(|i| start + i + 1).ok_or("bad yaml")?;
-    let end = out[body_start..].find("vm_config:").map(|i| body_start + i).ok_or("bad yaml")?;
-    let indent: String = out[body_start..].chars().take_while(|c| *c == ' ').collect();
+    let start = out
+        .find("value: |")
+        .ok_or("plugin configuration not found in envoy.yaml")?;
+    let body_start = out[start..]
+        .find('\n')
+        .map(|i| start + i + 1)
+        .ok_or("bad yaml")?;
+    let end = out[body_start..]
+        .find("vm_config:")
+        .map(|i| body_start + i)
+        .ok_or("bad yaml")?;
+    let indent: String = out[body_start..]
+        .chars()
+        .take_while(|c| *c == ' ')
+        .collect();
     let mut config: Value = serde_json::from_str(&out[body_start..end])?;
     config["ingest_token"] = Value::from(INGEST_TOKEN);
     if let (Some(map), Some(overrides)) = (config.as_object_mut(), plugin_overrides.as_object()) {
@@ -184,7 +221,10 @@ pub fn render_envoy_config(
             map.insert(k.clone(), v.clone());
         }
     }
-    let rendered = format!("{indent}{config}\n{}", &indent[..indent.len().saturating_sub(4)]);
+    let rendered = format!(
+        "{indent}{config}\n{}",
+        &indent[..indent.len().saturating_sub(4)]
+    );
     out.replace_range(body_start..end, &rendered);
     Ok(out)
 }
@@ -229,18 +269,32 @@ impl Stack {
         let database_url = fresh_database("e2e").await?;
         let (envoy_port, admin_port, collector_port, upstream_port) =
             (free_port(), free_port(), free_port(), free_port());
-        let collector = start_collector(&database_url, collector_port, &log_dir, "collector").await?;
+        let collector =
+            start_collector(&database_url, collector_port, &log_dir, "collector").await?;
         let upstream_bin = env_path("DEMO_UPSTREAM_BIN", "target/debug/demo-upstream");
         let upstream = Proc::spawn(
             "upstream",
-            Command::new(upstream_bin).arg("--addr").arg(format!("127.0.0.1:{upstream_port}")),
+            Command::new(upstream_bin)
+                .arg("--addr")
+                .arg(format!("127.0.0.1:{upstream_port}")),
             &log_dir,
         )?;
-        wait_http(&format!("http://127.0.0.1:{upstream_port}/healthz"), Duration::from_secs(10)).await?;
-        let config = render_envoy_config(envoy_port, admin_port, upstream_port, collector_port, &options.plugin_overrides)?;
+        wait_http(
+            &format!("http://127.0.0.1:{upstream_port}/healthz"),
+            Duration::from_secs(10),
+        )
+        .await?;
+        let config = render_envoy_config(
+            envoy_port,
+            admin_port,
+            upstream_port,
+            collector_port,
+            &options.plugin_overrides,
+        )?;
         let config_path = log_dir.join("envoy.yaml");
         std::fs::write(&config_path, config)?;
-        let envoy_bin = std::env::var("ENVOY_BIN").map_err(|_| "ENVOY_BIN is not set (run ./dev test)")?;
+        let envoy_bin =
+            std::env::var("ENVOY_BIN").map_err(|_| "ENVOY_BIN is not set (run ./dev test)")?;
         let envoy = Proc::spawn(
             "envoy",
             Command::new(envoy_bin)
@@ -254,10 +308,16 @@ impl Stack {
                 .current_dir(repo_root()),
             &log_dir,
         )?;
-        wait_http(&format!("http://127.0.0.1:{admin_port}/ready"), Duration::from_secs(30))
-            .await
-            .map_err(|e| format!("{e}\n{}", envoy.log_text()))?;
-        let db = PgPoolOptions::new().max_connections(4).connect(&database_url).await?;
+        wait_http(
+            &format!("http://127.0.0.1:{admin_port}/ready"),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| format!("{e}\n{}", envoy.log_text()))?;
+        let db = PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&database_url)
+            .await?;
         Ok(Stack {
             name: name.to_string(),
             database_url,
@@ -303,7 +363,12 @@ impl Stack {
     }
 
     /// Waits until the ledger holds `n` rows for `tenant`, and returns them.
-    pub async fn wait_rows(&self, tenant: &str, n: usize, timeout: Duration) -> Result<Vec<Value>, BoxError> {
+    pub async fn wait_rows(
+        &self,
+        tenant: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, BoxError> {
         let deadline = Instant::now() + timeout;
         loop {
             let body = self
@@ -333,7 +398,10 @@ impl Stack {
     pub async fn envoy_stat(&self, name: &str) -> Result<u64, BoxError> {
         let text = self
             .http
-            .get(format!("http://127.0.0.1:{}/stats?filter={name}", self.admin_port))
+            .get(format!(
+                "http://127.0.0.1:{}/stats?filter={name}",
+                self.admin_port
+            ))
             .send()
             .await?
             .text()
@@ -347,8 +415,16 @@ impl Stack {
     }
 
     pub async fn restart_collector(&mut self) -> Result<(), BoxError> {
-        let n = std::fs::read_dir(&self.log_dir).map(|d| d.count()).unwrap_or(0);
-        let proc = start_collector(&self.database_url, self.collector_port, &self.log_dir, &format!("collector-{n}")).await?;
+        let n = std::fs::read_dir(&self.log_dir)
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let proc = start_collector(
+            &self.database_url,
+            self.collector_port,
+            &self.log_dir,
+            &format!("collector-{n}"),
+        )
+        .await?;
         self.collector = Some(proc);
         Ok(())
     }

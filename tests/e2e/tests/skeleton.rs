@@ -11,7 +11,9 @@ use sha2::{Digest, Sha256};
 
 #[tokio::test]
 async fn chat_completion_is_billed_exactly_and_passes_through_unchanged() {
-    let stack = Stack::start("skeleton", StackOptions::default()).await.unwrap();
+    let stack = Stack::start("skeleton", StackOptions::default())
+        .await
+        .unwrap();
     let request = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
 
     let direct = stack
@@ -36,9 +38,15 @@ async fn chat_completion_is_billed_exactly_and_passes_through_unchanged() {
         .unwrap();
     assert_eq!(through.status(), 200);
     let through = through.bytes().await.unwrap();
-    assert_eq!(through, direct, "the client must get the upstream's bytes unchanged");
+    assert_eq!(
+        through, direct,
+        "the client must get the upstream's bytes unchanged"
+    );
 
-    let rows = stack.wait_rows("acme", 1, Duration::from_secs(15)).await.unwrap();
+    let rows = stack
+        .wait_rows("acme", 1, Duration::from_secs(15))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row["request_id"], "skeleton-req-1");
@@ -52,15 +60,33 @@ async fn chat_completion_is_billed_exactly_and_passes_through_unchanged() {
     assert_eq!(row["reasoning_tokens"], 0);
     assert_eq!(row["status"], "priced");
     assert_eq!(row["currency"], "USD");
-    assert_eq!(row["api_key_id"], hex::encode(Sha256::digest(b"sk-test-123")));
-    assert!(row["price_version"].as_str().unwrap().starts_with("gpt-4o-mini@"), "{row}");
+    assert_eq!(
+        row["api_key_id"],
+        hex::encode(Sha256::digest(b"sk-test-123"))
+    );
+    assert!(
+        row["price_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("gpt-4o-mini@"),
+        "{row}"
+    );
     // gpt-4o-mini: $0.15 / $0.075 cached / $0.60 per million tokens.
     // 1000 uncached × 0.15 + 200 cached × 0.075 + 300 out × 0.60 = $0.000345
     let cost = Decimal::from_str(row["cost"].as_str().unwrap()).unwrap();
     assert_eq!(cost, Decimal::from_str("0.000345").unwrap());
-    assert_eq!(Decimal::from_str(row["cost_input"].as_str().unwrap()).unwrap(), Decimal::from_str("0.00015").unwrap());
-    assert_eq!(Decimal::from_str(row["cost_cache_read"].as_str().unwrap()).unwrap(), Decimal::from_str("0.000015").unwrap());
-    assert_eq!(Decimal::from_str(row["cost_output"].as_str().unwrap()).unwrap(), Decimal::from_str("0.00018").unwrap());
+    assert_eq!(
+        Decimal::from_str(row["cost_input"].as_str().unwrap()).unwrap(),
+        Decimal::from_str("0.00015").unwrap()
+    );
+    assert_eq!(
+        Decimal::from_str(row["cost_cache_read"].as_str().unwrap()).unwrap(),
+        Decimal::from_str("0.000015").unwrap()
+    );
+    assert_eq!(
+        Decimal::from_str(row["cost_output"].as_str().unwrap()).unwrap(),
+        Decimal::from_str("0.00018").unwrap()
+    );
 
     // The same row straight from PostgreSQL, to the digit.
     let (db_cost, tokens): (Decimal, i64) = sqlx::query_as(

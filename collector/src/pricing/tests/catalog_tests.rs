@@ -44,13 +44,36 @@ fn bundled_catalog_covers_required_models() {
     let cat = Catalog::bundled().unwrap();
     let at = ts("2026-11-25T00:00:00Z");
     for model in [
-        "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o1", "o3", "o3-mini",
-        "o4-mini", "gpt-5", "gpt-5-mini", "gpt-5-nano", "claude-opus-4-1", "claude-opus-4",
-        "claude-sonnet-4-5", "claude-sonnet-4", "claude-3-7-sonnet", "claude-haiku-4-5",
-        "claude-3-5-haiku", "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
-        "gemini-2.0-flash", "openai/gpt-4o", "anthropic/claude-sonnet-4.5", "google/gemini-2.5-flash",
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o1",
+        "o3",
+        "o3-mini",
+        "o4-mini",
+        "gpt-5",
+        "gpt-5-mini",
+        "gpt-5-nano",
+        "claude-opus-4-1",
+        "claude-opus-4",
+        "claude-sonnet-4-5",
+        "claude-sonnet-4",
+        "claude-3-7-sonnet",
+        "claude-haiku-4-5",
+        "claude-3-5-haiku",
+        "gemini-2.5-pro",
+        "gemini-2.5-flash",
+        "gemini-2.5-flash-lite",
+        "gemini-2.0-flash",
+        "openai/gpt-4o",
+        "anthropic/claude-sonnet-4.5",
+        "google/gemini-2.5-flash",
     ] {
-        let e = cat.lookup("any", model, at).unwrap_or_else(|| panic!("{model} missing"));
+        let e = cat
+            .lookup("any", model, at)
+            .unwrap_or_else(|| panic!("{model} missing"));
         assert_eq!(e.model, model);
     }
 }
@@ -59,7 +82,9 @@ fn bundled_catalog_covers_required_models() {
 fn bundled_gpt_4o_mini_price_is_pinned() {
     // Other tests in the workspace depend on these exact values.
     let cat = Catalog::bundled().unwrap();
-    let e = cat.lookup("openai", "gpt-4o-mini", ts("2026-01-01T00:00:00Z")).unwrap();
+    let e = cat
+        .lookup("openai", "gpt-4o-mini", ts("2026-01-01T00:00:00Z"))
+        .unwrap();
     assert_eq!(e.input, d("0.15"));
     assert_eq!(e.cache_read, Some(d("0.075")));
     assert_eq!(e.output, d("0.60"));
@@ -85,8 +110,11 @@ fn bundled_long_context_tiers() {
 
 #[test]
 fn bundled_constant_is_the_prices_file() {
-    let on_disk = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../prices/catalog.json"))
-        .unwrap();
+    let on_disk = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../prices/catalog.json"
+    ))
+    .unwrap();
     assert_eq!(on_disk, BUNDLED_CATALOG_JSON);
 }
 
@@ -118,7 +146,10 @@ fn entry_defaults() {
     assert_eq!(e.per_request, d("0"));
     assert_eq!(e.provider, None);
     assert!(e.tiers.is_empty() && e.aliases.is_empty());
-    assert_eq!((e.cache_read, e.cache_write, e.cache_write_1h, e.reasoning), (None, None, None, None));
+    assert_eq!(
+        (e.cache_read, e.cache_write, e.cache_write_1h, e.reasoning),
+        (None, None, None, None)
+    );
 }
 
 #[test]
@@ -186,7 +217,10 @@ fn numbers_instead_of_strings_are_rejected() {
         r#"{"model": "m", "effective_from": "2025-01-01T00:00:00Z", "input": 0.15, "output": "2"}"#,
     ))
     .unwrap_err();
-    assert!(matches!(err, PricingError::Json(ref m) if m.contains("models[0]") && m.contains("`m`")), "{err}");
+    assert!(
+        matches!(err, PricingError::Json(ref m) if m.contains("models[0]") && m.contains("`m`")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -196,7 +230,10 @@ fn unknown_fields_are_rejected() {
         r#"{"model": "m", "effective_from": "2025-01-01T00:00:00Z", "input": "1", "output": "2", "cached_input": "0.5"}"#,
     ))
     .unwrap_err();
-    assert!(matches!(err, PricingError::Json(ref m) if m.contains("cached_input")), "{err}");
+    assert!(
+        matches!(err, PricingError::Json(ref m) if m.contains("cached_input")),
+        "{err}"
+    );
     let err = Catalog::from_json(r#"{"version": "v", "modles": []}"#).unwrap_err();
     assert!(matches!(err, PricingError::Json(_)), "{err}");
 }
@@ -211,9 +248,18 @@ fn missing_required_fields_are_rejected() {
         r#"{"model": "m", "effective_from": "2025-01-01", "input": "1", "output": "2"}"#,
         r#"{"model": "m", "effective_from": "2025-01-01T00:00:00Z", "input": "one", "output": "2"}"#,
     ] {
-        assert!(matches!(Catalog::from_json(&entry_json(body)), Err(PricingError::Json(_))), "{body}");
+        assert!(
+            matches!(
+                Catalog::from_json(&entry_json(body)),
+                Err(PricingError::Json(_))
+            ),
+            "{body}"
+        );
     }
-    assert!(matches!(Catalog::from_json("not json"), Err(PricingError::Json(_))));
+    assert!(matches!(
+        Catalog::from_json("not json"),
+        Err(PricingError::Json(_))
+    ));
 }
 
 // ------------------------------------------------------------ validation
@@ -278,7 +324,8 @@ fn bad_model_ids_and_currencies_are_rejected() {
         e.currency = cur.into();
         assert!(invalid_reason(e).contains("ISO 4217"), "{cur}");
     }
-    let err = Catalog::from_json(r#"{"version": "v", "currency": "dollars", "models": []}"#).unwrap_err();
+    let err =
+        Catalog::from_json(r#"{"version": "v", "currency": "dollars", "models": []}"#).unwrap_err();
     assert!(matches!(err, PricingError::InvalidCatalog(_)), "{err}");
 }
 
@@ -326,14 +373,20 @@ fn alias_conflicts_are_rejected() {
     a.aliases = vec!["other".into()];
     let other = PriceEntry::new("other", ts("2025-01-01T00:00:00Z"), d("1"), d("1"));
     let err = Catalog::from_entries("v", vec![a, other]).unwrap_err();
-    assert!(matches!(err, PricingError::AliasConflict { ref alias, .. } if alias == "other"), "{err}");
+    assert!(
+        matches!(err, PricingError::AliasConflict { ref alias, .. } if alias == "other"),
+        "{err}"
+    );
 
     let mut a = base();
     a.aliases = vec!["shared".into()];
     let mut b = PriceEntry::new("b", ts("2025-01-01T00:00:00Z"), d("1"), d("1"));
     b.aliases = vec!["shared".into()];
     let err = Catalog::from_entries("v", vec![a, b]).unwrap_err();
-    assert!(matches!(err, PricingError::AliasConflict { ref alias, .. } if alias == "shared"), "{err}");
+    assert!(
+        matches!(err, PricingError::AliasConflict { ref alias, .. } if alias == "shared"),
+        "{err}"
+    );
 
     // Two versions of the same model may both list the alias.
     let mut v1 = base();
@@ -360,7 +413,11 @@ fn entries_are_sorted_by_model_then_time() {
     let order: Vec<_> = cat.entries().iter().map(|e| e.version()).collect();
     assert_eq!(
         order,
-        vec!["a@2025-09-01T00:00:00Z", "m@2025-01-01T00:00:00Z", "m@2025-05-01T00:00:00Z"]
+        vec![
+            "a@2025-09-01T00:00:00Z",
+            "m@2025-01-01T00:00:00Z",
+            "m@2025-05-01T00:00:00Z"
+        ]
     );
     assert_eq!(cat.into_entries().len(), 3);
 }
@@ -374,5 +431,8 @@ fn tier_for_picks_highest_exceeded_threshold() {
     assert_eq!(e.tier_for(101).map(|t| t.above_input_tokens), Some(100));
     assert_eq!(e.tier_for(200).map(|t| t.above_input_tokens), Some(100));
     assert_eq!(e.tier_for(201).map(|t| t.above_input_tokens), Some(200));
-    assert_eq!(e.tier_for(u64::MAX).map(|t| t.above_input_tokens), Some(200));
+    assert_eq!(
+        e.tier_for(u64::MAX).map(|t| t.above_input_tokens),
+        Some(200)
+    );
 }

@@ -36,7 +36,10 @@ fn lowercase_form_follows_the_exact_id() {
 
 #[test]
 fn provider_prefix_is_stripped() {
-    assert_eq!(names("openai", "openai/gpt-4o"), v(&["openai/gpt-4o", "gpt-4o"]));
+    assert_eq!(
+        names("openai", "openai/gpt-4o"),
+        v(&["openai/gpt-4o", "gpt-4o"])
+    );
 }
 
 #[test]
@@ -94,8 +97,14 @@ fn openai_dated_snapshot_is_stripped() {
         names("openai", "gpt-4o-2024-08-06"),
         v(&["gpt-4o-2024-08-06", "gpt-4o"])
     );
-    assert_eq!(names("openai", "o3-mini-2025-01-31"), v(&["o3-mini-2025-01-31", "o3-mini"]));
-    assert_eq!(names("openai", "gpt-5-2025-08-07"), v(&["gpt-5-2025-08-07", "gpt-5"]));
+    assert_eq!(
+        names("openai", "o3-mini-2025-01-31"),
+        v(&["o3-mini-2025-01-31", "o3-mini"])
+    );
+    assert_eq!(
+        names("openai", "gpt-5-2025-08-07"),
+        v(&["gpt-5-2025-08-07", "gpt-5"])
+    );
 }
 
 #[test]
@@ -140,7 +149,13 @@ fn gemini_preview_date_is_stripped() {
 #[test]
 fn flash_lite_preview_strips_to_flash_lite_not_flash() {
     let n = names("google", "gemini-2.5-flash-lite-preview-06-17");
-    assert_eq!(n, v(&["gemini-2.5-flash-lite-preview-06-17", "gemini-2.5-flash-lite"]));
+    assert_eq!(
+        n,
+        v(&[
+            "gemini-2.5-flash-lite-preview-06-17",
+            "gemini-2.5-flash-lite"
+        ])
+    );
     assert!(!n.contains(&"gemini-2.5-flash".to_string()));
 }
 
@@ -185,10 +200,19 @@ fn arbitrary_words_are_never_stripped() {
     // Date goes, `-preview` without a date stays, `-realtime` stays.
     assert_eq!(
         names("openai", "gpt-4o-realtime-preview-2024-12-17"),
-        v(&["gpt-4o-realtime-preview-2024-12-17", "gpt-4o-realtime-preview"])
+        v(&[
+            "gpt-4o-realtime-preview-2024-12-17",
+            "gpt-4o-realtime-preview"
+        ])
     );
-    assert_eq!(names("openai", "gpt-4-1106-preview"), v(&["gpt-4-1106-preview"]));
-    assert_eq!(names("openai", "gpt-4o-search-preview"), v(&["gpt-4o-search-preview"]));
+    assert_eq!(
+        names("openai", "gpt-4-1106-preview"),
+        v(&["gpt-4-1106-preview"])
+    );
+    assert_eq!(
+        names("openai", "gpt-4o-search-preview"),
+        v(&["gpt-4o-search-preview"])
+    );
 }
 
 #[test]
@@ -196,7 +220,10 @@ fn invalid_dates_are_not_stripped() {
     assert_eq!(names("x", "model-2024-13-01"), v(&["model-2024-13-01"]));
     assert_eq!(names("x", "model-20241332"), v(&["model-20241332"]));
     // Mistral's YYMM versions are not month-day snapshots.
-    assert_eq!(names("mistral", "mistral-small-2603"), v(&["mistral-small-2603"]));
+    assert_eq!(
+        names("mistral", "mistral-small-2603"),
+        v(&["mistral-small-2603"])
+    );
 }
 
 #[test]
@@ -209,7 +236,12 @@ fn suffix_alone_is_not_stripped_to_nothing() {
 fn openrouter_tries_full_id_and_its_snapshots_first() {
     assert_eq!(
         names("openrouter", "openai/gpt-4o-2024-08-06"),
-        v(&["openai/gpt-4o-2024-08-06", "openai/gpt-4o", "gpt-4o-2024-08-06", "gpt-4o"])
+        v(&[
+            "openai/gpt-4o-2024-08-06",
+            "openai/gpt-4o",
+            "gpt-4o-2024-08-06",
+            "gpt-4o"
+        ])
     );
     // Case-insensitive provider.
     assert_eq!(
@@ -222,7 +254,12 @@ fn openrouter_tries_full_id_and_its_snapshots_first() {
 fn other_providers_try_prefix_stripping_before_snapshot_stripping() {
     assert_eq!(
         names("openai", "openai/gpt-4o-2024-08-06"),
-        v(&["openai/gpt-4o-2024-08-06", "gpt-4o-2024-08-06", "openai/gpt-4o", "gpt-4o"])
+        v(&[
+            "openai/gpt-4o-2024-08-06",
+            "gpt-4o-2024-08-06",
+            "openai/gpt-4o",
+            "gpt-4o"
+        ])
     );
 }
 
@@ -256,7 +293,10 @@ const NOW: &str = "2026-11-25T00:00:00Z";
 #[test]
 fn lookup_exact() {
     let cat = bundled();
-    assert_eq!(model_at(&cat, "openai", "gpt-4o-mini", NOW).as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        model_at(&cat, "openai", "gpt-4o-mini", NOW).as_deref(),
+        Some("gpt-4o-mini")
+    );
     let m = cat.resolve("openai", "gpt-4o-mini", ts(NOW)).unwrap();
     assert_eq!(m.kind, MatchKind::Model);
     assert_eq!(m.matched_name, "gpt-4o-mini");
@@ -265,7 +305,9 @@ fn lookup_exact() {
 #[test]
 fn lookup_snapshot_of_mini_matches_mini() {
     let cat = bundled();
-    let e = cat.lookup("openai", "gpt-4o-mini-2024-07-18", ts(NOW)).unwrap();
+    let e = cat
+        .lookup("openai", "gpt-4o-mini-2024-07-18", ts(NOW))
+        .unwrap();
     assert_eq!(e.model, "gpt-4o-mini");
     assert_eq!(e.input, d("0.15"));
 }
@@ -273,7 +315,10 @@ fn lookup_snapshot_of_mini_matches_mini() {
 #[test]
 fn lookup_dated_snapshots() {
     let cat = bundled();
-    assert_eq!(model_at(&cat, "openai", "gpt-4o-2024-08-06", NOW).as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        model_at(&cat, "openai", "gpt-4o-2024-08-06", NOW).as_deref(),
+        Some("gpt-4o")
+    );
     assert_eq!(
         model_at(&cat, "anthropic", "claude-sonnet-4-5-20250929", NOW).as_deref(),
         Some("claude-sonnet-4-5")
@@ -316,14 +361,19 @@ fn lookup_openrouter_prefers_its_own_id() {
     let e = cat.lookup("openrouter", "openai/gpt-4o", ts(NOW)).unwrap();
     assert_eq!(e.model, "openai/gpt-4o");
     assert_eq!(e.provider.as_deref(), Some("openrouter"));
-    let e = cat.lookup("openrouter", "anthropic/claude-sonnet-4.5", ts(NOW)).unwrap();
+    let e = cat
+        .lookup("openrouter", "anthropic/claude-sonnet-4.5", ts(NOW))
+        .unwrap();
     assert_eq!(e.model, "anthropic/claude-sonnet-4.5");
 }
 
 #[test]
 fn lookup_openrouter_falls_back_to_vendor_id() {
     let cat = bundled();
-    assert_eq!(model_at(&cat, "openrouter", "openai/gpt-4.1", NOW).as_deref(), Some("gpt-4.1"));
+    assert_eq!(
+        model_at(&cat, "openrouter", "openai/gpt-4.1", NOW).as_deref(),
+        Some("gpt-4.1")
+    );
     assert_eq!(
         model_at(&cat, "openrouter", "anthropic/claude-opus-4.1", NOW).as_deref(),
         Some("claude-opus-4-1")
@@ -341,11 +391,16 @@ fn lookup_openrouter_falls_back_to_vendor_id() {
 #[test]
 fn lookup_alias() {
     let cat = bundled();
-    let m = cat.resolve("anthropic", "claude-sonnet-4-0", ts(NOW)).unwrap();
+    let m = cat
+        .resolve("anthropic", "claude-sonnet-4-0", ts(NOW))
+        .unwrap();
     assert_eq!(m.entry.model, "claude-sonnet-4");
     assert_eq!(m.kind, MatchKind::Alias);
     assert_eq!(m.matched_name, "claude-sonnet-4-0");
-    assert_eq!(model_at(&cat, "openai", "gpt-5-chat-latest", NOW).as_deref(), Some("gpt-5"));
+    assert_eq!(
+        model_at(&cat, "openai", "gpt-5-chat-latest", NOW).as_deref(),
+        Some("gpt-5")
+    );
 }
 
 #[test]
@@ -363,11 +418,11 @@ fn lookup_alias_of_exact_name_beats_prefix_stripped_model() {
 fn lookup_non_matches() {
     let cat = bundled();
     for model in [
-        "gpt-4",                    // no prefix matching: gpt-4 is not gpt-4o
-        "gpt-4o-search-preview",    // arbitrary suffix is not stripped
+        "gpt-4",                 // no prefix matching: gpt-4 is not gpt-4o
+        "gpt-4o-search-preview", // arbitrary suffix is not stripped
         "gpt-4o-realtime-preview-2024-12-17",
-        "claude-sonnet-4-6",        // not claude-sonnet-4
-        "gemini-2.5",               // not a model
+        "claude-sonnet-4-6", // not claude-sonnet-4
+        "gemini-2.5",        // not a model
         "text-embedding-3-small",
         "",
     ] {
@@ -378,8 +433,14 @@ fn lookup_non_matches() {
 #[test]
 fn lookup_before_first_version_is_none() {
     let cat = bundled();
-    assert_eq!(model_at(&cat, "openai", "gpt-5", "2025-08-06T23:59:59Z"), None);
-    assert_eq!(model_at(&cat, "openai", "gpt-5", "2025-08-07T00:00:00Z").as_deref(), Some("gpt-5"));
+    assert_eq!(
+        model_at(&cat, "openai", "gpt-5", "2025-08-06T23:59:59Z"),
+        None
+    );
+    assert_eq!(
+        model_at(&cat, "openai", "gpt-5", "2025-08-07T00:00:00Z").as_deref(),
+        Some("gpt-5")
+    );
 }
 
 #[test]
@@ -392,9 +453,18 @@ fn lookup_picks_the_version_in_force() {
     assert_eq!(price("2025-06-10T00:00:00Z"), Some(d("2")));
     assert_eq!(price(NOW), Some(d("2")));
 
-    let gpt4o = |at: &str| cat.lookup("openai", "gpt-4o-2024-08-06", ts(at)).map(|e| e.version());
-    assert_eq!(gpt4o("2024-06-01T00:00:00Z").as_deref(), Some("gpt-4o@2024-05-13T00:00:00Z"));
-    assert_eq!(gpt4o("2024-11-01T00:00:00Z").as_deref(), Some("gpt-4o@2024-10-02T00:00:00Z"));
+    let gpt4o = |at: &str| {
+        cat.lookup("openai", "gpt-4o-2024-08-06", ts(at))
+            .map(|e| e.version())
+    };
+    assert_eq!(
+        gpt4o("2024-06-01T00:00:00Z").as_deref(),
+        Some("gpt-4o@2024-05-13T00:00:00Z")
+    );
+    assert_eq!(
+        gpt4o("2024-11-01T00:00:00Z").as_deref(),
+        Some("gpt-4o@2024-10-02T00:00:00Z")
+    );
 }
 
 #[test]
@@ -402,17 +472,26 @@ fn lookup_skips_a_candidate_not_yet_in_force() {
     let old = PriceEntry::new("foo", ts("2025-01-01T00:00:00Z"), d("1"), d("2"));
     let newer = PriceEntry::new("vendor/foo", ts("2025-06-01T00:00:00Z"), d("3"), d("4"));
     let cat = Catalog::from_entries("t", vec![old, newer]).unwrap();
-    assert_eq!(model_at(&cat, "openrouter", "vendor/foo", "2025-03-01T00:00:00Z").as_deref(), Some("foo"));
+    assert_eq!(
+        model_at(&cat, "openrouter", "vendor/foo", "2025-03-01T00:00:00Z").as_deref(),
+        Some("foo")
+    );
     assert_eq!(
         model_at(&cat, "openrouter", "vendor/foo", "2025-07-01T00:00:00Z").as_deref(),
         Some("vendor/foo")
     );
-    assert_eq!(model_at(&cat, "openrouter", "vendor/foo", "2024-07-01T00:00:00Z"), None);
+    assert_eq!(
+        model_at(&cat, "openrouter", "vendor/foo", "2024-07-01T00:00:00Z"),
+        None
+    );
 }
 
 #[test]
 fn lookup_ignores_entry_provider() {
     // The provider field is informational: Azure-served gpt-4o uses the catalog price.
     let cat = bundled();
-    assert_eq!(model_at(&cat, "azure", "gpt-4o", NOW).as_deref(), Some("gpt-4o"));
+    assert_eq!(
+        model_at(&cat, "azure", "gpt-4o", NOW).as_deref(),
+        Some("gpt-4o")
+    );
 }

@@ -11,7 +11,8 @@ use rust_decimal::Decimal;
 
 /// Exact decimal from a literal; panics on a typo in a test.
 pub(super) fn d(s: &str) -> Decimal {
-    s.parse::<Decimal>().unwrap_or_else(|e| panic!("bad decimal literal {s}: {e}"))
+    s.parse::<Decimal>()
+        .unwrap_or_else(|e| panic!("bad decimal literal {s}: {e}"))
 }
 
 /// Instant from an RFC 3339 literal.

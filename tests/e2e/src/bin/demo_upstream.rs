@@ -64,7 +64,11 @@ async fn handle(req: Request) -> Response {
         .unwrap_or_default();
     let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
     let Some(shape) = Shape::from_request(&path, &request) else {
-        return plain(StatusCode::NOT_FOUND, "application/json", Bytes::from_static(b"{\"error\":\"unknown path\"}"));
+        return plain(
+            StatusCode::NOT_FOUND,
+            "application/json",
+            Bytes::from_static(b"{\"error\":\"unknown path\"}"),
+        );
     };
     if let Some(status) = header(&headers, "x-demo-status").and_then(|s| s.parse::<u16>().ok()) {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -74,14 +78,17 @@ async fn handle(req: Request) -> Response {
     let gzip = header(&headers, "x-demo-gzip") == Some("1")
         || header(&headers, "accept-encoding").is_some_and(|v| v.contains("gzip"));
     // Echo what the gateway sent upstream, so tests can see request rewrites.
-    let seen_encoding = header(&headers, "accept-encoding").unwrap_or("").to_string();
+    let seen_encoding = header(&headers, "accept-encoding")
+        .unwrap_or("")
+        .to_string();
     let seen_include_usage = request
         .pointer("/stream_options/include_usage")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
     let events = fixtures::response(shape, &request);
     let mut response = if shape.streams() {
-        let stall_after = header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
+        let stall_after =
+            header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
         let delay = header(&headers, "x-demo-event-delay-ms")
             .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0);
@@ -89,15 +96,24 @@ async fn handle(req: Request) -> Response {
     } else {
         let body = events.concat();
         if gzip {
-            let mut r = plain(StatusCode::OK, "application/json", Bytes::from(gzip_bytes(body.as_bytes())));
-            r.headers_mut().insert("content-encoding", axum::http::HeaderValue::from_static("gzip"));
+            let mut r = plain(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(gzip_bytes(body.as_bytes())),
+            );
+            r.headers_mut().insert(
+                "content-encoding",
+                axum::http::HeaderValue::from_static("gzip"),
+            );
             r
         } else {
             plain(StatusCode::OK, "application/json", Bytes::from(body))
         }
     };
     if let Ok(v) = seen_encoding.parse() {
-        response.headers_mut().insert("x-demo-seen-accept-encoding", v);
+        response
+            .headers_mut()
+            .insert("x-demo-seen-accept-encoding", v);
     }
     response.headers_mut().insert(
         "x-demo-seen-include-usage",
@@ -123,14 +139,27 @@ fn gzip_bytes(data: &[u8]) -> Vec<u8> {
 
 fn sse(events: Vec<String>, stall_after: Option<usize>, delay_ms: u64, gzip: bool) -> Response {
     if gzip {
-        let mut r = plain(StatusCode::OK, "text/event-stream", Bytes::from(gzip_bytes(events.concat().as_bytes())));
-        r.headers_mut().insert("content-encoding", axum::http::HeaderValue::from_static("gzip"));
+        let mut r = plain(
+            StatusCode::OK,
+            "text/event-stream",
+            Bytes::from(gzip_bytes(events.concat().as_bytes())),
+        );
+        r.headers_mut().insert(
+            "content-encoding",
+            axum::http::HeaderValue::from_static("gzip"),
+        );
         return r;
     }
     let stream = async_stream(events, stall_after, delay_ms);
     let mut r = Response::new(Body::from_stream(stream));
-    r.headers_mut().insert("content-type", axum::http::HeaderValue::from_static("text/event-stream"));
-    r.headers_mut().insert("cache-control", axum::http::HeaderValue::from_static("no-cache"));
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut().insert(
+        "cache-control",
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
     r
 }
 
@@ -139,16 +168,19 @@ fn async_stream(
     stall_after: Option<usize>,
     delay_ms: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
-    futures_util::stream::unfold((events.into_iter(), 0usize), move |(mut it, sent)| async move {
-        if stall_after.is_some_and(|n| sent >= n) {
-            // Hold the stream open until the client goes away.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            return None;
-        }
-        let event = it.next()?;
-        if delay_ms > 0 && sent > 0 {
-            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        }
-        Some((Ok(Bytes::from(event)), (it, sent + 1)))
-    })
+    futures_util::stream::unfold(
+        (events.into_iter(), 0usize),
+        move |(mut it, sent)| async move {
+            if stall_after.is_some_and(|n| sent >= n) {
+                // Hold the stream open until the client goes away.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return None;
+            }
+            let event = it.next()?;
+            if delay_ms > 0 && sent > 0 {
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+            }
+            Some((Ok(Bytes::from(event)), (it, sent + 1)))
+        },
+    )
 }
