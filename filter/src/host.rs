@@ -78,6 +78,46 @@ impl Stats {
 struct Shared {
     queue: DeliveryQueue,
     stats: Stats,
+    /// Live root contexts using this queue: a reloaded plugin's new root
+    /// context takes over the old one's records.
+    roots: usize,
+}
+
+thread_local! {
+    /// Queues by collector destination, kept for the life of the VM so a
+    /// plugin reconfiguration (new root context, same VM) loses nothing.
+    static QUEUES: RefCell<Vec<(String, Rc<RefCell<Shared>>)>> = const { RefCell::new(Vec::new()) };
+}
+
+fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
+    let key = format!(
+        "{}|{}|{}",
+        config.collector_cluster, config.collector_authority, config.ingest_path
+    );
+    QUEUES.with(|queues| {
+        let mut queues = queues.borrow_mut();
+        if let Some((_, shared)) = queues.iter().find(|(k, _)| *k == key) {
+            shared.borrow_mut().queue.reconfigure(
+                config.max_buffered_records,
+                config.max_batch_records,
+                config.flush_interval_ms,
+                config.max_backoff_ms,
+            );
+            return shared.clone();
+        }
+        let shared = Rc::new(RefCell::new(Shared {
+            queue: DeliveryQueue::new(
+                config.max_buffered_records,
+                config.max_batch_records,
+                config.flush_interval_ms,
+                config.max_backoff_ms,
+            ),
+            stats: Stats::define(),
+            roots: 0,
+        }));
+        queues.push((key, shared.clone()));
+        shared
+    })
 }
 
 #[derive(Default)]
@@ -85,6 +125,7 @@ struct BillingRoot {
     config: Option<Rc<FilterConfig>>,
     shared: Option<Rc<RefCell<Shared>>>,
     draining: bool,
+    released: bool,
 }
 
 fn now_ms() -> u64 {
@@ -135,6 +176,27 @@ impl BillingRoot {
     }
 }
 
+impl BillingRoot {
+    fn may_finish(&self) -> bool {
+        self.released
+            || self.shared.as_ref().is_none_or(|s| {
+                let s = s.borrow();
+                s.roots > 1 || s.queue.is_empty()
+            })
+    }
+
+    fn release(&mut self) {
+        if self.released {
+            return;
+        }
+        self.released = true;
+        if let Some(shared) = &self.shared {
+            let mut shared = shared.borrow_mut();
+            shared.roots = shared.roots.saturating_sub(1);
+        }
+    }
+}
+
 impl Context for BillingRoot {
     fn on_http_call_response(
         &mut self,
@@ -170,24 +232,23 @@ impl Context for BillingRoot {
         if more {
             self.flush();
         }
-        if self.draining
-            && self
-                .shared
-                .as_ref()
-                .is_some_and(|s| s.borrow().queue.is_empty())
-        {
+        if self.draining && self.may_finish() {
+            self.release();
             self.done();
         }
     }
 
     fn on_done(&mut self) -> bool {
-        // The plugin is being torn down (reload or shutdown): try to deliver
+        // The plugin is being torn down (reload or shutdown). If another root
+        // context shares the queue it carries on; otherwise try to deliver
         // what is buffered before letting go.
         self.draining = true;
+        if self.may_finish() {
+            self.release();
+            return true;
+        }
         self.flush();
-        self.shared
-            .as_ref()
-            .is_none_or(|s| s.borrow().queue.is_empty())
+        false
     }
 }
 
@@ -201,25 +262,10 @@ impl RootContext for BillingRoot {
                     config.collector_cluster,
                     config.flush_interval_ms
                 );
-                match &self.shared {
-                    // A reconfigure keeps the records already buffered.
-                    Some(shared) => shared.borrow_mut().queue.reconfigure(
-                        config.max_buffered_records,
-                        config.max_batch_records,
-                        config.flush_interval_ms,
-                        config.max_backoff_ms,
-                    ),
-                    None => {
-                        self.shared = Some(Rc::new(RefCell::new(Shared {
-                            queue: DeliveryQueue::new(
-                                config.max_buffered_records,
-                                config.max_batch_records,
-                                config.flush_interval_ms,
-                                config.max_backoff_ms,
-                            ),
-                            stats: Stats::define(),
-                        })))
-                    }
+                let shared = shared_queue(&config);
+                if self.shared.is_none() {
+                    shared.borrow_mut().roots += 1;
+                    self.shared = Some(shared);
                 }
                 self.set_tick_period(Duration::from_millis(config.flush_interval_ms));
                 self.config = Some(Rc::new(config));
@@ -233,7 +279,18 @@ impl RootContext for BillingRoot {
     }
 
     fn on_tick(&mut self) {
-        self.flush();
+        // A batch whose callout never answered (its context went away, or
+        // Envoy dropped it) is put back for retry instead of blocking the queue.
+        if let (Some(config), Some(shared)) = (&self.config, &self.shared) {
+            let stale_after = config.callout_timeout_ms.saturating_mul(2);
+            let mut shared = shared.borrow_mut();
+            if let Outcome::WillRetry(n) = shared.queue.expire_stale(now_ms(), stale_after) {
+                Stats::add(shared.stats.retried, n as u64);
+            }
+        }
+        if !self.released {
+            self.flush();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

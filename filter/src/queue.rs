@@ -3,8 +3,12 @@
 //! Records wait here as serialized JSON until a batch is acknowledged by the
 //! collector. At most one batch is in flight per worker; a failed or timed
 //! out batch goes back to the front and is retried with exponential backoff.
-//! When full, the oldest waiting record is dropped and counted, so traffic
-//! never waits on billing.
+//! When full, the oldest record is dropped and counted, so traffic never
+//! waits on billing. In-flight records count against the bound and are the
+//! oldest ones (batches are taken from the front), so they go first: an
+//! evicted in-flight record is freed at once and not retried if its batch
+//! fails (it may still arrive if the batch succeeds; it counts as dropped,
+//! not flushed, either way).
 
 use std::collections::VecDeque;
 
@@ -24,7 +28,17 @@ pub struct DeliveryQueue {
 #[derive(Debug)]
 struct InFlight {
     token: u32,
+    /// The batch's records; the first `evicted` were dropped for room (and
+    /// freed), the rest are retried if the batch fails.
     records: Vec<String>,
+    evicted: usize,
+    sent_at_ms: u64,
+}
+
+impl InFlight {
+    fn live(&self) -> usize {
+        self.records.len().saturating_sub(self.evicted)
+    }
 }
 
 /// A batch ready to be sent: the request body and how many records it holds.
@@ -87,8 +101,16 @@ impl DeliveryQueue {
 
     fn enforce_bound(&mut self) -> u64 {
         let mut dropped = 0;
-        while self.len() > self.max_buffered && !self.waiting.is_empty() {
-            self.waiting.pop_front();
+        while self.len() > self.max_buffered {
+            // The oldest records are the in-flight batch's, then the waiting line's.
+            if let Some(batch) = self.in_flight.as_mut().filter(|b| b.live() > 0) {
+                if let Some(record) = batch.records.get_mut(batch.evicted) {
+                    *record = String::new();
+                }
+                batch.evicted += 1;
+            } else if self.waiting.pop_front().is_none() {
+                break;
+            }
             dropped += 1;
         }
         self.dropped += dropped;
@@ -97,7 +119,7 @@ impl DeliveryQueue {
 
     /// Records held, waiting or in flight.
     pub fn len(&self) -> usize {
-        self.waiting.len() + self.in_flight.as_ref().map_or(0, |b| b.records.len())
+        self.waiting.len() + self.in_flight.as_ref().map_or(0, InFlight::live)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,13 +154,26 @@ impl DeliveryQueue {
         let n = self.waiting.len().min(self.max_batch);
         let records: Vec<String> = self.waiting.drain(..n).collect();
         let body = batch_body(&records);
-        self.in_flight = Some(InFlight { token: 0, records });
+        self.in_flight = Some(InFlight {
+            token: 0,
+            records,
+            evicted: 0,
+            sent_at_ms: now_ms,
+        });
         Some(Batch { body, records: n })
     }
 
     pub fn sent(&mut self, token: u32) {
         if let Some(batch) = self.in_flight.as_mut() {
             batch.token = token;
+        }
+    }
+
+    /// Requeues an in-flight batch that got no answer within `stale_after_ms`.
+    pub fn expire_stale(&mut self, now_ms: u64, stale_after_ms: u64) -> Outcome {
+        match &self.in_flight {
+            Some(b) if now_ms.saturating_sub(b.sent_at_ms) > stale_after_ms => self.requeue(now_ms),
+            _ => Outcome::UnknownToken,
         }
     }
 
@@ -155,7 +190,7 @@ impl DeliveryQueue {
             _ => return Outcome::UnknownToken,
         }
         if acknowledged {
-            let n = self.in_flight.take().map_or(0, |b| b.records.len());
+            let n = self.in_flight.take().map_or(0, |b| b.live());
             self.consecutive_failures = 0;
             self.next_attempt_ms = 0;
             Outcome::Acknowledged(n)
@@ -168,8 +203,8 @@ impl DeliveryQueue {
         let Some(batch) = self.in_flight.take() else {
             return Outcome::UnknownToken;
         };
-        let n = batch.records.len();
-        for record in batch.records.into_iter().rev() {
+        let n = batch.live();
+        for record in batch.records.into_iter().skip(batch.evicted).rev() {
             self.waiting.push_front(record);
         }
         self.enforce_bound();
@@ -280,18 +315,69 @@ mod tests {
     }
 
     #[test]
-    fn in_flight_records_count_against_the_bound_and_survive_a_failure() {
+    fn in_flight_records_count_against_the_bound_and_the_oldest_go_first() {
         let mut q = DeliveryQueue::new(3, 2, 1000, 8000);
         q.push(rec(0));
         q.push(rec(1));
         q.take_batch(0).unwrap();
         q.sent(9);
         q.push(rec(2));
-        q.push(rec(3)); // over the bound: r2 (oldest waiting) goes
+        // Over the bound: r0, the oldest (in flight), goes, not the new r3.
+        assert_eq!(q.push(rec(3)), 1);
         assert_eq!(q.len(), 3);
         assert_eq!(q.dropped_total(), 1);
-        q.complete(9, false, 0);
-        assert_eq!(ids(&q.take_batch(10_000).unwrap()), ["r0", "r1"]);
+        assert_eq!(q.complete(9, false, 0), Outcome::WillRetry(1));
+        assert_eq!(q.len(), 3);
+        assert_eq!(ids(&q.take_batch(10_000).unwrap()), ["r1", "r2"]);
+        q.sent(10);
+        assert_eq!(q.complete(10, true, 10_000), Outcome::Acknowledged(2));
+        assert_eq!(ids(&q.take_batch(10_000).unwrap()), ["r3"]);
+    }
+
+    #[test]
+    fn a_full_in_flight_batch_makes_room_for_new_records() {
+        // max_batch == max_buffered: the whole buffer can be in flight.
+        let mut q = DeliveryQueue::new(3, 3, 1000, 8000);
+        for i in 0..3 {
+            q.push(rec(i));
+        }
+        q.take_batch(0).unwrap();
+        q.sent(1);
+        for i in 3..7 {
+            assert_eq!(q.push(rec(i)), 1);
+            assert_eq!(q.len(), 3);
+        }
+        assert_eq!(q.dropped_total(), 4);
+        // r0..r2 evicted and r3 pushed out by r6: nothing left to retry.
+        assert_eq!(q.complete(1, false, 0), Outcome::WillRetry(0));
+        assert_eq!(ids(&q.take_batch(10_000).unwrap()), ["r4", "r5", "r6"]);
+    }
+
+    #[test]
+    fn an_acknowledged_batch_counts_only_its_records_not_evicted() {
+        let mut q = DeliveryQueue::new(2, 2, 1000, 8000);
+        q.push(rec(0));
+        q.push(rec(1));
+        q.take_batch(0).unwrap();
+        q.sent(3);
+        q.push(rec(2)); // evicts r0 from the in-flight batch
+        assert_eq!(q.complete(3, true, 0), Outcome::Acknowledged(1));
+        assert_eq!(q.len(), 1);
+        assert_eq!(ids(&q.take_batch(0).unwrap()), ["r2"]);
+    }
+
+    #[test]
+    fn unanswered_batch_is_requeued_after_the_stale_limit() {
+        let mut q = DeliveryQueue::new(10, 5, 100, 1000);
+        q.push(rec(0));
+        q.take_batch(1_000).unwrap();
+        q.sent(3);
+        assert_eq!(q.expire_stale(5_000, 10_000), Outcome::UnknownToken);
+        assert_eq!(q.expire_stale(11_001, 10_000), Outcome::WillRetry(1));
+        assert!(!q.has_in_flight());
+        // A late answer for the expired token changes nothing.
+        assert_eq!(q.complete(3, true, 11_002), Outcome::UnknownToken);
+        assert_eq!(q.len(), 1);
     }
 
     #[test]
