@@ -82,6 +82,23 @@ pub struct ServeConfig {
         global = true
     )]
     pub database_max_connections: u32,
+    /// Requests per minute each tenant read token may make on the query API
+    /// (0: no limit). The admin token is not limited.
+    #[arg(
+        long,
+        env = "QUERY_RATE_LIMIT_PER_MIN",
+        default_value_t = crate::ratelimit::DEFAULT_PER_MIN,
+        global = true
+    )]
+    pub query_rate_limit_per_min: u32,
+    /// Requests a tenant read token may make at once before the per-minute rate applies.
+    #[arg(
+        long,
+        env = "QUERY_RATE_BURST",
+        default_value_t = crate::ratelimit::DEFAULT_BURST,
+        global = true
+    )]
+    pub query_rate_burst: u32,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -96,6 +113,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("price_catalog", &self.price_catalog)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("database_max_connections", &self.database_max_connections)
+            .field("query_rate_limit_per_min", &self.query_rate_limit_per_min)
+            .field("query_rate_burst", &self.query_rate_burst)
             .finish()
     }
 }

@@ -11,6 +11,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod price_book;
 pub mod pricing;
+pub mod ratelimit;
 
 use std::sync::{Arc, RwLock};
 
@@ -27,6 +28,10 @@ pub struct AppState {
     pub admin_token: Option<auth::TokenDigest>,
     pub metrics: Arc<metrics::Metrics>,
     pub max_body_bytes: usize,
+    /// Verified tenant read tokens, briefly cached.
+    pub token_cache: Arc<auth::TokenCache>,
+    /// Per-token rate limit of tenant read tokens on the query API.
+    pub query_rate_limit: Arc<ratelimit::RateLimiter>,
 }
 
 impl AppState {
@@ -48,14 +53,17 @@ impl AppState {
                 .map(auth::TokenDigest::new),
             metrics: Arc::default(),
             max_body_bytes,
+            token_cache: Arc::default(),
+            query_rate_limit: Arc::default(),
         }
     }
 
     /// Reloads the price book from the catalog table.
     pub async fn reload_prices(&self) -> Result<(), sqlx::Error> {
         let stored = db::load_prices(&self.pool).await?;
+        let agreements = db::load_tenant_pricing(&self.pool, None).await?;
         let latest = stored.iter().map(|p| p.id).max();
-        let book = price_book::PriceBook::from_stored(stored, latest);
+        let book = price_book::PriceBook::with_tenants(stored, agreements, latest);
         match self.prices.write() {
             Ok(mut guard) => *guard = book,
             Err(poisoned) => *poisoned.into_inner() = book,

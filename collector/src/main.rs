@@ -86,7 +86,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         config.ingest_token.as_deref(),
         config.admin_token.as_deref(),
         config.max_body_bytes,
-    );
+    )
+    .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     tracing::info!(addr = %config.addr, "collector listening");

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::db::{AppliedPrice, LedgerEntry, StoredPrice};
+use crate::db::{AppliedPrice, LedgerEntry, StoredPrice, TenantPricing};
 use crate::ingest::UsageRecord;
 use crate::pricing::{cost, Catalog, UsageCounts};
 
 pub struct PriceBook {
     catalog: Option<Catalog>,
     ids: HashMap<(String, DateTime<Utc>), i64>,
+    /// Pricing agreements by tenant, sorted by effective_from.
+    tenants: HashMap<String, Vec<TenantPricing>>,
     /// Highest catalog row id loaded: replicas reload when it changes.
     pub latest_id: Option<i64>,
 }
@@ -23,6 +25,21 @@ impl PriceBook {
     }
 
     pub fn from_stored(rows: Vec<StoredPrice>, latest_id: Option<i64>) -> Self {
+        Self::with_tenants(rows, Vec::new(), latest_id)
+    }
+
+    pub fn with_tenants(
+        rows: Vec<StoredPrice>,
+        agreements: Vec<TenantPricing>,
+        latest_id: Option<i64>,
+    ) -> Self {
+        let mut tenants: HashMap<String, Vec<TenantPricing>> = HashMap::new();
+        for a in agreements {
+            tenants.entry(a.tenant_id.clone()).or_default().push(a);
+        }
+        for list in tenants.values_mut() {
+            list.sort_by_key(|a| a.effective_from);
+        }
         let ids = rows
             .iter()
             .map(|r| ((r.entry.model.clone(), r.entry.effective_from), r.id))
@@ -38,6 +55,7 @@ impl PriceBook {
         Self {
             catalog,
             ids,
+            tenants,
             latest_id,
         }
     }
@@ -46,9 +64,26 @@ impl PriceBook {
         self.catalog.as_ref()
     }
 
-    /// Prices usage of `model` at `at`; None when the model has no price.
+    /// The tenant's agreement in force at `at` for the catalog model `model`:
+    /// a model-specific one wins over the tenant-wide (`*`) one.
+    pub fn agreement(
+        &self,
+        tenant_id: &str,
+        model: &str,
+        at: DateTime<Utc>,
+    ) -> Option<&TenantPricing> {
+        let list = self.tenants.get(tenant_id)?;
+        let latest = |m: &str| {
+            list.iter()
+                .rfind(|a| a.model == m && a.effective_from <= at)
+        };
+        latest(model).or_else(|| latest("*"))
+    }
+
+    /// Prices usage of `model` at `at` for `tenant_id`; None when the model has no price.
     pub fn applied(
         &self,
+        tenant_id: &str,
         provider: &str,
         model: Option<&str>,
         at: DateTime<Utc>,
@@ -57,7 +92,8 @@ impl PriceBook {
     ) -> Option<AppliedPrice> {
         let entry = self.catalog.as_ref()?.lookup(provider, model?, at)?;
         let price_id = *self.ids.get(&(entry.model.clone(), entry.effective_from))?;
-        let breakdown = match cost(usage, entry, None) {
+        let agreement = self.agreement(tenant_id, &entry.model, at);
+        let breakdown = match cost(usage, entry, agreement.map(|a| &a.adjustment)) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "usage could not be priced; stored unpriced");
@@ -73,7 +109,18 @@ impl PriceBook {
         };
         Some(AppliedPrice {
             price_id,
-            version: breakdown.version.clone(),
+            version: match agreement {
+                // The agreement is part of the price charged: keep it auditable.
+                Some(a) => format!(
+                    "{} tenant:{}/{}@{}",
+                    breakdown.version,
+                    a.tenant_id,
+                    a.model,
+                    a.effective_from
+                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                ),
+                None => breakdown.version.clone(),
+            },
             currency: breakdown.currency.clone(),
             total: breakdown.total - breakdown.request_fee + fee,
             input: breakdown.input,
@@ -91,6 +138,7 @@ impl PriceBook {
             .into_iter()
             .map(|record| {
                 let price = self.applied(
+                    &record.tenant_id,
                     &record.provider,
                     record.model.as_deref(),
                     record.occurred_at(),

@@ -307,3 +307,88 @@ async fn errors_are_json_and_clear(pool: PgPool) {
         .unwrap()
         .contains("RFC 3339"));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tenant_agreements_discount_and_contract_prices(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    // acme: 10% off everything from 2025-01-01; globex: contract price for gpt-4o-mini input.
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/v1/tenants/acme/pricing",
+        Some(ADMIN),
+        Some(json!({"discount": {"percent": "10"}, "effective_from": "2025-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/v1/tenants/globex/pricing",
+        Some(ADMIN),
+        Some(json!({"model": "gpt-4o-mini", "custom_prices": {"input": "0.10"}, "effective_from": "2025-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    // Same key again: immutable.
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/tenants/globex/pricing",
+        Some(ADMIN),
+        Some(json!({"model": "gpt-4o-mini", "custom_prices": {"input": "0.20"}, "effective_from": "2025-01-01T00:00:00Z"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/tenants/acme/pricing",
+        Some(ADMIN),
+        Some(json!({"discount": {"percent": "140"}})),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "a discount over 100% is refused"
+    );
+
+    ingest(
+        &s,
+        vec![
+            record("a1", "acme", "gpt-4o-mini", T0),
+            record("g1", "globex", "gpt-4o-mini", T0),
+            record("i1", "initech", "gpt-4o-mini", T0),
+        ],
+    )
+    .await;
+    let costs: Vec<(String, Decimal, Decimal, String)> = sqlx::query_as(
+        "SELECT tenant_id, cost, cost_discount, price_version FROM transactions ORDER BY tenant_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // List price 0.000345; acme 10% off = 0.0003105 (discount -0.0000345).
+    assert_eq!(costs[0].0, "acme");
+    assert_eq!(costs[0].1, Decimal::from_str("0.0003105").unwrap());
+    assert_eq!(costs[0].2, Decimal::from_str("-0.0000345").unwrap());
+    assert!(
+        costs[0].3.contains("tenant:acme/*@2025-01-01T00:00:00Z"),
+        "{}",
+        costs[0].3
+    );
+    // globex: 1000 uncached × $0.10 + 200 cached × $0.075 (catalog) + 300 × $0.60 = 0.000295.
+    assert_eq!(costs[1].0, "globex");
+    assert_eq!(costs[1].1, Decimal::from_str("0.000295").unwrap());
+    assert_eq!(costs[2].0, "initech");
+    assert_eq!(costs[2].1, Decimal::from_str("0.000345").unwrap());
+
+    let (status, body) = call(&s, "GET", "/v1/tenants/globex/pricing", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["agreements"][0]["model"], "gpt-4o-mini");
+    assert_eq!(
+        body["agreements"][0]["adjustment"]["custom_prices"]["input"],
+        "0.10"
+    );
+}

@@ -1262,6 +1262,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/reprice", &["post"]),
     ("/v1/quote", &["post"]),
     ("/v1/reconciliation", &["get"]),
+    ("/v1/tokens", &["get", "post"]),
+    ("/v1/tokens/{id}", &["delete"]),
+    ("/v1/tenants/{tenant_id}/pricing", &["get", "post"]),
 ];
 
 fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
@@ -1311,7 +1314,7 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
     assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
     check_refs(&doc, &doc);
     let schemes = &doc["components"]["securitySchemes"];
-    for scheme in ["ingestToken", "adminToken"] {
+    for scheme in ["ingestToken", "adminToken", "tenantToken"] {
         assert_eq!(schemes[scheme]["type"], "http", "{scheme}");
         assert_eq!(schemes[scheme]["scheme"], "bearer", "{scheme}");
     }
@@ -1345,9 +1348,14 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
             assert!(op["summary"].is_string(), "{method} {path}");
             // Security matches the extractor the handler uses.
             let security = op.get("security").unwrap_or(&doc["security"]);
-            let expected = match *path {
-                "/healthz" | "/readyz" | "/metrics" | "/openapi.json" => json!([]),
-                "/v1/usage" => json!([{"ingestToken": []}]),
+            let expected = match (*path, *method) {
+                ("/healthz" | "/readyz" | "/metrics" | "/openapi.json", _) => json!([]),
+                ("/v1/usage", _) => json!([{"ingestToken": []}]),
+                (
+                    "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices",
+                    "get",
+                )
+                | ("/v1/quote", "post") => json!([{"adminToken": []}, {"tenantToken": []}]),
                 _ => json!([{"adminToken": []}]),
             };
             assert_eq!(security, &expected, "{method} {path}");

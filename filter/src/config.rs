@@ -55,6 +55,9 @@ pub struct FilterConfig {
     #[serde(default = "default_true")]
     pub force_identity_encoding: bool,
     /// Largest request body buffered to read the model / inject stream usage.
+    /// Must not exceed the listener's `per_connection_buffer_limit_bytes`
+    /// (Envoy's default: 1 MiB), or Envoy answers 413 to larger requests;
+    /// bodies above it pass through unread.
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
 }
@@ -100,7 +103,9 @@ fn default_max_sse_event_bytes() -> usize {
     8 << 10
 }
 fn default_max_request_body_bytes() -> usize {
-    4 << 20
+    // 960 KiB: Envoy's default per-connection buffer limit (1 MiB) with
+    // headroom, as Envoy already refuses bodies a few bytes under it.
+    (1 << 20) - (64 << 10)
 }
 fn default_true() -> bool {
     true

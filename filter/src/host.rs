@@ -97,12 +97,18 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
     QUEUES.with(|queues| {
         let mut queues = queues.borrow_mut();
         if let Some((_, shared)) = queues.iter().find(|(k, _)| *k == key) {
-            shared.borrow_mut().queue.reconfigure(
+            let mut guard = shared.borrow_mut();
+            let dropped = guard.queue.reconfigure(
                 config.max_buffered_records,
                 config.max_batch_records,
                 config.flush_interval_ms,
                 config.max_backoff_ms,
             );
+            if dropped > 0 {
+                Stats::add(guard.stats.dropped, dropped);
+                log::warn!("llm_billing: smaller buffer after reconfiguration dropped {dropped} oldest records");
+            }
+            drop(guard);
             return shared.clone();
         }
         let shared = Rc::new(RefCell::new(Shared {

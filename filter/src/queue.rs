@@ -77,19 +77,19 @@ impl DeliveryQueue {
     }
 
     /// Applies new limits from a plugin reconfiguration, keeping every
-    /// buffered record that still fits.
+    /// buffered record that still fits; returns how many were dropped.
     pub fn reconfigure(
         &mut self,
         max_buffered: usize,
         max_batch: usize,
         base_backoff_ms: u64,
         max_backoff_ms: u64,
-    ) {
+    ) -> u64 {
         self.max_buffered = max_buffered.max(1);
         self.max_batch = max_batch.max(1);
         self.base_backoff_ms = base_backoff_ms.max(1);
         self.max_backoff_ms = max_backoff_ms.max(self.base_backoff_ms);
-        self.enforce_bound();
+        self.enforce_bound()
     }
 
     /// Queues one serialized record; returns how many old records were

@@ -4,11 +4,15 @@ mod ledger;
 mod prices;
 mod reconciliation;
 mod summary;
+mod tenant_pricing;
+mod tokens;
 
 pub use ledger::*;
 pub use prices::*;
 pub use reconciliation::*;
 pub use summary::*;
+pub use tenant_pricing::*;
+pub use tokens::*;
 
 use std::time::Duration;
 

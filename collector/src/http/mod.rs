@@ -4,6 +4,8 @@ mod openapi;
 mod prices;
 mod query;
 mod reconciliation;
+mod tenant_pricing;
+mod tokens;
 mod usage;
 
 use axum::body::Bytes;
@@ -28,6 +30,8 @@ pub fn app(state: AppState) -> Router {
         .merge(query::router())
         .merge(prices::router())
         .merge(reconciliation::router())
+        .merge(tokens::router())
+        .merge(tenant_pricing::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{parse_json, Body, Params};
-use crate::auth::Admin;
+use crate::auth::{Admin, Reader};
 use crate::error::{ApiError, ApiResult};
 use crate::pricing::{self, PriceEntry, UsageCounts};
 use crate::AppState;
@@ -32,7 +32,7 @@ struct PricesQuery {
 
 async fn list_prices(
     State(state): State<AppState>,
-    _admin: Admin,
+    _reader: Reader,
     Params(q): Params<PricesQuery>,
 ) -> ApiResult<Json<Value>> {
     let prices = crate::db::load_prices(&state.pool).await?;
@@ -110,6 +110,7 @@ async fn reprice(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json
                 reasoning_tokens: row.reasoning_tokens.max(0) as u64,
             };
             guard.applied(
+                &row.tenant_id,
                 &row.provider,
                 row.model.as_deref(),
                 row.occurred_at,
@@ -147,7 +148,7 @@ struct QuoteRequest {
 /// reconciliation against it.
 async fn quote(
     State(state): State<AppState>,
-    _admin: Admin,
+    _reader: Reader,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let q: QuoteRequest = parse_json(&body)?;

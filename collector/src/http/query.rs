@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::Params;
-use crate::auth::Admin;
+use crate::auth::Reader;
 use crate::db::{self, Cursor, GroupBy, LedgerFilter, Transaction};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -82,12 +82,12 @@ fn decode_cursor(s: &str) -> ApiResult<Cursor> {
 
 async fn transactions(
     State(state): State<AppState>,
-    _admin: Admin,
+    reader: Reader,
     Params(q): Params<TransactionsQuery>,
 ) -> ApiResult<Response> {
     check_status(&q.status)?;
     let filter = LedgerFilter {
-        tenant_id: q.tenant_id,
+        tenant_id: reader.scope(q.tenant_id)?,
         api_key_id: q.api_key_id,
         model: q.model,
         provider: q.provider,
@@ -224,7 +224,7 @@ struct SummaryQuery {
 
 async fn summary(
     State(state): State<AppState>,
-    _admin: Admin,
+    reader: Reader,
     Params(q): Params<SummaryQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     check_status(&q.status)?;
@@ -239,7 +239,7 @@ async fn summary(
         return Err(ApiError::BadRequest("start must not be after end".into()));
     }
     let filter = LedgerFilter {
-        tenant_id: q.tenant_id,
+        tenant_id: reader.scope(q.tenant_id)?,
         api_key_id: q.api_key_id,
         model: q.model,
         provider: q.provider,

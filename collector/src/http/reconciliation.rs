@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::query::parse_time;
-use crate::auth::Admin;
+use crate::auth::Reader;
 use crate::db::{self, ReconciliationFilter};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
@@ -58,11 +58,12 @@ fn parse_tolerance(value: Option<&str>) -> ApiResult<Decimal> {
 
 async fn reconciliation(
     State(state): State<AppState>,
-    _admin: Admin,
+    reader: Reader,
     query: Result<Query<ReconciliationQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
     // A bad query string answers with the JSON error format, not axum's plain text.
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let tenant_id = reader.scope(q.tenant_id)?;
     let tolerance = parse_tolerance(q.tolerance.as_deref())?;
     let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(Utc::now);
     let start = parse_time("start", q.start.as_deref())?.unwrap_or(end - Duration::days(30));
@@ -70,7 +71,7 @@ async fn reconciliation(
         return Err(ApiError::BadRequest("start must not be after end".into()));
     }
     let filter = ReconciliationFilter {
-        tenant_id: q.tenant_id.clone(),
+        tenant_id: tenant_id.clone(),
         start,
         end,
         tolerance,
@@ -81,7 +82,7 @@ async fn reconciliation(
     let extra = json!({
         "start": start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "end": end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
-        "tenant_id": q.tenant_id,
+        "tenant_id": tenant_id,
         "tolerance": tolerance.to_string(),
         "by_model": report.by_model,
         "largest_differences": report.largest_differences,

@@ -77,6 +77,27 @@ fn openrouter_usage() -> Value {
 
 /// The body (JSON) or the SSE events of a response, in order.
 pub fn response(shape: Shape, request: &Value) -> Vec<String> {
+    response_padded(shape, request, 0)
+}
+
+/// The complete answer text: "Billing is exact." followed by `pad` more
+/// bytes of words, to make bodies and whole-response events large.
+pub fn answer_text(pad: usize) -> String {
+    let mut text = String::from("Billing is exact.");
+    let target = text.len() + pad;
+    while text.len() < target {
+        let word = " exact";
+        text.push_str(&word[..word.len().min(target - text.len())]);
+    }
+    text
+}
+
+/// Like [`response`], with the complete answer text padded by `pad` bytes
+/// (knob `x-demo-pad-bytes`) wherever a body or event carries the whole
+/// answer: non-streamed bodies and the Responses API's final events.
+/// Usage figures are unchanged.
+pub fn response_padded(shape: Shape, request: &Value, pad: usize) -> Vec<String> {
+    let answer = answer_text(pad);
     let include_usage = request
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
@@ -86,7 +107,7 @@ pub fn response(shape: Shape, request: &Value) -> Vec<String> {
         Shape::ChatJson => vec![json!({
             "id": "chatcmpl-demo1", "object": "chat.completion", "created": 1764000000,
             "model": CHAT_MODEL,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Billing is exact."},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
                          "finish_reason": "stop", "logprobs": null}],
             "usage": chat_usage(), "service_tier": "default", "system_fingerprint": "fp_demo"
         }).to_string()],
@@ -118,13 +139,13 @@ pub fn response(shape: Shape, request: &Value) -> Vec<String> {
         Shape::OpenRouterJson => vec![json!({
             "id": "gen-demo3", "provider": "OpenAI", "model": "openai/gpt-4o-mini",
             "object": "chat.completion", "created": 1764000000,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Billing is exact."},
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer},
                          "finish_reason": "stop", "native_finish_reason": "stop"}],
             "usage": openrouter_usage()
         }).to_string()],
-        Shape::ResponsesJson => vec![responses_object("completed").to_string()],
+        Shape::ResponsesJson => vec![responses_object("completed", &answer).to_string()],
         Shape::ResponsesStream => {
-            let mut created = responses_object("in_progress");
+            let mut created = responses_object("in_progress", "");
             created["usage"] = Value::Null;
             let mut out = vec![
                 named("response.created", &json!({"type": "response.created", "sequence_number": 0, "response": created})),
@@ -134,12 +155,12 @@ pub fn response(shape: Shape, request: &Value) -> Vec<String> {
                     "sequence_number": i + 1, "item_id": "msg_demo", "output_index": 0, "content_index": 0, "delta": w})));
             }
             out.push(named("response.completed", &json!({"type": "response.completed",
-                "sequence_number": 9, "response": responses_object("completed")})));
+                "sequence_number": 9, "response": responses_object("completed", &answer)})));
             out
         }
         Shape::AnthropicJson => vec![json!({
             "id": "msg_demo", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
-            "content": [{"type": "text", "text": "Billing is exact."}],
+            "content": [{"type": "text", "text": answer}],
             "stop_reason": "end_turn", "stop_sequence": null,
             "usage": {"input_tokens": 50, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 1000,
                       "cache_creation": {"ephemeral_5m_input_tokens": 200, "ephemeral_1h_input_tokens": 0},
@@ -166,7 +187,7 @@ pub fn response(shape: Shape, request: &Value) -> Vec<String> {
             out.push(named("message_stop", &json!({"type": "message_stop"})));
             out
         }
-        Shape::GeminiJson => vec![gemini_chunk("Billing is exact.", 150, true).to_string()],
+        Shape::GeminiJson => vec![gemini_chunk(&answer, 150, true).to_string()],
         Shape::GeminiStream => words
             .iter()
             .enumerate()
@@ -178,13 +199,13 @@ pub fn response(shape: Shape, request: &Value) -> Vec<String> {
     }
 }
 
-fn responses_object(status: &str) -> Value {
+fn responses_object(status: &str, text: &str) -> Value {
     json!({
         "id": "resp_demo", "object": "response", "created_at": 1764000000, "status": status,
         "model": "o4-mini-2025-04-16",
         "output": [{"type": "reasoning", "id": "rs_demo", "summary": []},
                    {"type": "message", "id": "msg_demo", "status": "completed", "role": "assistant",
-                    "content": [{"type": "output_text", "text": "Billing is exact.", "annotations": []}]}],
+                    "content": [{"type": "output_text", "text": text, "annotations": []}]}],
         "usage": {"input_tokens": 500, "input_tokens_details": {"cached_tokens": 100},
                   "output_tokens": 400, "output_tokens_details": {"reasoning_tokens": 256},
                   "total_tokens": 900},

@@ -5,7 +5,9 @@
 //!
 //! Test knobs (request headers): `x-demo-status` (answer with this status),
 //! `x-demo-gzip: 1` (gzip the body even if not asked), `x-demo-stall-after`
-//! (send N SSE events, then hang), `x-demo-event-delay-ms`.
+//! (send N SSE events, then hang), `x-demo-event-delay-ms`,
+//! `x-demo-pad-bytes` (make the answer text N bytes longer, see
+//! `fixtures::response_padded`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -85,7 +87,10 @@ async fn handle(req: Request) -> Response {
         .pointer("/stream_options/include_usage")
         .and_then(|v| v.as_bool())
         .unwrap_or(false);
-    let events = fixtures::response(shape, &request);
+    let pad = header(&headers, "x-demo-pad-bytes")
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(0);
+    let events = fixtures::response_padded(shape, &request, pad);
     let mut response = if shape.streams() {
         let stall_after =
             header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
