@@ -392,3 +392,29 @@ async fn tenant_agreements_discount_and_contract_prices(pool: PgPool) {
         "0.10"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reused_request_id_is_a_new_request_but_a_resent_record_is_not(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let first = record("same-id", "acme", "gpt-4o-mini", T0);
+    let mut second = record("same-id", "acme", "gpt-4o-mini", T0 + 2_000);
+    second["output_tokens"] = json!(600);
+    let r = ingest(&s, vec![first.clone(), second.clone()]).await;
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // The filter's retry resends identical records: both are duplicates.
+    let r = ingest(&s, vec![second, first]).await;
+    assert_eq!(
+        (r["accepted"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(2))
+    );
+    let (rows, total): (i64, Decimal) =
+        sqlx::query_as("SELECT count(*), sum(cost) FROM transactions WHERE request_id = 'same-id'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    // 0.000345 + (1000 × 0.15 + 200 × 0.075 + 600 × 0.60) / 1e6 = 0.000345 + 0.000525
+    assert_eq!((rows, total), (2, Decimal::from_str("0.00087").unwrap()));
+}

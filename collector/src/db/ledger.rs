@@ -54,21 +54,33 @@ const ROLLUP_UPSERT: &str = "
         reported_cost = usage_hourly.reported_cost + EXCLUDED.reported_cost";
 
 /// Inserts a batch in one statement: ledger rows that are new, plus the
-/// rollup for exactly those rows. Returns the (tenant_id, request_id) pairs
-/// actually inserted; the others were duplicates.
+/// rollup for exactly those rows. Returns the (tenant_id, request_id,
+/// occurred_at) keys actually inserted; the others were duplicates.
+///
+/// The key includes the start time: the filter resends a record unchanged,
+/// so retries collide, while a client that reuses an `x-request-id` for a
+/// new request still gets a row per request.
 #[tracing::instrument(skip_all, fields(records = entries.len()))]
 pub async fn insert_batch(
     pool: &PgPool,
     entries: &[LedgerEntry],
-) -> Result<Vec<(String, String)>, sqlx::Error> {
+) -> Result<Vec<LedgerKey>, sqlx::Error> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
     // A fixed row order keeps lock order stable across concurrent batches.
     let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
     sorted.sort_by(|a, b| {
-        (&a.record.tenant_id, &a.record.request_id)
-            .cmp(&(&b.record.tenant_id, &b.record.request_id))
+        (
+            &a.record.tenant_id,
+            &a.record.request_id,
+            a.record.started_at_ms,
+        )
+            .cmp(&(
+                &b.record.tenant_id,
+                &b.record.request_id,
+                b.record.started_at_ms,
+            ))
     });
     let n = sorted.len();
     let mut c = Columns::with_capacity(n);
@@ -103,10 +115,10 @@ pub async fn insert_batch(
                 cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
                 price_version, reported_cost, string_to_array(flags, ',')
             FROM input
-            ON CONFLICT (tenant_id, request_id) DO NOTHING
+            ON CONFLICT (tenant_id, request_id, occurred_at) DO NOTHING
             RETURNING *
         ), rollup AS ({ROLLUP_UPSERT})
-        SELECT tenant_id, request_id FROM changed"
+        SELECT tenant_id, request_id, occurred_at FROM changed"
     );
     let rows = sqlx::query(&sql)
         .bind(&c.tenant_id)
@@ -143,7 +155,13 @@ pub async fn insert_batch(
         .fetch_all(pool)
         .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("tenant_id")?, r.try_get("request_id")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("tenant_id")?,
+                r.try_get("request_id")?,
+                r.try_get("occurred_at")?,
+            ))
+        })
         .collect()
 }
 
@@ -351,13 +369,16 @@ pub async fn list_transactions(
     q.build_query_as::<Transaction>().fetch_all(pool).await
 }
 
+/// A ledger row's identity: (tenant_id, request_id, occurred_at).
+pub type LedgerKey = (String, String, DateTime<Utc>);
+
 /// One repricing step: rows looked at, rows priced, and the
-/// (tenant_id, request_id) key to continue after (None when done).
+/// key to continue after (None when done).
 #[derive(Debug)]
 pub struct RepriceProgress {
     pub examined: usize,
     pub priced: usize,
-    pub next: Option<(String, String)>,
+    pub next: Option<LedgerKey>,
 }
 
 /// An unpriced row waiting for a price.
@@ -382,7 +403,7 @@ pub struct UnpricedRow {
 #[tracing::instrument(skip_all)]
 pub async fn reprice_batch<F>(
     pool: &PgPool,
-    after: &(String, String),
+    after: &LedgerKey,
     limit: i64,
     price_of: F,
 ) -> Result<RepriceProgress, sqlx::Error>
@@ -393,24 +414,28 @@ where
     let rows: Vec<UnpricedRow> = sqlx::query_as(
         "SELECT tenant_id, request_id, provider, model, occurred_at, input_tokens, output_tokens,
             cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens
-         FROM transactions WHERE status = 'unpriced' AND (tenant_id, request_id) > ($2, $3)
-         ORDER BY tenant_id, request_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+         FROM transactions
+         WHERE status = 'unpriced' AND (tenant_id, request_id, occurred_at) > ($2, $3, $4)
+         ORDER BY tenant_id, request_id, occurred_at LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
     .bind(&after.0)
     .bind(&after.1)
+    .bind(after.2)
     .fetch_all(&mut *tx)
     .await?;
     let examined = rows.len();
     let next = rows
         .last()
-        .map(|r| (r.tenant_id.clone(), r.request_id.clone()));
+        .map(|r| (r.tenant_id.clone(), r.request_id.clone(), r.occurred_at));
     let mut c = Columns::default();
-    let mut keys: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    let mut keys: (Vec<String>, Vec<String>, Vec<DateTime<Utc>>) =
+        (Vec::new(), Vec::new(), Vec::new());
     for row in &rows {
         if let Some(price) = price_of(row) {
             keys.0.push(row.tenant_id.clone());
             keys.1.push(row.request_id.clone());
+            keys.2.push(row.occurred_at);
             c.price_id.push(Some(price.price_id));
             c.price_version.push(Some(price.version.clone()));
             c.currency.push(Some(price.currency.clone()));
@@ -430,8 +455,8 @@ where
         sqlx::query(
             "WITH changed AS (
                 SELECT t.* FROM transactions t
-                JOIN UNNEST($1::text[], $2::text[]) AS k(tenant_id, request_id)
-                  USING (tenant_id, request_id)
+                JOIN UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(tenant_id, request_id, occurred_at)
+                  USING (tenant_id, request_id, occurred_at)
              ), d AS (
                 SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC') AS hour,
                     coalesce(api_key_id, '') AS api_key_id, provider, coalesce(model, '') AS model,
@@ -456,6 +481,7 @@ where
         )
         .bind(&keys.0)
         .bind(&keys.1)
+        .bind(&keys.2)
         .execute(&mut *tx)
         .await?;
         sqlx::query("DELETE FROM usage_hourly WHERE status = 'unpriced' AND requests = 0")
@@ -463,10 +489,10 @@ where
             .await?;
         let sql = format!(
             "WITH input AS (
-                SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[],
-                    $6::numeric[], $7::numeric[], $8::numeric[], $9::numeric[], $10::numeric[],
-                    $11::numeric[], $12::numeric[], $13::numeric[])
-                AS k(tenant_id, request_id, price_id, price_version, currency, cost, cost_input,
+                SELECT * FROM UNNEST($1::text[], $2::text[], $14::timestamptz[], $3::int8[],
+                    $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::numeric[],
+                    $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[])
+                AS k(tenant_id, request_id, occurred_at, price_id, price_version, currency, cost, cost_input,
                     cost_cache_read, cost_cache_write, cost_output, cost_reasoning,
                     cost_request_fee, cost_discount)
              ), changed AS (
@@ -478,7 +504,7 @@ where
                     cost_discount = k.cost_discount
                 FROM input k
                 WHERE t.tenant_id = k.tenant_id AND t.request_id = k.request_id
-                  AND t.status = 'unpriced'
+                  AND t.occurred_at = k.occurred_at AND t.status = 'unpriced'
                 RETURNING t.*
              ), rollup AS ({ROLLUP_UPSERT})
              SELECT count(*) FROM changed"
@@ -497,6 +523,7 @@ where
             .bind(&c.cost_reasoning)
             .bind(&c.cost_request_fee)
             .bind(&c.cost_discount)
+            .bind(&keys.2)
             .fetch_one(&mut *tx)
             .await?;
     }

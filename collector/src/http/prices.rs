@@ -96,7 +96,11 @@ async fn put_price(
 async fn reprice(State(state): State<AppState>, _admin: Admin) -> ApiResult<Json<Value>> {
     state.reload_prices().await?;
     let (mut examined, mut priced) = (0usize, 0usize);
-    let mut after = (String::new(), String::new());
+    let mut after = (
+        String::new(),
+        String::new(),
+        chrono::DateTime::<Utc>::UNIX_EPOCH,
+    );
     loop {
         let book = state.prices.clone();
         let progress = crate::db::reprice_batch(&state.pool, &after, 1000, |row| {

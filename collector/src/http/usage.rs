@@ -55,11 +55,17 @@ async fn ingest(
     let m = &state.metrics;
     let accepted = inserted.len();
     // Count only newly inserted unpriced rows, so a resent batch adds nothing.
-    let inserted: std::collections::HashSet<(String, String)> = inserted.into_iter().collect();
+    let inserted: std::collections::HashSet<crate::db::LedgerKey> = inserted.into_iter().collect();
     let unpriced = entries
         .iter()
         .filter(|e| e.price.is_none())
-        .filter(|e| inserted.contains(&(e.record.tenant_id.clone(), e.record.request_id.clone())))
+        .filter(|e| {
+            inserted.contains(&(
+                e.record.tenant_id.clone(),
+                e.record.request_id.clone(),
+                e.record.occurred_at(),
+            ))
+        })
         .count();
     let duplicates = entries.len() - accepted;
     Metrics::add(&m.records_accepted, accepted as u64);
