@@ -99,6 +99,27 @@ pub struct ServeConfig {
         global = true
     )]
     pub query_rate_burst: u32,
+    /// URL of a price list to sync periodically (OpenRouter `/api/v1/models`
+    /// or LiteLLM `model_prices_and_context_window.json`); unset: no sync.
+    #[arg(long, env = "PRICE_SYNC_URL", global = true)]
+    pub price_sync_url: Option<String>,
+    /// Format of `PRICE_SYNC_URL`.
+    #[arg(
+        long,
+        env = "PRICE_SYNC_FORMAT",
+        value_enum,
+        default_value = "openrouter",
+        global = true
+    )]
+    pub price_sync_format: ImportFormat,
+    /// Seconds between price syncs.
+    #[arg(
+        long,
+        env = "PRICE_SYNC_INTERVAL_SECS",
+        default_value_t = 3600,
+        global = true
+    )]
+    pub price_sync_interval_secs: u64,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -115,6 +136,9 @@ impl std::fmt::Debug for ServeConfig {
             .field("database_max_connections", &self.database_max_connections)
             .field("query_rate_limit_per_min", &self.query_rate_limit_per_min)
             .field("query_rate_burst", &self.query_rate_burst)
+            .field("price_sync_url", &self.price_sync_url)
+            .field("price_sync_format", &self.price_sync_format)
+            .field("price_sync_interval_secs", &self.price_sync_interval_secs)
             .finish()
     }
 }

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod price_book;
 pub mod pricing;
 pub mod ratelimit;
+pub mod sync;
 
 use std::sync::{Arc, RwLock};
 

@@ -90,6 +90,15 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
+    if let Some(url) = config.price_sync_url.clone() {
+        let interval = Duration::from_secs(config.price_sync_interval_secs);
+        tokio::spawn(collector::sync::run(
+            state.clone(),
+            url,
+            config.price_sync_format,
+            interval,
+        ));
+    }
     tracing::info!(addr = %config.addr, "collector listening");
     axum::serve(listener, collector::app(state))
         .with_graceful_shutdown(shutdown_signal())
