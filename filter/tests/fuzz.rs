@@ -194,6 +194,23 @@ fn mutated_inputs_never_panic_and_stay_bounded() {
     }
 }
 
+/// A tracker that has seen 200 response headers of the given kind.
+fn started(path: &str, sse: bool, limits: Limits) -> ResponseTracker {
+    let info = RequestInfo {
+        path: path.to_string(),
+        request_id: "c".into(),
+        ..RequestInfo::default()
+    };
+    let mut tracker = ResponseTracker::new(info, limits);
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    tracker.on_response_headers(200, Some(content_type), None, 0);
+    tracker
+}
+
 #[test]
 fn corpus_inputs_in_every_chunking_give_the_same_record() {
     let inputs = load_inputs();
@@ -202,45 +219,11 @@ fn corpus_inputs_in_every_chunking_give_the_same_record() {
     for (n, input) in inputs.iter().enumerate() {
         for path in PATHS {
             for sse in [false, true] {
-                let mut whole = ResponseTracker::new(
-                    RequestInfo {
-                        path: path.to_string(),
-                        request_id: "c".into(),
-                        ..RequestInfo::default()
-                    },
-                    limits,
-                );
-                whole.on_response_headers(
-                    200,
-                    Some(if sse {
-                        "text/event-stream"
-                    } else {
-                        "application/json"
-                    }),
-                    None,
-                    0,
-                );
+                let mut whole = started(path, sse, limits);
                 whole.on_response_body(input, 0);
                 let expected = whole.finish(true, 0);
                 for _ in 0..4 {
-                    let mut t = ResponseTracker::new(
-                        RequestInfo {
-                            path: path.to_string(),
-                            request_id: "c".into(),
-                            ..RequestInfo::default()
-                        },
-                        limits,
-                    );
-                    t.on_response_headers(
-                        200,
-                        Some(if sse {
-                            "text/event-stream"
-                        } else {
-                            "application/json"
-                        }),
-                        None,
-                        0,
-                    );
+                    let mut t = started(path, sse, limits);
                     let mut rest = &input[..];
                     while !rest.is_empty() {
                         let k = 1 + rng.below(rest.len().min(97));
