@@ -3,6 +3,7 @@
 //! can drive it without a socket.
 
 pub mod auth;
+pub mod budgets;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -60,6 +60,23 @@ pub struct FilterConfig {
     /// bodies above it pass through unread.
     #[serde(default = "default_max_request_body_bytes")]
     pub max_request_body_bytes: usize,
+    /// Answer 429 to tenants and keys on the collector's deny list (over a
+    /// hard budget, or out of prepaid balance) without reaching upstream.
+    #[serde(default)]
+    pub enforce_budgets: bool,
+    /// Collector path of the deny list (same cluster and ingest token).
+    #[serde(default = "default_deny_path", alias = "deny_list_path")]
+    pub deny_path: String,
+    /// How often each worker refreshes the deny list.
+    #[serde(default = "default_deny_refresh_ms")]
+    pub deny_refresh_ms: u64,
+    /// A deny list not refreshed for this long is stale.
+    #[serde(default = "default_deny_ttl_ms")]
+    pub deny_ttl_ms: u64,
+    /// With a stale list: let requests not on the last known list through
+    /// (true) or refuse them with 503 (false). Known blocks hold either way.
+    #[serde(default = "default_true")]
+    pub deny_fail_open: bool,
 }
 
 fn default_ingest_path() -> String {
@@ -106,6 +123,15 @@ fn default_max_request_body_bytes() -> usize {
     // 960 KiB: Envoy's default per-connection buffer limit (1 MiB) with
     // headroom, as Envoy already refuses bodies a few bytes under it.
     (1 << 20) - (64 << 10)
+}
+fn default_deny_path() -> String {
+    "/v1/deny".to_string()
+}
+fn default_deny_refresh_ms() -> u64 {
+    1000
+}
+fn default_deny_ttl_ms() -> u64 {
+    30_000
 }
 fn default_true() -> bool {
     true
@@ -195,6 +221,15 @@ impl FilterConfig {
         if self.max_request_body_bytes > 64 << 20 {
             return invalid("max_request_body_bytes must be at most 67108864");
         }
+        if !self.deny_path.starts_with('/') {
+            return invalid("deny_path must start with '/'");
+        }
+        if !(50..=600_000).contains(&self.deny_refresh_ms) {
+            return invalid("deny_refresh_ms must be between 50 and 600000");
+        }
+        if self.deny_ttl_ms < self.deny_refresh_ms || self.deny_ttl_ms > 86_400_000 {
+            return invalid("deny_ttl_ms must be at least deny_refresh_ms and at most 86400000");
+        }
         Ok(())
     }
 }
@@ -223,6 +258,38 @@ mod tests {
         assert_eq!(c.max_buffered_records, 10_000);
         assert!(c.inject_stream_usage);
         assert!(c.force_identity_encoding);
+        assert!(!c.enforce_budgets, "enforcement is opt-in");
+        assert_eq!(c.deny_path, "/v1/deny");
+        assert_eq!(c.deny_refresh_ms, 1000);
+        assert_eq!(c.deny_ttl_ms, 30_000);
+        assert!(c.deny_fail_open);
+    }
+
+    #[test]
+    fn enforcement_keys_are_read_and_validated() {
+        let cfg = MINIMAL.replace(
+            '}',
+            r#","enforce_budgets":true,"deny_list_path":"/deny","deny_refresh_ms":200,"deny_ttl_ms":5000,"deny_fail_open":false}"#,
+        );
+        let c = FilterConfig::parse(Some(cfg.as_bytes())).unwrap();
+        assert!(c.enforce_budgets);
+        assert_eq!(c.deny_path, "/deny");
+        assert_eq!(c.deny_refresh_ms, 200);
+        assert_eq!(c.deny_ttl_ms, 5000);
+        assert!(!c.deny_fail_open);
+        for (patch, needle) in [
+            (r#","deny_path":"v1/deny""#, "deny_path"),
+            (r#","deny_refresh_ms":10"#, "deny_refresh_ms"),
+            (
+                r#","deny_refresh_ms":2000,"deny_ttl_ms":1000"#,
+                "deny_ttl_ms",
+            ),
+            (r#","enforce_budgets":"yes""#, "expected a boolean"),
+        ] {
+            let cfg = MINIMAL.replace('}', &format!("{patch}}}"));
+            let err = FilterConfig::parse(Some(cfg.as_bytes())).unwrap_err();
+            assert!(err.to_string().contains(needle), "{patch}: {err}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::FilterConfig;
+use crate::enforce::{self, Decision, DenySet, DenyState};
 use crate::queue::{DeliveryQueue, Outcome};
 use crate::request::{api_key_id, prepare_request_body};
 use crate::tracker::{Limits, RequestInfo, ResponseTracker};
@@ -28,6 +29,12 @@ struct Stats {
     parse_failures: Option<u32>,
     incomplete: Option<u32>,
     buffered: Option<u32>,
+    /// Requests answered 429 (deny list) or 503 (stale list, fail closed).
+    blocked: Option<u32>,
+    /// Requests decided while the deny list was stale.
+    deny_stale: Option<u32>,
+    deny_failures: Option<u32>,
+    deny_entries: Option<u32>,
 }
 
 impl Stats {
@@ -49,6 +56,14 @@ impl Stats {
             buffered: proxy_wasm::hostcalls::define_metric(
                 MetricType::Gauge,
                 "llm_billing.records_buffered",
+            )
+            .ok(),
+            blocked: counter("requests_blocked"),
+            deny_stale: counter("deny_list_stale"),
+            deny_failures: counter("deny_list_refresh_failures"),
+            deny_entries: proxy_wasm::hostcalls::define_metric(
+                MetricType::Gauge,
+                "llm_billing.deny_list_entries",
             )
             .ok(),
         }
@@ -81,11 +96,14 @@ struct Shared {
     /// Live root contexts using this queue: a reloaded plugin's new root
     /// context takes over the old one's records.
     roots: usize,
+    deny: DenyState,
 }
 
 thread_local! {
     /// Queues by collector destination, kept for the life of the VM so a
     /// plugin reconfiguration (new root context, same VM) loses nothing.
+    /// The deny list lives beside each queue, per VM (each worker refreshes
+    /// its own copy).
     static QUEUES: RefCell<Vec<(String, Rc<RefCell<Shared>>)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -120,6 +138,7 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
             ),
             stats: Stats::define(),
             roots: 0,
+            deny: DenyState::default(),
         }));
         queues.push((key, shared.clone()));
         shared
@@ -132,6 +151,15 @@ struct BillingRoot {
     shared: Option<Rc<RefCell<Shared>>>,
     draining: bool,
     released: bool,
+    /// The tick period: the flush interval, or the deny refresh interval
+    /// when that is shorter; each job runs when its own interval is due.
+    tick_ms: u64,
+    last_flush_tick_ms: u64,
+    /// The deny list callout in flight (token, sent at); distinct from the
+    /// ingest callout the queue tracks.
+    deny_call: Option<(u32, u64)>,
+    last_deny_ms: u64,
+    deny_failing: bool,
 }
 
 fn now_ms() -> u64 {
@@ -183,6 +211,102 @@ impl BillingRoot {
 }
 
 impl BillingRoot {
+    /// True when a job of period `interval` last run at `last` is due on
+    /// this tick (half a tick of slack absorbs timer jitter).
+    fn due(&self, now: u64, last: u64, interval: u64) -> bool {
+        now.saturating_sub(last).saturating_add(self.tick_ms / 2) >= interval
+    }
+
+    /// Asks the collector for the deny list when due and none is in flight.
+    fn refresh_deny(&mut self, now: u64) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        if !config.enforce_budgets || self.draining || self.released {
+            return;
+        }
+        if let Some((_, sent)) = self.deny_call {
+            // An answer that never came must not stop the refreshes.
+            if now.saturating_sub(sent) <= config.callout_timeout_ms.saturating_mul(2) {
+                return;
+            }
+            self.deny_call = None;
+            self.deny_failed("no answer");
+        }
+        if !self.due(now, self.last_deny_ms, config.deny_refresh_ms) {
+            return;
+        }
+        self.last_deny_ms = now;
+        let auth = format!("Bearer {}", config.ingest_token);
+        let headers = vec![
+            (":method", "GET"),
+            (":path", config.deny_path.as_str()),
+            (":authority", config.collector_authority.as_str()),
+            ("accept", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        let timeout = config.callout_timeout_ms.min(config.deny_ttl_ms);
+        match self.dispatch_http_call(
+            &config.collector_cluster,
+            headers,
+            None,
+            vec![],
+            Duration::from_millis(timeout),
+        ) {
+            Ok(token) => self.deny_call = Some((token, now)),
+            Err(status) => self.deny_failed(&format!("dispatch failed: {status:?}")),
+        }
+    }
+
+    fn deny_failed(&mut self, why: &str) {
+        if let Some(shared) = &self.shared {
+            Stats::add(shared.borrow().stats.deny_failures, 1);
+        }
+        // Log the first failure of a streak, not every refresh.
+        if !self.deny_failing {
+            self.deny_failing = true;
+            log::warn!("llm_billing: cannot refresh the deny list ({why}); keeping the last one");
+        }
+    }
+
+    fn on_deny_response(&mut self, body_size: usize) {
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok());
+        if status != Some(200) {
+            self.deny_failed(&format!("collector answered {status:?}"));
+            return;
+        }
+        if body_size > enforce::MAX_DENY_BODY_BYTES {
+            self.deny_failed(&format!("{body_size} byte list is too large"));
+            return;
+        }
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        match DenySet::parse(&body) {
+            Ok(set) => {
+                if set.skipped > 0 {
+                    log::warn!(
+                        "llm_billing: {} deny list entries not enforced (over the cap, malformed, or per model)",
+                        set.skipped
+                    );
+                }
+                if self.deny_failing {
+                    self.deny_failing = false;
+                    log::info!("llm_billing: deny list refreshed again");
+                }
+                if let Some(shared) = &self.shared {
+                    let mut shared = shared.borrow_mut();
+                    let entries = set.len();
+                    shared.deny.update(set, now_ms());
+                    Stats::set(shared.stats.deny_entries, entries);
+                }
+            }
+            Err(err) => self.deny_failed(&err),
+        }
+    }
+
     fn may_finish(&self) -> bool {
         self.released
             || self.shared.as_ref().is_none_or(|s| {
@@ -208,9 +332,14 @@ impl Context for BillingRoot {
         &mut self,
         token: u32,
         _headers: usize,
-        _body: usize,
+        body_size: usize,
         _trailers: usize,
     ) {
+        if self.deny_call.is_some_and(|(t, _)| t == token) {
+            self.deny_call = None;
+            self.on_deny_response(body_size);
+            return;
+        }
         let status = self
             .get_http_call_response_header(":status")
             .and_then(|s| s.parse::<u16>().ok());
@@ -273,7 +402,19 @@ impl RootContext for BillingRoot {
                     shared.borrow_mut().roots += 1;
                     self.shared = Some(shared);
                 }
-                self.set_tick_period(Duration::from_millis(config.flush_interval_ms));
+                self.tick_ms = config.flush_interval_ms;
+                if config.enforce_budgets {
+                    self.tick_ms = self.tick_ms.min(config.deny_refresh_ms);
+                    if let Some(shared) = &self.shared {
+                        shared.borrow_mut().deny.start(now_ms());
+                    }
+                    log::info!(
+                        "llm_billing: enforcing budgets, deny list {:?} refreshed every {} ms",
+                        config.deny_path,
+                        config.deny_refresh_ms
+                    );
+                }
+                self.set_tick_period(Duration::from_millis(self.tick_ms));
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -294,9 +435,13 @@ impl RootContext for BillingRoot {
                 Stats::add(shared.stats.retried, n as u64);
             }
         }
-        if !self.released {
+        let now = now_ms();
+        let flush_interval = self.config.as_ref().map_or(0, |c| c.flush_interval_ms);
+        if !self.released && self.due(now, self.last_flush_tick_ms, flush_interval) {
+            self.last_flush_tick_ms = now;
             self.flush();
         }
+        self.refresh_deny(now);
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -343,6 +488,58 @@ impl BillingHttp {
     }
 }
 
+impl BillingHttp {
+    /// Answers the request locally when the deny list says so; true if it did.
+    fn enforce(&self, tenant: &str, key: Option<&str>, now: u64) -> bool {
+        let answer = {
+            let shared = self.shared.borrow();
+            let (decision, stale) = shared.deny.decide(
+                tenant,
+                key,
+                now,
+                self.config.deny_ttl_ms,
+                self.config.deny_fail_open,
+            );
+            if stale {
+                Stats::add(shared.stats.deny_stale, 1);
+            }
+            match decision {
+                Decision::Allow => None,
+                Decision::Deny(entry) => Some((
+                    429,
+                    enforce::retry_after_secs(entry, now),
+                    "false",
+                    enforce::blocked_body(entry),
+                )),
+                Decision::Unavailable => Some((
+                    503,
+                    enforce::UNAVAILABLE_RETRY_AFTER_SECS,
+                    "true",
+                    enforce::unavailable_body(),
+                )),
+            }
+        };
+        let Some((status, retry_after, should_retry, body)) = answer else {
+            return false;
+        };
+        let retry_after = retry_after.to_string();
+        let sent = proxy_wasm::hostcalls::send_http_response(
+            status,
+            vec![
+                ("content-type", "application/json"),
+                ("retry-after", retry_after.as_str()),
+                ("x-should-retry", should_retry),
+            ],
+            Some(&body),
+        )
+        .is_ok();
+        if sent {
+            Stats::add(self.shared.borrow().stats.blocked, 1);
+        }
+        sent
+    }
+}
+
 impl Context for BillingHttp {}
 
 impl HttpContext for BillingHttp {
@@ -376,6 +573,11 @@ impl HttpContext for BillingHttp {
             credential("x-api-key").as_deref(),
             credential("x-goog-api-key").as_deref(),
         );
+        // Blocked requests never reach upstream and are not recorded in the
+        // ledger (nothing was spent); they are counted in requests_blocked.
+        if self.config.enforce_budgets && self.enforce(&tenant_id, key.as_deref(), started_at_ms) {
+            return Action::Pause;
+        }
         let info = RequestInfo {
             path: path.clone(),
             host,

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod enforce;
 pub mod providers;
 pub mod queue;
 pub mod record;

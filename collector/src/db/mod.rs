@@ -1,5 +1,6 @@
 //! Every SQL statement of the collector lives in this module.
 
+mod budgets;
 mod ledger;
 mod prices;
 mod reconciliation;
@@ -7,6 +8,7 @@ mod summary;
 mod tenant_pricing;
 mod tokens;
 
+pub use budgets::*;
 pub use ledger::*;
 pub use prices::*;
 pub use reconciliation::*;

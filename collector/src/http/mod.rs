@@ -1,5 +1,6 @@
 //! HTTP API: one module per resource, assembled here.
 
+mod budgets;
 mod openapi;
 mod prices;
 mod query;
@@ -27,6 +28,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(usage::router())
+        .merge(budgets::router())
         .merge(query::router())
         .merge(prices::router())
         .merge(reconciliation::router())

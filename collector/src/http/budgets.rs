@@ -1,0 +1,547 @@
+//! Budgets, prepaid credits and the filter's deny list.
+//!
+//! - `POST /v1/budgets`, `PATCH`/`DELETE /v1/budgets/{id}` (admin);
+//!   `GET /v1/budgets?tenant_id=` (admin, or a tenant token for its own)
+//!   with `spent`, `remaining`, `resets_at` of the current period.
+//! - `POST /v1/credits` (admin; append-only, negative amounts are debits);
+//!   `GET /v1/credits?tenant_id=` and `GET /v1/balance?tenant_id=` (admin
+//!   or the tenant's own token).
+//! - `GET /v1/deny` (ingest token): what the filter must block now: hard
+//!   budgets whose current-period spend reached the limit, and prepaid
+//!   tenants whose balance is at or below zero.
+
+use std::str::FromStr;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch};
+use axum::{Json, Router};
+use chrono::{DateTime, FixedOffset, Utc};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{parse_json, Body, Params};
+use crate::auth::{Admin, Ingest, Reader};
+use crate::budgets::{self, Period};
+use crate::db::{self, Budget, BudgetFields, SpendScope};
+use crate::error::{ApiError, ApiResult};
+use crate::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/budgets", get(list).post(create))
+        .route("/v1/budgets/{id}", patch(update).delete(remove))
+        .route("/v1/credits", get(list_credits).post(add_credit))
+        .route("/v1/balance", get(balance))
+        .route("/v1/deny", get(deny_list))
+}
+
+const MAX_ID_LEN: usize = 256;
+const MAX_REASON_LEN: usize = 1000;
+const MAX_URL_LEN: usize = 2048;
+/// Who wrote a credit entry: only the admin token can.
+const CREDIT_AUTHOR: &str = "admin";
+
+fn check_text(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.is_empty() {
+        return Err(ApiError::BadRequest(format!("{field} is empty")));
+    }
+    if value.len() > max {
+        return Err(ApiError::BadRequest(format!(
+            "{field} is longer than {max} bytes"
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ApiError::BadRequest(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Money as a decimal string (`"25.00"`) or an integer; never a float.
+fn money(field: &str, v: &Value) -> ApiResult<Decimal> {
+    let parsed = match v {
+        Value::String(s) => Decimal::from_str(s.trim()).ok(),
+        Value::Number(n) if n.is_i64() => n.as_i64().map(Decimal::from),
+        Value::Number(_) => {
+            return Err(ApiError::BadRequest(format!(
+                "{field} must be a decimal string such as \"25.00\", not a float"
+            )))
+        }
+        _ => None,
+    };
+    let d = parsed.ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{field} must be a decimal string such as \"25.00\""
+        ))
+    })?;
+    if d.scale() > 12 {
+        return Err(ApiError::BadRequest(format!(
+            "{field} has more than 12 decimal places"
+        )));
+    }
+    Ok(d.normalize())
+}
+
+fn currency(v: &str) -> ApiResult<String> {
+    if v.len() == 3 && v.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(v.to_string())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "currency must be an ISO 4217 code such as \"USD\", not {v:?}"
+        )))
+    }
+}
+
+fn period(v: &str) -> ApiResult<Period> {
+    Period::parse(v).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "period must be one of day, week, month, total, not {v:?}"
+        ))
+    })
+}
+
+fn thresholds(v: &[i64]) -> ApiResult<Vec<i32>> {
+    if v.len() > 20 {
+        return Err(ApiError::BadRequest(
+            "at most 20 alert_thresholds".to_string(),
+        ));
+    }
+    let mut out = Vec::with_capacity(v.len());
+    for &t in v {
+        match i32::try_from(t) {
+            Ok(t) if (1..=1000).contains(&t) => out.push(t),
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "alert_thresholds are percentages between 1 and 1000, not {t}"
+                )))
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+fn webhook(v: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(url) = v else { return Ok(None) };
+    check_text("webhook_url", url, MAX_URL_LEN)?;
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ApiError::BadRequest(
+            "webhook_url must be an http(s) URL".to_string(),
+        ));
+    }
+    Ok(Some(url.to_string()))
+}
+
+fn offset() -> ApiResult<FixedOffset> {
+    budgets::offset_from_env().map_err(ApiError::Internal)
+}
+
+/// Rules that hold for new and patched budgets alike.
+fn check_budget(b: &BudgetFields) -> ApiResult<()> {
+    if b.limit <= Decimal::ZERO {
+        return Err(ApiError::BadRequest("limit must be positive".to_string()));
+    }
+    // The filter decides before the request body (and so the model) is read.
+    if b.hard && b.model.is_some() {
+        return Err(ApiError::BadRequest(
+            "per-model budgets can only be soft (hard: false): the gateway blocks by tenant and key"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewBudget {
+    tenant_id: String,
+    api_key_id: Option<String>,
+    model: Option<String>,
+    limit: Value,
+    currency: String,
+    period: String,
+    #[serde(default = "default_hard")]
+    hard: bool,
+    alert_thresholds: Option<Vec<i64>>,
+    webhook_url: Option<String>,
+}
+
+fn default_hard() -> bool {
+    true
+}
+
+async fn create(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let req: NewBudget = parse_json(&body)?;
+    check_text("tenant_id", &req.tenant_id, MAX_ID_LEN)?;
+    if let Some(k) = &req.api_key_id {
+        check_text("api_key_id", k, MAX_ID_LEN)?;
+    }
+    if let Some(m) = &req.model {
+        check_text("model", m, MAX_ID_LEN)?;
+    }
+    let fields = BudgetFields {
+        tenant_id: req.tenant_id,
+        api_key_id: req.api_key_id,
+        model: req.model,
+        limit: money("limit", &req.limit)?,
+        currency: currency(&req.currency)?,
+        period: period(&req.period)?.as_str().to_string(),
+        hard: req.hard,
+        alert_thresholds: thresholds(&req.alert_thresholds.unwrap_or(vec![50, 80, 100]))?,
+        webhook_url: webhook(req.webhook_url.as_deref())?,
+    };
+    check_budget(&fields)?;
+    let budget = db::insert_budget(&state.pool, &fields).await?;
+    tracing::info!(budget_id = budget.id, tenant_id = %budget.tenant_id, "budget created");
+    let view = views(&state, vec![budget], Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(view.into_iter().next())).into_response())
+}
+
+/// A budget with where it stands in its current period.
+async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiResult<Vec<Value>> {
+    let offset = offset()?;
+    let windows: Vec<_> = list
+        .iter()
+        .map(|b| {
+            budgets::window(
+                Period::parse(&b.period).unwrap_or(Period::Total),
+                now,
+                offset,
+            )
+        })
+        .collect();
+    let scopes: Vec<SpendScope> = list
+        .iter()
+        .zip(&windows)
+        .map(|(b, w)| SpendScope {
+            tenant_id: b.tenant_id.clone(),
+            api_key_id: b.api_key_id.clone(),
+            model: b.model.clone(),
+            currency: b.currency.clone(),
+            start: w.start,
+        })
+        .collect();
+    let spent = db::spent(&state.pool, &scopes).await?;
+    list.into_iter()
+        .zip(windows)
+        .zip(spent)
+        .map(|((b, w), spent)| {
+            let status = budgets::status(b.limit, spent, w, now);
+            let mut v = serde_json::to_value(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let extra =
+                serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
+            if let (Some(map), Value::Object(extra)) = (v.as_object_mut(), extra) {
+                map.extend(extra);
+                map.insert("period_start".into(), json!(w.start));
+                map.insert("resets_at".into(), json!(w.end));
+            }
+            Ok(v)
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantQuery {
+    tenant_id: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    reader: Reader,
+    Params(q): Params<TenantQuery>,
+) -> ApiResult<Json<Value>> {
+    let tenant = reader.scope(q.tenant_id)?;
+    let list = db::list_budgets(&state.pool, tenant.as_deref()).await?;
+    Ok(Json(
+        json!({"budgets": views(&state, list, Utc::now()).await?}),
+    ))
+}
+
+fn budget_id(id: &str) -> ApiResult<i64> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("budget id must be an integer, not {id:?}")))
+}
+
+/// Partial update: only the fields present change; `webhook_url: null` clears it.
+async fn update(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let id = budget_id(&id)?;
+    let patch: Map<String, Value> = parse_json(&body)?;
+    let current = db::get_budget(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no budget with id {id}")))?;
+    let mut f = BudgetFields {
+        tenant_id: current.tenant_id,
+        api_key_id: current.api_key_id,
+        model: current.model,
+        limit: current.limit,
+        currency: current.currency,
+        period: current.period,
+        hard: current.hard,
+        alert_thresholds: current.alert_thresholds,
+        webhook_url: current.webhook_url,
+    };
+    let text = |k: &str, v: &Value| -> ApiResult<String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ApiError::BadRequest(format!("{k} must be a string")))
+    };
+    for (k, v) in &patch {
+        match k.as_str() {
+            "limit" => f.limit = money("limit", v)?,
+            "currency" => f.currency = currency(&text(k, v)?)?,
+            "period" => f.period = period(&text(k, v)?)?.as_str().to_string(),
+            "hard" => {
+                f.hard = v
+                    .as_bool()
+                    .ok_or_else(|| ApiError::BadRequest("hard must be a boolean".into()))?
+            }
+            "alert_thresholds" => {
+                let list: Vec<i64> = serde_json::from_value(v.clone()).map_err(|_| {
+                    ApiError::BadRequest("alert_thresholds must be a list of integers".into())
+                })?;
+                f.alert_thresholds = thresholds(&list)?;
+            }
+            "webhook_url" => {
+                f.webhook_url = match v {
+                    Value::Null => None,
+                    v => webhook(Some(&text(k, v)?))?,
+                }
+            }
+            "tenant_id" | "api_key_id" | "model" => {
+                return Err(ApiError::BadRequest(format!(
+                    "{k} cannot change; delete the budget and create another"
+                )))
+            }
+            other => return Err(ApiError::BadRequest(format!("unknown field {other:?}"))),
+        }
+    }
+    check_budget(&f)?;
+    let updated = db::update_budget(&state.pool, id, &f)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no budget with id {id}")))?;
+    tracing::info!(budget_id = id, "budget updated");
+    let view = views(&state, vec![updated], Utc::now()).await?;
+    Ok(Json(view.into_iter().next().unwrap_or(Value::Null)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = budget_id(&id)?;
+    if db::delete_budget(&state.pool, id).await? {
+        tracing::info!(budget_id = id, "budget deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("no budget with id {id}")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCredit {
+    tenant_id: String,
+    amount: Value,
+    currency: String,
+    reason: String,
+}
+
+async fn add_credit(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let req: NewCredit = parse_json(&body)?;
+    check_text("tenant_id", &req.tenant_id, MAX_ID_LEN)?;
+    check_text("reason", &req.reason, MAX_REASON_LEN)?;
+    let amount = money("amount", &req.amount)?;
+    if amount.is_zero() {
+        return Err(ApiError::BadRequest("amount must not be zero".to_string()));
+    }
+    let currency = currency(&req.currency)?;
+    let credit = db::insert_credit(
+        &state.pool,
+        &req.tenant_id,
+        amount,
+        &currency,
+        &req.reason,
+        CREDIT_AUTHOR,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "tenant {:?} already has a prepaid account in another currency",
+            req.tenant_id
+        ))
+    })?;
+    tracing::info!(credit_id = credit.id, tenant_id = %credit.tenant_id, amount = %credit.amount, "credit added");
+    let balance = balance_of(&state, &credit.tenant_id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"credit": credit, "balance": balance})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequiredTenant {
+    tenant_id: Option<String>,
+}
+
+fn required_tenant(reader: &Reader, requested: Option<String>) -> ApiResult<String> {
+    reader
+        .scope(requested)?
+        .ok_or_else(|| ApiError::BadRequest("tenant_id is required".to_string()))
+}
+
+async fn list_credits(
+    State(state): State<AppState>,
+    reader: Reader,
+    Params(q): Params<RequiredTenant>,
+) -> ApiResult<Json<Value>> {
+    let tenant = required_tenant(&reader, q.tenant_id)?;
+    let credits = db::list_credits(&state.pool, &tenant).await?;
+    Ok(Json(json!({"tenant_id": tenant, "credits": credits})))
+}
+
+/// credits − priced spend since the first credit (in the account's currency).
+async fn balance_of(state: &AppState, tenant: &str) -> ApiResult<Value> {
+    let Some(account) = db::accounts(&state.pool, Some(tenant)).await?.pop() else {
+        return Ok(
+            json!({"tenant_id": tenant, "prepaid": false, "currency": null,
+            "credits": "0", "spent": "0", "balance": null, "opened_at": null}),
+        );
+    };
+    let spent = db::spent(
+        &state.pool,
+        &[SpendScope {
+            tenant_id: account.tenant_id.clone(),
+            api_key_id: None,
+            model: None,
+            currency: account.currency.clone(),
+            start: account.opened_at,
+        }],
+    )
+    .await?
+    .pop()
+    .unwrap_or_default();
+    let credits = account.credits.normalize();
+    let balance = (credits - spent).normalize();
+    Ok(json!({
+        "tenant_id": tenant,
+        "prepaid": true,
+        "currency": account.currency,
+        "credits": credits.to_string(),
+        "spent": spent.to_string(),
+        "balance": balance.to_string(),
+        "exhausted": balance <= Decimal::ZERO,
+        "opened_at": account.opened_at,
+    }))
+}
+
+async fn balance(
+    State(state): State<AppState>,
+    reader: Reader,
+    Params(q): Params<RequiredTenant>,
+) -> ApiResult<Json<Value>> {
+    let tenant = required_tenant(&reader, q.tenant_id)?;
+    Ok(Json(balance_of(&state, &tenant).await?))
+}
+
+/// The filter's deny list. Every Envoy worker polls it (default every
+/// second), so it costs two queries whatever the traffic: the hard budgets
+/// and the prepaid accounts, then one batched spend query.
+async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
+    let now = Utc::now();
+    let offset = offset()?;
+    let hard: Vec<Budget> = db::hard_budgets(&state.pool)
+        .await?
+        .into_iter()
+        .filter(|b| b.model.is_none())
+        .collect();
+    let accounts = db::accounts(&state.pool, None).await?;
+    let windows: Vec<_> = hard
+        .iter()
+        .map(|b| {
+            budgets::window(
+                Period::parse(&b.period).unwrap_or(Period::Total),
+                now,
+                offset,
+            )
+        })
+        .collect();
+    let mut scopes: Vec<SpendScope> = hard
+        .iter()
+        .zip(&windows)
+        .map(|(b, w)| SpendScope {
+            tenant_id: b.tenant_id.clone(),
+            api_key_id: b.api_key_id.clone(),
+            model: None,
+            currency: b.currency.clone(),
+            start: w.start,
+        })
+        .collect();
+    scopes.extend(accounts.iter().map(|a| SpendScope {
+        tenant_id: a.tenant_id.clone(),
+        api_key_id: None,
+        model: None,
+        currency: a.currency.clone(),
+        start: a.opened_at,
+    }));
+    let spent = db::spent(&state.pool, &scopes).await?;
+    let mut entries = Vec::new();
+    for ((b, w), spent) in hard.iter().zip(&windows).zip(&spent) {
+        if *spent >= b.limit {
+            let mut e = json!({
+                "tenant_id": b.tenant_id,
+                "reason": "budget_exceeded",
+                "budget_id": b.id,
+                "limit": b.limit.normalize().to_string(),
+                "spent": spent.to_string(),
+                "currency": b.currency,
+                "resets_at": w.end,
+                "resets_at_ms": w.end.map(|t| t.timestamp_millis()),
+            });
+            if let Some(key) = &b.api_key_id {
+                e["api_key_id"] = json!(key);
+            }
+            entries.push(e);
+        }
+    }
+    for (a, spent) in accounts.iter().zip(spent.iter().skip(hard.len())) {
+        let credits = a.credits.normalize();
+        if credits - *spent <= Decimal::ZERO {
+            entries.push(json!({
+                "tenant_id": a.tenant_id,
+                "reason": "balance_exhausted",
+                "limit": credits.to_string(),
+                "spent": spent.to_string(),
+                "currency": a.currency,
+                "resets_at": null,
+                "resets_at_ms": null,
+            }));
+        }
+    }
+    Ok(Json(json!({
+        "generated_at": now,
+        "generated_at_ms": now.timestamp_millis(),
+        "entries": entries,
+    })))
+}
