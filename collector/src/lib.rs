@@ -9,6 +9,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod invoices;
 pub mod metrics;
 pub mod price_book;
 pub mod pricing;

@@ -1,6 +1,7 @@
 //! Every SQL statement of the collector lives in this module.
 
 mod budgets;
+mod invoices;
 mod ledger;
 mod prices;
 mod reconciliation;
@@ -9,6 +10,7 @@ mod tenant_pricing;
 mod tokens;
 
 pub use budgets::*;
+pub use invoices::*;
 pub use ledger::*;
 pub use prices::*;
 pub use reconciliation::*;

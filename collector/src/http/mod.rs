@@ -1,6 +1,8 @@
 //! HTTP API: one module per resource, assembled here.
 
 mod budgets;
+mod dashboard;
+mod invoices;
 mod openapi;
 mod prices;
 mod query;
@@ -29,6 +31,8 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(usage::router())
         .merge(budgets::router())
+        .merge(invoices::router())
+        .merge(dashboard::router())
         .merge(query::router())
         .merge(prices::router())
         .merge(reconciliation::router())
