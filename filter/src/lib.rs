@@ -11,6 +11,7 @@ pub mod providers;
 pub mod queue;
 pub mod record;
 pub mod request;
+pub mod sparse;
 pub mod sse;
 pub mod tracker;
 

@@ -59,7 +59,9 @@ pub fn prepare_request_body(
     inject_include_usage: bool,
 ) -> RequestBodyInfo {
     let path_streams = strip_query(path).contains(":streamGenerateContent");
-    let Ok(mut v) = serde_json::from_slice::<Value>(body) else {
+    // Only model, stream and stream_options matter: a sparse parse skips the
+    // prompt (the bulk of the body) without copying it.
+    let Ok(mut v) = crate::sparse::parse(body) else {
         return RequestBodyInfo {
             stream: path_streams,
             ..Default::default()
@@ -99,13 +101,20 @@ pub fn prepare_request_body(
             if opts.get("include_usage").and_then(Value::as_bool) == Some(true) {
                 return info;
             }
+            // Rare: rewrite an existing stream_options, which needs the whole body.
+            let Ok(mut whole) = serde_json::from_slice::<Value>(body) else {
+                return info;
+            };
+            let Some(opts) = whole.get_mut("stream_options") else {
+                return info;
+            };
             match opts.as_object_mut() {
                 Some(o) => {
                     o.insert("include_usage".to_owned(), Value::Bool(true));
                 }
                 None => *opts = serde_json::json!({ "include_usage": true }),
             }
-            info.rewritten = serde_json::to_vec(&v).ok();
+            info.rewritten = serde_json::to_vec(&whole).ok();
         }
     }
     info

@@ -297,7 +297,7 @@ impl ResponseTracker {
                         flag(Flag::NoUsage);
                     }
                 } else if let Some(whole) = buf.whole() {
-                    match serde_json::from_slice::<serde_json::Value>(whole) {
+                    match crate::sparse::parse(whole) {
                         Ok(v) => {
                             if shape == ApiShape::Unknown {
                                 shape = infer_shape_from_json(&v);

@@ -441,7 +441,7 @@ impl StreamAccumulator {
             let v = if ev.truncated {
                 None
             } else {
-                serde_json::from_str::<Value>(ev.data).ok()
+                crate::sparse::parse(ev.data.as_bytes()).ok()
             };
             let shape = infer_shape_from_event(ev, v.as_ref());
             if shape == ApiShape::Unknown {
@@ -458,7 +458,7 @@ impl StreamAccumulator {
         let v = if ev.truncated {
             self.synthesize(ev)
         } else {
-            match serde_json::from_str::<Value>(ev.data) {
+            match crate::sparse::parse(ev.data.as_bytes()) {
                 Ok(v) => v,
                 Err(_) => {
                     if ev.terminated {
