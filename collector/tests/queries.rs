@@ -1265,6 +1265,11 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokens", &["get", "post"]),
     ("/v1/tokens/{id}", &["delete"]),
     ("/v1/tenants/{tenant_id}/pricing", &["get", "post"]),
+    ("/v1/budgets", &["get", "post"]),
+    ("/v1/budgets/{id}", &["patch", "delete"]),
+    ("/v1/credits", &["get", "post"]),
+    ("/v1/balance", &["get"]),
+    ("/v1/deny", &["get"]),
 ];
 
 fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
@@ -1350,9 +1355,10 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
             let security = op.get("security").unwrap_or(&doc["security"]);
             let expected = match (*path, *method) {
                 ("/healthz" | "/readyz" | "/metrics" | "/openapi.json", _) => json!([]),
-                ("/v1/usage", _) => json!([{"ingestToken": []}]),
+                ("/v1/usage" | "/v1/deny", _) => json!([{"ingestToken": []}]),
                 (
-                    "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices",
+                    "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices"
+                    | "/v1/budgets" | "/v1/credits" | "/v1/balance",
                     "get",
                 )
                 | ("/v1/quote", "post") => json!([{"adminToken": []}, {"tenantToken": []}]),
@@ -1368,16 +1374,22 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                 );
             }
             let responses = op["responses"].as_object().unwrap();
-            let ok = responses
+            let (code, ok) = responses
                 .iter()
                 .find(|(code, _)| code.starts_with('2'))
-                .unwrap_or_else(|| panic!("{method} {path}: no 2xx"))
-                .1;
-            let content = ok["content"].as_object().unwrap();
-            assert!(
-                content.values().all(|c| c.get("example").is_some()),
-                "{method} {path} response example"
-            );
+                .unwrap_or_else(|| panic!("{method} {path}: no 2xx"));
+            if code == "204" {
+                assert!(
+                    ok.get("content").is_none(),
+                    "{method} {path}: 204 has no body"
+                );
+            } else {
+                let content = ok["content"].as_object().unwrap();
+                assert!(
+                    content.values().all(|c| c.get("example").is_some()),
+                    "{method} {path} response example"
+                );
+            }
             // Authenticated routes document the error format for 401.
             if expected != json!([]) {
                 let unauthorized = responses
@@ -1428,6 +1440,17 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
         .unwrap()
         .iter()
         .any(|p| p["name"] == "model" && p["in"] == "path" && p["required"] == true));
+    // The budget id is a declared path parameter of both its methods.
+    for method in ["patch", "delete"] {
+        assert!(
+            paths["/v1/budgets/{id}"][method]["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "id" && p["in"] == "path" && p["required"] == true),
+            "{method} /v1/budgets/{{id}}"
+        );
+    }
     // The reconciliation parameters are all declared.
     let declared: BTreeSet<String> = paths["/v1/reconciliation"]["get"]["parameters"]
         .as_array()

@@ -7,6 +7,7 @@
 //! create databases on), `BILLING_WASM`, `COLLECTOR_BIN`, `ENVOY_BIN`.
 
 pub mod fixtures;
+pub mod pg;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

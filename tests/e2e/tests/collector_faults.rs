@@ -3,12 +3,11 @@
 //! PostgreSQL outage and recovery on a throwaway cluster of the test's own.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use e2e::pg::Cluster;
 use e2e::{
     free_port, fresh_database, repo_root, start_collector, BoxError, ADMIN_TOKEN, INGEST_TOKEN,
 };
@@ -452,137 +451,6 @@ async fn sigkill_mid_batch_never_leaves_a_partial_batch() {
 }
 
 /// A PostgreSQL cluster of this test's own, stopped and deleted on drop.
-struct Cluster {
-    bin: PathBuf,
-    data: PathBuf,
-    port: u16,
-}
-
-static CLUSTERS: AtomicU32 = AtomicU32::new(0);
-
-fn pg_bin_dir() -> Result<PathBuf, BoxError> {
-    if let Some(dir) = std::env::var_os("PG_BIN_DIR") {
-        return Ok(PathBuf::from(dir));
-    }
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("bin"))
-        .filter(|p| p.join("initdb").exists())
-        .collect();
-    found.sort();
-    found
-        .pop()
-        .ok_or_else(|| "no PostgreSQL binaries (set PG_BIN_DIR)".into())
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-impl Cluster {
-    fn command(&self, tool: &str) -> Command {
-        let exe = self.bin.join(tool);
-        if is_root() {
-            let mut c = Command::new("runuser");
-            c.arg("-u").arg("postgres").arg("--").arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        }
-    }
-
-    fn run(&self, tool: &str, args: &[&str]) -> Result<(), BoxError> {
-        let out = self.command(tool).args(args).output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "{tool} {args:?} failed: {}{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
-            )
-            .into());
-        }
-        Ok(())
-    }
-
-    fn init() -> Result<Cluster, BoxError> {
-        let data = std::env::temp_dir().join(format!(
-            "collector-faults-pg-{}-{}",
-            std::process::id(),
-            CLUSTERS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&data);
-        std::fs::create_dir_all(&data)?;
-        let cluster = Cluster {
-            bin: pg_bin_dir()?,
-            data,
-            port: free_port(),
-        };
-        let dir = cluster.data.to_string_lossy().to_string();
-        if is_root() {
-            let ok = Command::new("chown")
-                .args(["postgres:postgres", &dir])
-                .status()?
-                .success();
-            if !ok {
-                return Err("chown postgres failed".into());
-            }
-        }
-        Command::new("chmod").args(["700", &dir]).status()?;
-        cluster.run(
-            "initdb",
-            &[
-                "-D",
-                &dir,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        )?;
-        cluster.start()?;
-        Ok(cluster)
-    }
-
-    fn start(&self) -> Result<(), BoxError> {
-        let dir = self.data.to_string_lossy().to_string();
-        let log = self.data.join("server.log").to_string_lossy().to_string();
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={dir} -c fsync=off",
-            self.port
-        );
-        self.run(
-            "pg_ctl",
-            &[
-                "-D", &dir, "-l", &log, "-o", &opts, "-w", "-t", "30", "start",
-            ],
-        )
-    }
-
-    fn stop(&self, mode: &str) -> Result<(), BoxError> {
-        let dir = self.data.to_string_lossy().to_string();
-        self.run("pg_ctl", &["-D", &dir, "-m", mode, "-w", "stop"])
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.stop("immediate");
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 #[tokio::test]
 async fn database_outage_answers_503_then_recovers_without_a_restart_losing_nothing() {
     let dir = log_dir("faults-db-outage");
