@@ -1270,6 +1270,16 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/credits", &["get", "post"]),
     ("/v1/balance", &["get"]),
     ("/v1/deny", &["get"]),
+    ("/v1/invoices", &["get"]),
+    ("/v1/invoices/finalize", &["post"]),
+    // `/dashboard/` is registered too, but only as a 308 redirect to
+    // `/dashboard`: it has no 2xx response to document, so it is left out.
+    ("/dashboard", &["get"]),
+    ("/dashboard/app.js", &["get"]),
+    ("/dashboard/app.css", &["get"]),
+    ("/dashboard/vendor/uPlot.iife.min.js", &["get"]),
+    ("/dashboard/vendor/uPlot.min.css", &["get"]),
+    ("/dashboard/vendor/uPlot.LICENSE", &["get"]),
 ];
 
 fn resolve<'a>(doc: &'a Value, reference: &str) -> &'a Value {
@@ -1355,13 +1365,23 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
             let security = op.get("security").unwrap_or(&doc["security"]);
             let expected = match (*path, *method) {
                 ("/healthz" | "/readyz" | "/metrics" | "/openapi.json", _) => json!([]),
+                (
+                    "/dashboard"
+                    | "/dashboard/app.js"
+                    | "/dashboard/app.css"
+                    | "/dashboard/vendor/uPlot.iife.min.js"
+                    | "/dashboard/vendor/uPlot.min.css"
+                    | "/dashboard/vendor/uPlot.LICENSE",
+                    "get",
+                ) => json!([]),
                 ("/v1/usage" | "/v1/deny", _) => json!([{"ingestToken": []}]),
                 (
                     "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices"
-                    | "/v1/budgets" | "/v1/credits" | "/v1/balance",
+                    | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/invoices",
                     "get",
                 )
                 | ("/v1/quote", "post") => json!([{"adminToken": []}, {"tenantToken": []}]),
+                // Includes ("/v1/invoices/finalize", "post"): the Admin extractor.
                 _ => json!([{"adminToken": []}]),
             };
             assert_eq!(security, &expected, "{method} {path}");
