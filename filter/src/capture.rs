@@ -237,25 +237,10 @@ fn skip_ws(hay: &[u8], mut i: usize) -> usize {
 }
 
 fn find_from(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
+    if needle.is_empty() {
         return None;
     }
-    let last = hay.len() - needle.len();
-    let first = *needle.first()?;
-    let mut i = from;
-    while i <= last {
-        match hay.get(i..=last)?.iter().position(|&b| b == first) {
-            Some(off) => {
-                let at = i + off;
-                if hay.get(at..at + needle.len()) == Some(needle) {
-                    return Some(at);
-                }
-                i = at + 1;
-            }
-            None => return None,
-        }
-    }
-    None
+    memchr::memmem::find(hay.get(from..)?, needle).map(|at| at + from)
 }
 
 fn rfind_before(hay: &[u8], needle: &[u8], end: usize) -> Option<usize> {

@@ -258,7 +258,7 @@ impl SseFramer {
                 }
                 LineState::Value(_) | LineState::Comment => {
                     let rest = bytes.get(i..).unwrap_or_default();
-                    let end = rest.iter().position(|&c| c == b'\n' || c == b'\r');
+                    let end = memchr::memchr2(b'\n', b'\r', rest);
                     let mut val = rest.get(..end.unwrap_or(rest.len())).unwrap_or_default();
                     if let LineState::Value(kind) = self.state {
                         if self.skip_space && !val.is_empty() {
@@ -284,9 +284,9 @@ impl SseFramer {
 
     fn dispatch<F: FnMut(&SseEvent<'_>)>(&mut self, terminated: bool, on_event: &mut F) {
         if self.data_lines > 0 {
-            let name = String::from_utf8_lossy(&self.event_name);
+            let name = utf8_lossy(&self.event_name);
             let truncated = self.data.overflowed();
-            let data = String::from_utf8_lossy(self.data.head());
+            let data = utf8_lossy(self.data.head());
             let tail_bytes = self.data.tail();
             // Skip continuation bytes so the tail starts on a char boundary.
             let skip = tail_bytes
@@ -294,8 +294,7 @@ impl SseFramer {
                 .take(3)
                 .take_while(|&&b| (0x80..0xC0).contains(&b))
                 .count();
-            let tail: Cow<'_, str> =
-                String::from_utf8_lossy(tail_bytes.get(skip..).unwrap_or_default());
+            let tail: Cow<'_, str> = utf8_lossy(tail_bytes.get(skip..).unwrap_or_default());
             let ev = SseEvent {
                 event: if name.is_empty() { None } else { Some(&name) },
                 data: &data,
@@ -310,6 +309,15 @@ impl SseFramer {
         self.data.clear();
         self.data_lines = 0;
         self.event_name.clear();
+    }
+}
+
+/// UTF-8 view of `bytes`: borrowed when valid (the fast, common case), with
+/// replacement characters otherwise.
+fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
