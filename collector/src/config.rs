@@ -120,6 +120,18 @@ pub struct ServeConfig {
         global = true
     )]
     pub price_sync_interval_secs: u64,
+    /// Secret that signs budget alert webhooks (`x-billing-signature`);
+    /// unset: alerts are recorded but not sent.
+    #[arg(long, env = "WEBHOOK_SECRET", global = true)]
+    pub webhook_secret: Option<String>,
+    /// Milliseconds between budget alert evaluations (and delivery rounds).
+    #[arg(
+        long,
+        env = "ALERT_EVAL_INTERVAL_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub alert_eval_interval_ms: u64,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -139,6 +151,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("price_sync_url", &self.price_sync_url)
             .field("price_sync_format", &self.price_sync_format)
             .field("price_sync_interval_secs", &self.price_sync_interval_secs)
+            .field("webhook_secret", &redact(&self.webhook_secret))
+            .field("alert_eval_interval_ms", &self.alert_eval_interval_ms)
             .finish()
     }
 }

@@ -2,6 +2,7 @@
 //! answers billing queries. `app(state)` builds the whole HTTP API so tests
 //! can drive it without a socket.
 
+pub mod alerts;
 pub mod auth;
 pub mod budgets;
 pub mod config;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub token_cache: Arc<auth::TokenCache>,
     /// Per-token rate limit of tenant read tokens on the query API.
     pub query_rate_limit: Arc<ratelimit::RateLimiter>,
+    /// `WEBHOOK_SECRET`: signs budget alert webhooks (none are sent while unset).
+    pub webhook_secret: Option<Arc<str>>,
 }
 
 impl AppState {
@@ -58,7 +61,14 @@ impl AppState {
             max_body_bytes,
             token_cache: Arc::default(),
             query_rate_limit: Arc::default(),
+            webhook_secret: None,
         }
+    }
+
+    /// Sets the secret that signs alert webhooks (empty: none are sent).
+    pub fn with_webhook_secret(mut self, secret: Option<&str>) -> Self {
+        self.webhook_secret = secret.filter(|s| !s.is_empty()).map(Arc::from);
+        self
     }
 
     /// Reloads the price book from the catalog table.

@@ -87,7 +87,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         config.admin_token.as_deref(),
         config.max_body_bytes,
     )
-    .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst);
+    .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst)
+    .with_webhook_secret(config.webhook_secret.as_deref());
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     if let Some(url) = config.price_sync_url.clone() {
@@ -98,6 +99,19 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
             config.price_sync_format,
             interval,
         ));
+    }
+    let alert_interval = Duration::from_millis(config.alert_eval_interval_ms);
+    tokio::spawn(collector::alerts::run_evaluator(
+        state.clone(),
+        alert_interval,
+    ));
+    if state.webhook_secret.is_some() {
+        tokio::spawn(collector::alerts::run_deliverer(
+            state.clone(),
+            alert_interval.min(Duration::from_secs(1)),
+        ));
+    } else {
+        tracing::warn!("WEBHOOK_SECRET is not set: budget alerts are recorded but not sent");
     }
     tracing::info!(addr = %config.addr, "collector listening");
     axum::serve(listener, collector::app(state))

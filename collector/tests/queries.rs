@@ -1269,6 +1269,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/budgets/{id}", &["patch", "delete"]),
     ("/v1/credits", &["get", "post"]),
     ("/v1/balance", &["get"]),
+    ("/v1/alerts", &["get"]),
     ("/v1/deny", &["get"]),
     ("/v1/invoices", &["get"]),
     ("/v1/invoices/finalize", &["post"]),
@@ -1377,7 +1378,7 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                 ("/v1/usage" | "/v1/deny", _) => json!([{"ingestToken": []}]),
                 (
                     "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices"
-                    | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/invoices",
+                    | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts" | "/v1/invoices",
                     "get",
                 )
                 | ("/v1/quote", "post") => json!([{"adminToken": []}, {"tenantToken": []}]),

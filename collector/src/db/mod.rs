@@ -1,5 +1,6 @@
 //! Every SQL statement of the collector lives in this module.
 
+mod alerts;
 mod budgets;
 mod invoices;
 mod ledger;
@@ -9,6 +10,7 @@ mod summary;
 mod tenant_pricing;
 mod tokens;
 
+pub use alerts::*;
 pub use budgets::*;
 pub use invoices::*;
 pub use ledger::*;

@@ -6,6 +6,8 @@
 //! - `POST /v1/credits` (admin; append-only, negative amounts are debits);
 //!   `GET /v1/credits?tenant_id=` and `GET /v1/balance?tenant_id=` (admin
 //!   or the tenant's own token).
+//! - `GET /v1/alerts?tenant_id=` (admin, or a tenant token for its own):
+//!   the budget alert delivery log, newest first (see `crate::alerts`).
 //! - `GET /v1/deny` (ingest token): what the filter must block now: hard
 //!   budgets whose current-period spend reached the limit, and prepaid
 //!   tenants whose balance is at or below zero.
@@ -36,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/credits", get(list_credits).post(add_credit))
         .route("/v1/balance", get(balance))
         .route("/v1/deny", get(deny_list))
+        .route("/v1/alerts", get(list_alerts))
 }
 
 const MAX_ID_LEN: usize = 256;
@@ -544,4 +547,50 @@ async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<
         "generated_at_ms": now.timestamp_millis(),
         "entries": entries,
     })))
+}
+
+/// Rows of the delivery log returned at most.
+const MAX_ALERTS: i64 = 1000;
+
+async fn list_alerts(
+    State(state): State<AppState>,
+    reader: Reader,
+    Params(q): Params<TenantQuery>,
+) -> ApiResult<Json<Value>> {
+    let tenant = reader.scope(q.tenant_id)?;
+    let alerts = db::list_alerts(&state.pool, tenant.as_deref(), MAX_ALERTS).await?;
+    let alerts: Vec<Value> = alerts
+        .into_iter()
+        .map(|a| {
+            let status = if a.delivered_at.is_some() {
+                "delivered"
+            } else if a.attempts >= crate::alerts::MAX_ATTEMPTS {
+                "failed"
+            } else {
+                "pending"
+            };
+            json!({
+                "id": a.id.to_string(),
+                "event": a.event,
+                "budget_id": a.budget_id,
+                "tenant_id": a.tenant_id,
+                "api_key_id": a.api_key_id,
+                "threshold": (a.event != "projected_to_exceed").then_some(a.threshold),
+                "spent": a.spent.normalize().to_string(),
+                "limit": a.limit.normalize().to_string(),
+                "currency": a.currency,
+                "period_start": a.period_start,
+                "resets_at": a.resets_at,
+                "created_at": a.created_at,
+                "webhook_url": a.webhook_url,
+                "status": status,
+                "attempts": a.attempts,
+                "next_attempt_at": (a.delivered_at.is_none()).then_some(a.next_attempt_at),
+                "last_status": a.last_status,
+                "last_error": a.last_error,
+                "delivered_at": a.delivered_at,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"alerts": alerts})))
 }
