@@ -22,8 +22,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::budgets::{self, Period};
-use crate::db::{self, Alert, NewAlert, SpendScope};
+use crate::budgets;
+use crate::db::{self, Alert, NewAlert};
 use crate::AppState;
 
 pub const SIGNATURE_HEADER: &str = "x-billing-signature";
@@ -137,30 +137,9 @@ pub async fn evaluate_at(state: &AppState, now: DateTime<Utc>) -> Result<u64, sq
         .into_iter()
         .filter(|b| b.webhook_url.is_some())
         .collect();
-    let windows: Vec<_> = list
-        .iter()
-        .map(|b| {
-            budgets::window(
-                Period::parse(&b.period).unwrap_or(Period::Total),
-                now,
-                offset,
-            )
-        })
-        .collect();
-    let scopes: Vec<SpendScope> = list
-        .iter()
-        .zip(&windows)
-        .map(|(b, w)| SpendScope {
-            tenant_id: b.tenant_id.clone(),
-            api_key_id: b.api_key_id.clone(),
-            model: b.model.clone(),
-            currency: b.currency.clone(),
-            start: w.start,
-        })
-        .collect();
-    let spent = db::spent(&state.pool, &scopes).await?;
+    let current = db::spent_in_current_period(&state.pool, &list, now, offset).await?;
     let mut fire = Vec::new();
-    for ((b, w), spent) in list.iter().zip(&windows).zip(spent) {
+    for (b, (w, spent)) in list.iter().zip(current) {
         let Some(url) = &b.webhook_url else { continue };
         let alert = |event: &str, threshold: i32| NewAlert {
             budget_id: b.id,
@@ -187,7 +166,7 @@ pub async fn evaluate_at(state: &AppState, now: DateTime<Utc>) -> Result<u64, sq
         {
             fire.push(alert(threshold_event(t), t as i32));
         }
-        if budgets::status(b.limit, spent, *w, now).projected_to_exceed {
+        if budgets::status(b.limit, spent, w, now).projected_to_exceed {
             fire.push(alert("projected_to_exceed", 0));
         }
     }

@@ -134,6 +134,39 @@ pub struct SpendScope {
     pub start: DateTime<Utc>,
 }
 
+/// Each budget's current period window and what was spent in it.
+pub async fn spent_in_current_period(
+    pool: &PgPool,
+    list: &[Budget],
+    now: DateTime<Utc>,
+    offset: chrono::FixedOffset,
+) -> Result<Vec<(crate::budgets::Window, Decimal)>, sqlx::Error> {
+    use crate::budgets::{window, Period};
+    let windows: Vec<_> = list
+        .iter()
+        .map(|b| {
+            window(
+                Period::parse(&b.period).unwrap_or(Period::Total),
+                now,
+                offset,
+            )
+        })
+        .collect();
+    let scopes: Vec<SpendScope> = list
+        .iter()
+        .zip(&windows)
+        .map(|(b, w)| SpendScope {
+            tenant_id: b.tenant_id.clone(),
+            api_key_id: b.api_key_id.clone(),
+            model: b.model.clone(),
+            currency: b.currency.clone(),
+            start: w.start,
+        })
+        .collect();
+    let spent = spent(pool, &scopes).await?;
+    Ok(windows.into_iter().zip(spent).collect())
+}
+
 /// Priced spend of each scope, in order, in one query: whole hours from the
 /// hourly rollup (kept in the ledger's own transaction, so it is exact), the
 /// partial first hour from the ledger. Open-ended: usage stamped later than

@@ -212,32 +212,10 @@ async fn create(
 /// A budget with where it stands in its current period.
 async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiResult<Vec<Value>> {
     let offset = offset()?;
-    let windows: Vec<_> = list
-        .iter()
-        .map(|b| {
-            budgets::window(
-                Period::parse(&b.period).unwrap_or(Period::Total),
-                now,
-                offset,
-            )
-        })
-        .collect();
-    let scopes: Vec<SpendScope> = list
-        .iter()
-        .zip(&windows)
-        .map(|(b, w)| SpendScope {
-            tenant_id: b.tenant_id.clone(),
-            api_key_id: b.api_key_id.clone(),
-            model: b.model.clone(),
-            currency: b.currency.clone(),
-            start: w.start,
-        })
-        .collect();
-    let spent = db::spent(&state.pool, &scopes).await?;
+    let current = db::spent_in_current_period(&state.pool, &list, now, offset).await?;
     list.into_iter()
-        .zip(windows)
-        .zip(spent)
-        .map(|((b, w), spent)| {
+        .zip(current)
+        .map(|(b, (w, spent))| {
             let status = budgets::status(b.limit, spent, w, now);
             let mut v = serde_json::to_value(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
             let extra =
