@@ -1,4 +1,4 @@
-//! Budget alerts delivered as signed webhooks.
+//! Budget and balance alerts delivered as signed webhooks.
 //!
 //! The evaluator ([`evaluate_once`], every `ALERT_EVAL_INTERVAL_MS`) works
 //! out where each budget with a `webhook_url` stands in its current period
@@ -7,6 +7,12 @@
 //! per period, even with several collector replicas. Thresholds below 100 %
 //! fire `threshold_crossed`, 100 % and above `budget_exceeded`; a linear
 //! projection over the limit fires `projected_to_exceed` once per period.
+//!
+//! Prepaid tenants with a low-balance setting (`balance_alerts`) fire
+//! `low_balance` when their balance falls below the threshold and
+//! `balance_exhausted` when it reaches zero, once per fall: each event is
+//! re-armed only when the balance is back at/above the threshold (above
+//! zero), so a later fall fires again.
 //!
 //! The deliverer ([`deliver_once`]) POSTs due alerts to the webhook with
 //! `x-billing-signature: sha256=<hex HMAC-SHA256 of the body with
@@ -23,7 +29,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::budgets;
-use crate::db::{self, Alert, NewAlert};
+use crate::db::{self, Alert, BalanceEvent, NewAlert, SpendScope};
 use crate::AppState;
 
 pub const SIGNATURE_HEADER: &str = "x-billing-signature";
@@ -82,12 +88,12 @@ pub fn threshold_event(threshold: u32) -> &'static str {
     }
 }
 
-/// The webhook body, fields in a fixed order.
+/// The webhook body of a budget alert, fields in a fixed order.
 #[derive(Serialize)]
 struct Payload<'a> {
     id: String,
     event: &'a str,
-    budget_id: i64,
+    budget_id: Option<i64>,
     tenant_id: &'a str,
     api_key_id: Option<&'a str>,
     /// Percent of the limit; null for `projected_to_exceed`.
@@ -100,9 +106,44 @@ struct Payload<'a> {
     created_at: DateTime<Utc>,
 }
 
+/// The webhook body of a balance alert.
+#[derive(Serialize)]
+struct BalancePayload<'a> {
+    id: String,
+    event: &'a str,
+    tenant_id: &'a str,
+    balance: String,
+    /// The low-balance threshold, an amount in `currency`.
+    threshold: String,
+    credits: String,
+    spent: String,
+    currency: &'a str,
+    created_at: DateTime<Utc>,
+}
+
+/// Whether an event is about a prepaid balance (no budget).
+pub fn is_balance_event(event: &str) -> bool {
+    event == BalanceEvent::Low.as_str() || event == BalanceEvent::Exhausted.as_str()
+}
+
 /// The exact bytes POSTed for an alert; built from the stored row only, so
 /// every retry sends the same body (and signature).
 pub fn payload(a: &Alert) -> Vec<u8> {
+    if is_balance_event(&a.event) {
+        let balance = a.balance.unwrap_or_default();
+        let p = BalancePayload {
+            id: a.id.to_string(),
+            event: &a.event,
+            tenant_id: &a.tenant_id,
+            balance: balance.normalize().to_string(),
+            threshold: a.limit.normalize().to_string(),
+            credits: (balance + a.spent).normalize().to_string(),
+            spent: a.spent.normalize().to_string(),
+            currency: &a.currency,
+            created_at: a.created_at,
+        };
+        return serde_json::to_vec(&p).unwrap_or_default();
+    }
     let p = Payload {
         id: a.id.to_string(),
         event: &a.event,
@@ -129,15 +170,20 @@ pub fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << exp).min(Duration::from_secs(3600))
 }
 
-/// One evaluation at `now`; returns how many alerts are new.
+/// One evaluation at `now` (budgets, then balances); returns how many
+/// alerts are new.
 pub async fn evaluate_at(state: &AppState, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let offset = budgets::offset_from_env().unwrap_or_else(|_| budgets::utc());
+    let budgets = evaluate_budgets(state, now).await?;
+    Ok(budgets + evaluate_balances(state).await?)
+}
+
+async fn evaluate_budgets(state: &AppState, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
     let list: Vec<_> = db::list_budgets(&state.pool, None)
         .await?
         .into_iter()
         .filter(|b| b.webhook_url.is_some())
         .collect();
-    let current = db::spent_in_current_period(&state.pool, &list, now, offset).await?;
+    let current = db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
     let mut fire = Vec::new();
     for (b, (w, spent)) in list.iter().zip(current) {
         let Some(url) = &b.webhook_url else { continue };
@@ -173,6 +219,52 @@ pub async fn evaluate_at(state: &AppState, now: DateTime<Utc>) -> Result<u64, sq
     let added = db::insert_alerts(&state.pool, &fire).await?;
     if added > 0 {
         tracing::info!(added, "budget alerts fired");
+    }
+    Ok(added)
+}
+
+/// Which balance events hold for `balance`: (below the threshold, at or
+/// below zero). Zero is exhausted, as on the deny list.
+pub fn balance_conditions(
+    balance: rust_decimal::Decimal,
+    threshold: rust_decimal::Decimal,
+) -> (bool, bool) {
+    (balance < threshold, balance <= rust_decimal::Decimal::ZERO)
+}
+
+/// Balance alerts: only state changes write (a fall fires and disarms, a
+/// recovery re-arms), so a steady balance costs two reads per round.
+async fn evaluate_balances(state: &AppState) -> Result<u64, sqlx::Error> {
+    let watches = db::balance_watches(&state.pool).await?;
+    let scopes: Vec<SpendScope> = watches
+        .iter()
+        .map(|w| SpendScope {
+            tenant_id: w.tenant_id.clone(),
+            api_key_id: None,
+            model: None,
+            currency: w.currency.clone(),
+            start: w.opened_at,
+        })
+        .collect();
+    let spent = db::spent(&state.pool, &scopes).await?;
+    let mut added = 0;
+    for (w, spent) in watches.iter().zip(spent) {
+        let balance = (w.credits - spent).normalize();
+        let (low, exhausted) = balance_conditions(balance, w.threshold);
+        for (event, holds, fired) in [
+            (BalanceEvent::Low, low, w.low_fired_at),
+            (BalanceEvent::Exhausted, exhausted, w.exhausted_fired_at),
+        ] {
+            if holds && fired.is_none() {
+                if db::fire_balance_alert(&state.pool, w, event, balance, spent).await? {
+                    tracing::info!(tenant_id = %w.tenant_id, event = event.as_str(), %balance,
+                        "balance alert fired");
+                    added += 1;
+                }
+            } else if !holds && fired.is_some() {
+                db::rearm_balance_alert(&state.pool, w, event).await?;
+            }
+        }
     }
     Ok(added)
 }
@@ -356,7 +448,7 @@ mod tests {
             .with_timezone(&Utc);
         let a = Alert {
             id: 7,
-            budget_id: 3,
+            budget_id: Some(3),
             tenant_id: "acme".into(),
             api_key_id: None,
             event: "threshold_crossed".into(),
@@ -367,6 +459,7 @@ mod tests {
             period_start: budgets::epoch(),
             resets_at: None,
             webhook_url: "http://127.0.0.1/hook".into(),
+            balance: None,
             attempts: 0,
             next_attempt_at: at,
             last_status: None,
@@ -389,5 +482,29 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&payload(&projected)).unwrap();
         assert_eq!(v["threshold"], serde_json::Value::Null);
+        let low = Alert {
+            event: "low_balance".into(),
+            budget_id: None,
+            threshold: 0,
+            limit: Decimal::from_str("10.00").unwrap(),
+            spent: Decimal::from_str("40.50").unwrap(),
+            balance: Some(Decimal::from_str("9.50").unwrap()),
+            ..projected
+        };
+        assert_eq!(
+            String::from_utf8(payload(&low)).unwrap(),
+            "{\"id\":\"7\",\"event\":\"low_balance\",\"tenant_id\":\"acme\",\"balance\":\"9.5\",\
+             \"threshold\":\"10\",\"credits\":\"50\",\"spent\":\"40.5\",\"currency\":\"USD\",\
+             \"created_at\":\"2025-11-24T10:00:00Z\"}"
+        );
+    }
+
+    #[test]
+    fn balance_conditions_are_strictly_below_the_threshold_and_at_most_zero() {
+        let d = |s: &str| Decimal::from_str(s).unwrap();
+        assert_eq!(balance_conditions(d("10"), d("10")), (false, false));
+        assert_eq!(balance_conditions(d("9.999"), d("10")), (true, false));
+        assert_eq!(balance_conditions(d("0"), d("10")), (true, true));
+        assert_eq!(balance_conditions(d("-0.01"), d("10")), (true, true));
     }
 }

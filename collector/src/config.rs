@@ -132,6 +132,19 @@ pub struct ServeConfig {
         global = true
     )]
     pub alert_eval_interval_ms: u64,
+    /// IANA time zone in which budget days, weeks and months start, unless a
+    /// budget has its own `time_zone` (default UTC).
+    #[arg(long, env = "BUDGET_TIME_ZONE", global = true)]
+    pub budget_time_zone: Option<String>,
+    /// Older alternative to `BUDGET_TIME_ZONE`: a fixed offset in minutes
+    /// east of UTC, without daylight saving. Set at most one of the two.
+    #[arg(
+        long,
+        env = "BUDGET_UTC_OFFSET_MINUTES",
+        global = true,
+        allow_hyphen_values = true
+    )]
+    pub budget_utc_offset_minutes: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -153,6 +166,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("price_sync_interval_secs", &self.price_sync_interval_secs)
             .field("webhook_secret", &redact(&self.webhook_secret))
             .field("alert_eval_interval_ms", &self.alert_eval_interval_ms)
+            .field("budget_time_zone", &self.budget_time_zone)
+            .field("budget_utc_offset_minutes", &self.budget_utc_offset_minutes)
             .finish()
     }
 }

@@ -38,6 +38,9 @@ pub struct AppState {
     pub query_rate_limit: Arc<ratelimit::RateLimiter>,
     /// `WEBHOOK_SECRET`: signs budget alert webhooks (none are sent while unset).
     pub webhook_secret: Option<Arc<str>>,
+    /// Where budget periods are calendar-aligned unless a budget has its own
+    /// `time_zone` (`BUDGET_TIME_ZONE` / `BUDGET_UTC_OFFSET_MINUTES`).
+    pub budget_zone: budgets::Zone,
 }
 
 impl AppState {
@@ -62,12 +65,19 @@ impl AppState {
             token_cache: Arc::default(),
             query_rate_limit: Arc::default(),
             webhook_secret: None,
+            budget_zone: budgets::Zone::default(),
         }
     }
 
     /// Sets the secret that signs alert webhooks (empty: none are sent).
     pub fn with_webhook_secret(mut self, secret: Option<&str>) -> Self {
         self.webhook_secret = secret.filter(|s| !s.is_empty()).map(Arc::from);
+        self
+    }
+
+    /// Sets the default time zone of budget periods.
+    pub fn with_budget_zone(mut self, zone: budgets::Zone) -> Self {
+        self.budget_zone = zone;
         self
     }
 

@@ -59,6 +59,13 @@ async fn migrate_when_ready(pool: &sqlx::PgPool) {
 
 async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     tracing::info!(?config, "starting collector");
+    // Refuse to start rather than shift every budget reset by a typo.
+    let budget_zone = collector::budgets::default_zone(
+        config.budget_time_zone.as_deref(),
+        config.budget_utc_offset_minutes.as_deref(),
+    )
+    .map_err(|e| format!("invalid budget time zone configuration: {e}"))?;
+    tracing::info!(zone = %budget_zone, "budget periods are calendar-aligned in this zone");
     if config.ingest_token.as_deref().unwrap_or("").is_empty() {
         tracing::warn!("INGEST_TOKEN is not set: every ingest request will be refused");
     }
@@ -88,7 +95,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         config.max_body_bytes,
     )
     .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst)
-    .with_webhook_secret(config.webhook_secret.as_deref());
+    .with_webhook_secret(config.webhook_secret.as_deref())
+    .with_budget_zone(budget_zone);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     if let Some(url) = config.price_sync_url.clone() {

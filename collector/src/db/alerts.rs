@@ -1,15 +1,18 @@
-//! Budget alerts: inserted once per (budget, period, event, threshold),
-//! claimed and delivered by the webhook deliverer.
+//! Alerts: budget alerts inserted once per (budget, period, event,
+//! threshold), balance alerts once per fall (see `balance_alerts`); claimed
+//! and delivered by the webhook deliverer.
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::PgPool;
 
-/// A stored alert with its delivery state. `limit` is the `amount` column.
+/// A stored alert with its delivery state. `limit` is the `amount` column:
+/// the budget's limit, or the low-balance threshold of a balance alert.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Alert {
     pub id: i64,
-    pub budget_id: i64,
+    /// None for balance alerts.
+    pub budget_id: Option<i64>,
     pub tenant_id: String,
     pub api_key_id: Option<String>,
     pub event: String,
@@ -21,6 +24,8 @@ pub struct Alert {
     pub period_start: DateTime<Utc>,
     pub resets_at: Option<DateTime<Utc>>,
     pub webhook_url: String,
+    /// What was left, for balance alerts.
+    pub balance: Option<Decimal>,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
     pub last_status: Option<i32>,
@@ -30,7 +35,7 @@ pub struct Alert {
 }
 
 const ALERT_COLUMNS: &str = "id, budget_id, tenant_id, api_key_id, event, threshold, spent,
-    amount, currency, period_start, resets_at, webhook_url, attempts, next_attempt_at,
+    amount, currency, period_start, resets_at, webhook_url, balance, attempts, next_attempt_at,
     last_status, last_error, delivered_at, created_at";
 
 /// An alert the evaluator wants to fire.

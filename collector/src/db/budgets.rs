@@ -20,6 +20,8 @@ pub struct Budget {
     pub hard: bool,
     pub alert_thresholds: Vec<i32>,
     pub webhook_url: Option<String>,
+    /// IANA zone of the periods; None: the collector default.
+    pub time_zone: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -36,17 +38,18 @@ pub struct BudgetFields {
     pub hard: bool,
     pub alert_thresholds: Vec<i32>,
     pub webhook_url: Option<String>,
+    pub time_zone: Option<String>,
 }
 
 const BUDGET_COLUMNS: &str = "id, tenant_id, api_key_id, model, amount, currency, period, hard,
-    alert_thresholds, webhook_url, created_at, updated_at";
+    alert_thresholds, webhook_url, time_zone, created_at, updated_at";
 
 #[tracing::instrument(skip_all)]
 pub async fn insert_budget(pool: &PgPool, b: &BudgetFields) -> Result<Budget, sqlx::Error> {
     sqlx::query_as(&format!(
         "INSERT INTO budgets (tenant_id, api_key_id, model, amount, currency, period, hard,
-            alert_thresholds, webhook_url)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {BUDGET_COLUMNS}"
+            alert_thresholds, webhook_url, time_zone)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {BUDGET_COLUMNS}"
     ))
     .bind(&b.tenant_id)
     .bind(&b.api_key_id)
@@ -57,6 +60,7 @@ pub async fn insert_budget(pool: &PgPool, b: &BudgetFields) -> Result<Budget, sq
     .bind(b.hard)
     .bind(&b.alert_thresholds)
     .bind(&b.webhook_url)
+    .bind(&b.time_zone)
     .fetch_one(pool)
     .await
 }
@@ -93,7 +97,7 @@ pub async fn hard_budgets(pool: &PgPool) -> Result<Vec<Budget>, sqlx::Error> {
 }
 
 /// Updates the mutable fields (limit, currency, period, hard, thresholds,
-/// webhook); the scope (tenant, key, model) never changes.
+/// webhook, time zone); the scope (tenant, key, model) never changes.
 pub async fn update_budget(
     pool: &PgPool,
     id: i64,
@@ -101,7 +105,7 @@ pub async fn update_budget(
 ) -> Result<Option<Budget>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE budgets SET amount = $2, currency = $3, period = $4, hard = $5,
-            alert_thresholds = $6, webhook_url = $7, updated_at = now()
+            alert_thresholds = $6, webhook_url = $7, time_zone = $8, updated_at = now()
          WHERE id = $1 RETURNING {BUDGET_COLUMNS}"
     ))
     .bind(id)
@@ -111,6 +115,7 @@ pub async fn update_budget(
     .bind(b.hard)
     .bind(&b.alert_thresholds)
     .bind(&b.webhook_url)
+    .bind(&b.time_zone)
     .fetch_optional(pool)
     .await
 }
@@ -134,22 +139,18 @@ pub struct SpendScope {
     pub start: DateTime<Utc>,
 }
 
-/// Each budget's current period window and what was spent in it.
+/// Each budget's current period window (in its own time zone, else
+/// `default_zone`) and what was spent in it.
 pub async fn spent_in_current_period(
     pool: &PgPool,
     list: &[Budget],
     now: DateTime<Utc>,
-    offset: chrono::FixedOffset,
+    default_zone: crate::budgets::Zone,
 ) -> Result<Vec<(crate::budgets::Window, Decimal)>, sqlx::Error> {
-    use crate::budgets::{window, Period};
     let windows: Vec<_> = list
         .iter()
         .map(|b| {
-            window(
-                Period::parse(&b.period).unwrap_or(Period::Total),
-                now,
-                offset,
-            )
+            crate::budgets::budget_window(&b.period, b.time_zone.as_deref(), now, default_zone)
         })
         .collect();
     let scopes: Vec<SpendScope> = list

@@ -1,6 +1,7 @@
 //! Every SQL statement of the collector lives in this module.
 
 mod alerts;
+mod balance_alerts;
 mod budgets;
 mod invoices;
 mod ledger;
@@ -11,6 +12,7 @@ mod tenant_pricing;
 mod tokens;
 
 pub use alerts::*;
+pub use balance_alerts::*;
 pub use budgets::*;
 pub use invoices::*;
 pub use ledger::*;

@@ -6,8 +6,10 @@
 //! - `POST /v1/credits` (admin; append-only, negative amounts are debits);
 //!   `GET /v1/credits?tenant_id=` and `GET /v1/balance?tenant_id=` (admin
 //!   or the tenant's own token).
+//! - `PUT`/`DELETE /v1/tenants/{tenant_id}/balance-alert` (admin) and `GET`
+//!   (admin or the tenant's own token): a prepaid tenant's low-balance alert.
 //! - `GET /v1/alerts?tenant_id=` (admin, or a tenant token for its own):
-//!   the budget alert delivery log, newest first (see `crate::alerts`).
+//!   the alert delivery log, newest first (see `crate::alerts`).
 //! - `GET /v1/deny` (ingest token): what the filter must block now: hard
 //!   budgets whose current-period spend reached the limit, and prepaid
 //!   tenants whose balance is at or below zero.
@@ -19,7 +21,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch};
 use axum::{Json, Router};
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -39,6 +41,12 @@ pub fn router() -> Router<AppState> {
         .route("/v1/balance", get(balance))
         .route("/v1/deny", get(deny_list))
         .route("/v1/alerts", get(list_alerts))
+        .route(
+            "/v1/tenants/{tenant_id}/balance-alert",
+            get(get_balance_alert)
+                .put(put_balance_alert)
+                .delete(delete_balance_alert),
+        )
 }
 
 const MAX_ID_LEN: usize = 256;
@@ -140,8 +148,13 @@ fn webhook(v: Option<&str>) -> ApiResult<Option<String>> {
     Ok(Some(url.to_string()))
 }
 
-fn offset() -> ApiResult<FixedOffset> {
-    budgets::offset_from_env().map_err(ApiError::Internal)
+/// An IANA zone name, stored in its canonical spelling; None: the default.
+fn time_zone(v: Option<&str>) -> ApiResult<Option<String>> {
+    let Some(v) = v else { return Ok(None) };
+    match budgets::parse_zone("time_zone", v) {
+        Ok(zone) => Ok(Some(zone.to_string())),
+        Err(e) => Err(ApiError::BadRequest(e.to_string())),
+    }
 }
 
 /// Rules that hold for new and patched budgets alike.
@@ -172,6 +185,7 @@ struct NewBudget {
     hard: bool,
     alert_thresholds: Option<Vec<i64>>,
     webhook_url: Option<String>,
+    time_zone: Option<String>,
 }
 
 fn default_hard() -> bool {
@@ -201,6 +215,7 @@ async fn create(
         hard: req.hard,
         alert_thresholds: thresholds(&req.alert_thresholds.unwrap_or(vec![50, 80, 100]))?,
         webhook_url: webhook(req.webhook_url.as_deref())?,
+        time_zone: time_zone(req.time_zone.as_deref())?,
     };
     check_budget(&fields)?;
     let budget = db::insert_budget(&state.pool, &fields).await?;
@@ -211,11 +226,11 @@ async fn create(
 
 /// A budget with where it stands in its current period.
 async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiResult<Vec<Value>> {
-    let offset = offset()?;
-    let current = db::spent_in_current_period(&state.pool, &list, now, offset).await?;
+    let current = db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
     list.into_iter()
         .zip(current)
         .map(|(b, (w, spent))| {
+            let zone = budgets::budget_zone(b.time_zone.as_deref(), state.budget_zone);
             let status = budgets::status(b.limit, spent, w, now);
             let mut v = serde_json::to_value(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
             let extra =
@@ -224,6 +239,7 @@ async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiRe
                 map.extend(extra);
                 map.insert("period_start".into(), json!(w.start));
                 map.insert("resets_at".into(), json!(w.end));
+                map.insert("period_time_zone".into(), json!(zone.to_string()));
             }
             Ok(v)
         })
@@ -275,6 +291,7 @@ async fn update(
         hard: current.hard,
         alert_thresholds: current.alert_thresholds,
         webhook_url: current.webhook_url,
+        time_zone: current.time_zone,
     };
     let text = |k: &str, v: &Value| -> ApiResult<String> {
         v.as_str()
@@ -301,6 +318,12 @@ async fn update(
                 f.webhook_url = match v {
                     Value::Null => None,
                     v => webhook(Some(&text(k, v)?))?,
+                }
+            }
+            "time_zone" => {
+                f.time_zone = match v {
+                    Value::Null => None,
+                    v => time_zone(Some(&text(k, v)?))?,
                 }
             }
             "tenant_id" | "api_key_id" | "model" => {
@@ -402,12 +425,14 @@ async fn list_credits(
     Ok(Json(json!({"tenant_id": tenant, "credits": credits})))
 }
 
-/// credits − priced spend since the first credit (in the account's currency).
+/// credits − priced spend since the first credit (in the account's
+/// currency), with the low-balance threshold if one is set.
 async fn balance_of(state: &AppState, tenant: &str) -> ApiResult<Value> {
     let Some(account) = db::accounts(&state.pool, Some(tenant)).await?.pop() else {
         return Ok(
             json!({"tenant_id": tenant, "prepaid": false, "currency": null,
-            "credits": "0", "spent": "0", "balance": null, "opened_at": null}),
+            "credits": "0", "spent": "0", "balance": null, "opened_at": null,
+            "low_balance_threshold": null, "low_balance": false}),
         );
     };
     let spent = db::spent(
@@ -423,6 +448,10 @@ async fn balance_of(state: &AppState, tenant: &str) -> ApiResult<Value> {
     .await?
     .pop()
     .unwrap_or_default();
+    let threshold = db::get_balance_alert(&state.pool, tenant)
+        .await?
+        .filter(|a| a.currency == account.currency)
+        .map(|a| a.threshold.normalize());
     let credits = account.credits.normalize();
     let balance = (credits - spent).normalize();
     Ok(json!({
@@ -434,6 +463,8 @@ async fn balance_of(state: &AppState, tenant: &str) -> ApiResult<Value> {
         "balance": balance.to_string(),
         "exhausted": balance <= Decimal::ZERO,
         "opened_at": account.opened_at,
+        "low_balance_threshold": threshold.map(|t| t.to_string()),
+        "low_balance": threshold.is_some_and(|t| balance < t),
     }))
 }
 
@@ -451,7 +482,6 @@ async fn balance(
 /// and the prepaid accounts, then one batched spend query.
 async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
     let now = Utc::now();
-    let offset = offset()?;
     let hard: Vec<Budget> = db::hard_budgets(&state.pool)
         .await?
         .into_iter()
@@ -460,13 +490,7 @@ async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<
     let accounts = db::accounts(&state.pool, None).await?;
     let windows: Vec<_> = hard
         .iter()
-        .map(|b| {
-            budgets::window(
-                Period::parse(&b.period).unwrap_or(Period::Total),
-                now,
-                offset,
-            )
-        })
+        .map(|b| budgets::budget_window(&b.period, b.time_zone.as_deref(), now, state.budget_zone))
         .collect();
     let mut scopes: Vec<SpendScope> = hard
         .iter()
@@ -527,6 +551,95 @@ async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<
     })))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BalanceAlertBody {
+    threshold: Value,
+    currency: String,
+    webhook_url: Option<String>,
+}
+
+/// The setting with the balance it watches.
+async fn balance_alert_view(state: &AppState, setting: db::BalanceAlert) -> ApiResult<Value> {
+    let balance = balance_of(state, &setting.tenant_id).await?;
+    let mut v = serde_json::to_value(&setting).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if let Some(map) = v.as_object_mut() {
+        map.insert("balance".into(), balance["balance"].clone());
+        map.insert("low_balance".into(), balance["low_balance"].clone());
+    }
+    Ok(v)
+}
+
+/// Creates or replaces a prepaid tenant's low-balance alert.
+async fn put_balance_alert(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    check_text("tenant_id", &tenant_id, MAX_ID_LEN)?;
+    let req: BalanceAlertBody = parse_json(&body)?;
+    let threshold = money("threshold", &req.threshold)?;
+    if threshold <= Decimal::ZERO {
+        return Err(ApiError::BadRequest(
+            "threshold must be positive".to_string(),
+        ));
+    }
+    let currency = currency(&req.currency)?;
+    let webhook_url = webhook(req.webhook_url.as_deref())?;
+    let account = db::accounts(&state.pool, Some(&tenant_id))
+        .await?
+        .pop()
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "tenant {tenant_id:?} has no prepaid account; add a credit first (POST /v1/credits)"
+            ))
+        })?;
+    if account.currency != currency {
+        return Err(ApiError::BadRequest(format!(
+            "currency must be the prepaid account's currency {:?}, not {currency:?}",
+            account.currency
+        )));
+    }
+    let setting = db::upsert_balance_alert(
+        &state.pool,
+        &tenant_id,
+        threshold,
+        &currency,
+        webhook_url.as_deref(),
+    )
+    .await?;
+    tracing::info!(tenant_id = %tenant_id, %threshold, "low-balance alert set");
+    Ok(Json(balance_alert_view(&state, setting).await?))
+}
+
+async fn get_balance_alert(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let tenant = required_tenant(&reader, Some(tenant_id))?;
+    let setting = db::get_balance_alert(&state.pool, &tenant)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("tenant {tenant:?} has no low-balance alert")))?;
+    Ok(Json(balance_alert_view(&state, setting).await?))
+}
+
+async fn delete_balance_alert(
+    State(state): State<AppState>,
+    _admin: Admin,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<StatusCode> {
+    if db::delete_balance_alert(&state.pool, &tenant_id).await? {
+        tracing::info!(tenant_id = %tenant_id, "low-balance alert deleted");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!(
+            "tenant {tenant_id:?} has no low-balance alert"
+        )))
+    }
+}
+
 /// Rows of the delivery log returned at most.
 const MAX_ALERTS: i64 = 1000;
 
@@ -547,15 +660,26 @@ async fn list_alerts(
             } else {
                 "pending"
             };
+            let balance_event = crate::alerts::is_balance_event(&a.event);
+            // Balance alerts: the threshold is an amount and there is no limit.
+            let (threshold, limit) = if balance_event {
+                (json!(a.limit.normalize().to_string()), Value::Null)
+            } else {
+                (
+                    json!((a.event != "projected_to_exceed").then_some(a.threshold)),
+                    json!(a.limit.normalize().to_string()),
+                )
+            };
             json!({
                 "id": a.id.to_string(),
                 "event": a.event,
                 "budget_id": a.budget_id,
                 "tenant_id": a.tenant_id,
                 "api_key_id": a.api_key_id,
-                "threshold": (a.event != "projected_to_exceed").then_some(a.threshold),
+                "threshold": threshold,
                 "spent": a.spent.normalize().to_string(),
-                "limit": a.limit.normalize().to_string(),
+                "limit": limit,
+                "balance": a.balance.map(|b| b.normalize().to_string()),
                 "currency": a.currency,
                 "period_start": a.period_start,
                 "resets_at": a.resets_at,
