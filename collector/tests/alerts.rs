@@ -498,3 +498,389 @@ async fn without_a_secret_alerts_are_recorded_but_not_sent(pool: PgPool) {
     assert_eq!(deliver_once(&s, &client).await.unwrap().delivered, 1);
     assert_eq!(check_signed(&rx.calls()[0])["threshold"], 50);
 }
+
+// ---------------------------------------------------------------------------
+// Low-balance alerts of prepaid tenants
+// ---------------------------------------------------------------------------
+
+/// Adds a credit; returns when the account opened (in ms), so usage can be
+/// stamped inside it.
+async fn credit(s: &AppState, tenant: &str, amount: &str) -> i64 {
+    let (status, body) = call(
+        s,
+        "POST",
+        "/v1/credits",
+        Some(ADMIN),
+        Some(json!({"tenant_id": tenant, "amount": amount, "currency": "USD", "reason": "top-up"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    body["balance"]["opened_at"]
+        .as_str()
+        .unwrap()
+        .parse::<DateTime<Utc>>()
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// Ingests `n` records (0.000345 each) for `tenant` stamped `at_ms`.
+async fn spend(s: &AppState, tenant: &str, n: usize, at_ms: i64) {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let records = (0..n)
+        .map(|_| {
+            let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            record(&format!("{tenant}-spend-{i}"), tenant, "gpt-4o-mini", at_ms)
+        })
+        .collect();
+    ingest(s, records).await;
+}
+
+async fn put_balance_alert(s: &AppState, tenant: &str, body: Value) -> (StatusCode, Value) {
+    call(
+        s,
+        "PUT",
+        &format!("/v1/tenants/{tenant}/balance-alert"),
+        Some(ADMIN),
+        Some(body),
+    )
+    .await
+}
+
+async fn balance(s: &AppState, tenant: &str) -> Value {
+    let (status, body) = call(
+        s,
+        "GET",
+        &format!("/v1/balance?tenant_id={tenant}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn low_balance_fires_once_per_fall_and_rearms_after_a_top_up(pool: PgPool) {
+    let (s, client) = setup(pool).await;
+    // A second replica on the same database.
+    let replica = s.clone();
+    let (rx, url) = receiver().await;
+    let opened = credit(&s, "acme", "0.002").await + 1;
+    let (status, body) = put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.0010", "currency": "USD", "webhook_url": url}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["tenant_id"], "acme");
+    assert_eq!(body["threshold"], "0.001");
+    assert_eq!(body["currency"], "USD");
+    assert_eq!(body["webhook_url"], url);
+    assert_eq!(body["balance"], "0.002");
+    assert_eq!(body["low_balance"], false);
+
+    // 0.002 - 0.00069 = 0.00131: above the threshold, nothing.
+    spend(&s, "acme", 2, opened).await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+
+    // 0.002 - 0.001035 = 0.000965 < 0.001: one signed call, whichever
+    // replica evaluates and however often.
+    spend(&s, "acme", 1, opened).await;
+    let (a, b) = tokio::join!(evaluate_once(&s), evaluate_once(&replica));
+    assert_eq!(a.unwrap() + b.unwrap(), 1);
+    assert_eq!(round(&s, &client).await, (0, 1, 0));
+    for _ in 0..3 {
+        assert_eq!(round(&s, &client).await, (0, 0, 0));
+    }
+    let calls = rx.calls();
+    assert_eq!(calls.len(), 1);
+    let v = check_signed(&calls[0]);
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "balance",
+            "created_at",
+            "credits",
+            "currency",
+            "event",
+            "id",
+            "spent",
+            "tenant_id",
+            "threshold"
+        ]
+    );
+    assert_eq!(v["event"], "low_balance");
+    assert_eq!(v["tenant_id"], "acme");
+    assert_eq!(v["balance"], "0.000965");
+    assert_eq!(v["threshold"], "0.001");
+    assert_eq!(v["credits"], "0.002");
+    assert_eq!(v["spent"], "0.001035");
+    assert_eq!(v["currency"], "USD");
+    let b = balance(&s, "acme").await;
+    assert_eq!(b["low_balance_threshold"], "0.001");
+    assert_eq!(b["low_balance"], true);
+
+    // Lower still, more rounds: no second call for the same fall.
+    spend(&s, "acme", 1, opened).await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    assert_eq!(rx.calls().len(), 1);
+
+    // A top-up to 0.00162 (at/above the threshold) re-arms it ...
+    credit(&s, "acme", "0.001").await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    let b = balance(&s, "acme").await;
+    assert_eq!(b["balance"], "0.00162");
+    assert_eq!(b["low_balance"], false);
+    // ... and the next fall (0.00093) fires again, with a new id.
+    spend(&s, "acme", 2, opened).await;
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    let calls = rx.calls();
+    assert_eq!(calls.len(), 2);
+    let second = check_signed(&calls[1]);
+    assert_eq!(second["event"], "low_balance");
+    assert_eq!(second["balance"], "0.00093");
+    assert_ne!(second["id"], v["id"]);
+
+    // Spending past zero fires balance_exhausted once (the gateway blocks).
+    spend(&s, "acme", 3, opened).await;
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    let third = check_signed(&rx.calls()[2]);
+    assert_eq!(third["event"], "balance_exhausted");
+    assert_eq!(third["balance"], "-0.000105");
+    assert_eq!(third["credits"], "0.003");
+
+    // The delivery log, newest first.
+    let (status, log) = call(&s, "GET", "/v1/alerts?tenant_id=acme", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "{log}");
+    let log = log["alerts"].as_array().unwrap();
+    let events: Vec<(&str, &str)> = log
+        .iter()
+        .map(|a| (a["event"].as_str().unwrap(), a["balance"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("balance_exhausted", "-0.000105"),
+            ("low_balance", "0.00093"),
+            ("low_balance", "0.000965")
+        ]
+    );
+    for a in log {
+        assert_eq!(a["budget_id"], Value::Null);
+        assert_eq!(a["threshold"], "0.001");
+        assert_eq!(a["limit"], Value::Null);
+        assert_eq!(a["status"], "delivered");
+        assert_eq!(a["webhook_url"], url);
+    }
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM alerts")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 3);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn balance_alerts_are_per_tenant(pool: PgPool) {
+    let (s, client) = setup(pool).await;
+    let (rx, url) = receiver().await;
+    let mut opened = 0;
+    for tenant in ["acme", "globex"] {
+        opened = credit(&s, tenant, "0.001").await + 1;
+        let (status, body) = put_balance_alert(
+            &s,
+            tenant,
+            json!({"threshold": "0.0005", "currency": "USD", "webhook_url": url}),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    // Only globex falls below 0.0005 (0.00031 left); acme spends nothing.
+    spend(&s, "globex", 2, opened).await;
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    let calls = rx.calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(check_signed(&calls[0])["tenant_id"], "globex");
+    assert_eq!(balance(&s, "acme").await["low_balance"], false);
+    assert_eq!(balance(&s, "globex").await["low_balance"], true);
+
+    // A tenant token reads its own setting, balance and alerts only.
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some(json!({"tenant_id": "acme", "name": "reader"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = body["token"].as_str().unwrap().to_string();
+    let (status, own) = call(
+        &s,
+        "GET",
+        "/v1/tenants/acme/balance-alert",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{own}");
+    assert_eq!(own["threshold"], "0.0005");
+    assert_eq!(own["balance"], "0.001");
+    assert_eq!(own["low_balance"], false);
+    let (status, _) = call(
+        &s,
+        "GET",
+        "/v1/tenants/globex/balance-alert",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, own_log) = call(&s, "GET", "/v1/alerts", Some(&token), None).await;
+    assert_eq!(own_log["alerts"], json!([]));
+    // Writing is admin business.
+    for method in ["PUT", "DELETE"] {
+        let (status, _) = call(
+            &s,
+            method,
+            "/v1/tenants/acme/balance-alert",
+            Some(&token),
+            Some(json!({"threshold": "1", "currency": "USD"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method}");
+        let (status, _) = call(
+            &s,
+            method,
+            "/v1/tenants/acme/balance-alert",
+            Some(INGEST),
+            Some(json!({"threshold": "1", "currency": "USD"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn balance_alert_settings_are_validated(pool: PgPool) {
+    let (s, client) = setup(pool).await;
+    let (rx, url) = receiver().await;
+    let error = |body: &Value| body["error"]["message"].as_str().unwrap().to_string();
+
+    // No prepaid account yet.
+    let (status, body) =
+        put_balance_alert(&s, "acme", json!({"threshold": "10", "currency": "USD"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert_eq!(
+        error(&body),
+        "tenant \"acme\" has no prepaid account; add a credit first (POST /v1/credits)"
+    );
+    let opened = credit(&s, "acme", "0.001").await + 1;
+
+    for (payload, message) in [
+        (
+            json!({"threshold": "-5.00", "currency": "USD"}),
+            "threshold must be positive",
+        ),
+        (
+            json!({"threshold": "0", "currency": "USD"}),
+            "threshold must be positive",
+        ),
+        (
+            json!({"threshold": 2.5, "currency": "USD"}),
+            "threshold must be a decimal string such as \"25.00\", not a float",
+        ),
+        (
+            json!({"threshold": "10", "currency": "EUR"}),
+            "currency must be the prepaid account's currency \"USD\", not \"EUR\"",
+        ),
+        (
+            json!({"threshold": "10", "currency": "usd"}),
+            "currency must be an ISO 4217 code such as \"USD\", not \"usd\"",
+        ),
+        (
+            json!({"threshold": "10", "currency": "USD", "webhook_url": "ftp://x"}),
+            "webhook_url must be an http(s) URL",
+        ),
+    ] {
+        let (status, body) = put_balance_alert(&s, "acme", payload.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{payload}: {body}");
+        assert_eq!(error(&body), message, "{payload}");
+    }
+    let (status, body) = put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "10", "currency": "USD", "limit": "1"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("limit"), "{body}");
+    let (status, body) = put_balance_alert(&s, "acme", json!({"threshold": "10"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("currency"), "{body}");
+
+    // Nothing was stored by the refusals.
+    let (status, body) = call(
+        &s,
+        "GET",
+        "/v1/tenants/acme/balance-alert",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(error(&body), "tenant \"acme\" has no low-balance alert");
+
+    // Without a webhook the setting only shows on the balance; nothing fires.
+    let (status, body) = put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.0008", "currency": "USD"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["webhook_url"], Value::Null);
+    spend(&s, "acme", 1, opened).await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    let b = balance(&s, "acme").await;
+    assert_eq!(b["low_balance_threshold"], "0.0008");
+    assert_eq!(b["low_balance"], true);
+    assert_eq!(b["balance"], "0.000655");
+    // Adding the webhook later alerts for the fall in progress, once.
+    let (status, _) = put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.0008", "currency": "USD", "webhook_url": url}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    // Re-sending the same setting (an idempotent PUT) sends nothing again.
+    put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.0008", "currency": "USD", "webhook_url": url}),
+    )
+    .await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    assert_eq!(rx.calls().len(), 1);
+
+    // DELETE: 204, then 404; the balance no longer shows a threshold.
+    let uri = "/v1/tenants/acme/balance-alert";
+    assert_eq!(
+        call(&s, "DELETE", uri, Some(ADMIN), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&s, "DELETE", uri, Some(ADMIN), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let b = balance(&s, "acme").await;
+    assert_eq!(b["low_balance_threshold"], Value::Null);
+    assert_eq!(b["low_balance"], false);
+}

@@ -466,3 +466,226 @@ async fn only_the_right_tokens_reach_each_endpoint(pool: PgPool) {
         StatusCode::FORBIDDEN
     );
 }
+
+/// Local midnight `days` after the day containing `now` in `tz` (the zones
+/// used here never skip midnight).
+fn local_midnight(
+    now: chrono::DateTime<Utc>,
+    tz: chrono_tz::Tz,
+    days: i64,
+) -> chrono::DateTime<Utc> {
+    use chrono::TimeZone;
+    let day = now.with_timezone(&tz).date_naive() + Duration::days(days);
+    tz.from_local_datetime(&day.and_hms_opt(0, 0, 0).unwrap())
+        .earliest()
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn at(v: &Value) -> chrono::DateTime<Utc> {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_budget_in_its_own_time_zone_counts_only_its_local_period(pool: PgPool) {
+    let s = state(pool).await;
+    let now = Utc::now();
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let (status, local) = call(
+        &s,
+        "POST",
+        "/v1/budgets",
+        Some(ADMIN),
+        Some(
+            json!({"tenant_id": "acme", "limit": "0.0005", "currency": "USD",
+            "period": "day", "time_zone": "Asia/Tokyo"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{local}");
+    assert_eq!(local["time_zone"], "Asia/Tokyo");
+    assert_eq!(local["period_time_zone"], "Asia/Tokyo");
+    let start = local_midnight(now, tokyo, 0);
+    assert_eq!(at(&local["period_start"]), start);
+    assert_eq!(at(&local["resets_at"]), local_midnight(now, tokyo, 1));
+    let (status, utc) = call(
+        &s,
+        "POST",
+        "/v1/budgets",
+        Some(ADMIN),
+        Some(
+            json!({"tenant_id": "acme", "limit": "1", "currency": "USD", "period": "day",
+            "hard": false}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{utc}");
+    assert_eq!(utc["time_zone"], Value::Null);
+    assert_eq!(utc["period_time_zone"], "UTC");
+
+    // A minute before Tokyo's midnight, a minute after, and now.
+    let stamps = [
+        start - Duration::minutes(1),
+        start + Duration::minutes(1),
+        now,
+    ];
+    ingest(
+        &s,
+        stamps
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                record(
+                    &format!("tz-{i}"),
+                    "acme",
+                    "gpt-4o-mini",
+                    t.timestamp_millis(),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    let list = budgets_of(&s, "acme").await;
+    assert_eq!(dec(&list[0]["spent"]), d("0.00069"), "{}", list[0]);
+    assert_eq!(list[0]["exceeded"], true);
+    let utc_midnight = now.date_naive().and_hms_opt(0, 0, 0).unwrap().and_utc();
+    let in_utc_day = stamps.iter().filter(|t| **t >= utc_midnight).count();
+    assert_eq!(
+        dec(&list[1]["spent"]),
+        d("0.000345") * Decimal::from(in_utc_day),
+        "{}",
+        list[1]
+    );
+    // The gateway's block lifts at Tokyo's midnight.
+    let entries = deny(&s).await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["budget_id"], local["id"]);
+    assert_eq!(
+        entries[0]["resets_at_ms"].as_i64().unwrap(),
+        local_midnight(now, tokyo, 1).timestamp_millis()
+    );
+
+    // PATCH moves a budget to another zone, and null back to the default.
+    let uri = format!("/v1/budgets/{}", utc["id"]);
+    let (status, b) = call(
+        &s,
+        "PATCH",
+        &uri,
+        Some(ADMIN),
+        Some(json!({"time_zone": "America/New_York"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    assert_eq!(b["time_zone"], "America/New_York");
+    assert_eq!(
+        at(&b["resets_at"]),
+        local_midnight(Utc::now(), chrono_tz::America::New_York, 1)
+    );
+    let (_, b) = call(
+        &s,
+        "PATCH",
+        &uri,
+        Some(ADMIN),
+        Some(json!({"time_zone": null})),
+    )
+    .await;
+    assert_eq!(b["time_zone"], Value::Null);
+    assert_eq!(b["period_time_zone"], "UTC");
+
+    // Unknown zones are refused, naming the field.
+    let message = "time_zone must be an IANA time zone such as \"Europe/Berlin\" or \"UTC\", not \"Mars/Olympus\"";
+    let (status, e) = call(
+        &s,
+        "PATCH",
+        &uri,
+        Some(ADMIN),
+        Some(json!({"time_zone": "Mars/Olympus"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["message"], message);
+    let (status, e) = call(
+        &s,
+        "POST",
+        "/v1/budgets",
+        Some(ADMIN),
+        Some(
+            json!({"tenant_id": "acme", "limit": "1", "currency": "USD", "period": "day",
+            "time_zone": "Mars/Olympus"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    assert_eq!(e["error"]["message"], message);
+
+    // The collector-wide default applies to budgets without their own zone.
+    let berlin = s
+        .clone()
+        .with_budget_zone(collector::budgets::default_zone(Some("Europe/Berlin"), None).unwrap());
+    let list = budgets_of(&berlin, "acme").await;
+    assert_eq!(list[0]["period_time_zone"], "Asia/Tokyo");
+    assert_eq!(list[1]["period_time_zone"], "Europe/Berlin");
+    assert_eq!(
+        at(&list[1]["resets_at"]),
+        local_midnight(Utc::now(), chrono_tz::Europe::Berlin, 1)
+    );
+}
+
+/// Runs the collector binary with `env`; it must exit (not serve) within
+/// 10 s. Returns its exit status and output.
+fn run_collector(env: &[(&str, &str)]) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_collector"));
+    cmd.env_remove("BUDGET_TIME_ZONE")
+        .env_remove("BUDGET_UTC_OFFSET_MINUTES")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("COLLECTOR_ADDR", "127.0.0.1:0")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the collector started with {env:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+#[test]
+fn a_bad_budget_time_zone_or_offset_refuses_to_start() {
+    for (env, message) in [
+        (
+            vec![("BUDGET_TIME_ZONE", "Europe/Berln")],
+            "invalid budget time zone configuration: BUDGET_TIME_ZONE must be an IANA time zone such as \"Europe/Berlin\" or \"UTC\", not \"Europe/Berln\"",
+        ),
+        (
+            vec![("BUDGET_UTC_OFFSET_MINUTES", "2h")],
+            "BUDGET_UTC_OFFSET_MINUTES must be an integer number of minutes, not \"2h\"",
+        ),
+        (
+            vec![("BUDGET_UTC_OFFSET_MINUTES", "-1200")],
+            "BUDGET_UTC_OFFSET_MINUTES must be between -1080 and 1080, not -1200",
+        ),
+        (
+            vec![("BUDGET_TIME_ZONE", "UTC"), ("BUDGET_UTC_OFFSET_MINUTES", "60")],
+            "set only one of BUDGET_TIME_ZONE and BUDGET_UTC_OFFSET_MINUTES",
+        ),
+    ] {
+        let (status, out) = run_collector(&env);
+        assert_eq!(status.code(), Some(1), "{env:?}: {out}");
+        assert!(out.contains(message), "{env:?}: {out}");
+    }
+}
