@@ -1265,6 +1265,10 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/tokens", &["get", "post"]),
     ("/v1/tokens/{id}", &["delete"]),
     ("/v1/tenants/{tenant_id}/pricing", &["get", "post"]),
+    (
+        "/v1/tenants/{tenant_id}/balance-alert",
+        &["get", "put", "delete"],
+    ),
     ("/v1/budgets", &["get", "post"]),
     ("/v1/budgets/{id}", &["patch", "delete"]),
     ("/v1/credits", &["get", "post"]),
@@ -1381,7 +1385,10 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                     | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts" | "/v1/invoices",
                     "get",
                 )
-                | ("/v1/quote", "post") => json!([{"adminToken": []}, {"tenantToken": []}]),
+                | ("/v1/quote", "post")
+                | ("/v1/tenants/{tenant_id}/balance-alert", "get") => {
+                    json!([{"adminToken": []}, {"tenantToken": []}])
+                }
                 // Includes ("/v1/invoices/finalize", "post"): the Admin extractor.
                 _ => json!([{"adminToken": []}]),
             };
