@@ -884,3 +884,65 @@ async fn balance_alert_settings_are_validated(pool: PgPool) {
     assert_eq!(b["low_balance_threshold"], Value::Null);
     assert_eq!(b["low_balance"], false);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn stale_readings_of_another_replica_neither_rearm_nor_fire_again(pool: PgPool) {
+    use collector::db::{self, BalanceEvent};
+    let (s, client) = setup(pool).await;
+    let (rx, url) = receiver().await;
+    let opened = credit(&s, "acme", "0.001").await + 1;
+    put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.0008", "currency": "USD", "webhook_url": url}),
+    )
+    .await;
+    spend(&s, "acme", 1, opened).await;
+    // A slow replica reads the state (armed) before the fall fires ...
+    let stale = db::balance_watches(&s.pool).await.unwrap().pop().unwrap();
+    assert_eq!(stale.low_fired_at, None);
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    // ... so its reading can't re-arm the fired alert ...
+    assert!(!db::rearm_balance_alert(&s.pool, &stale, BalanceEvent::Low)
+        .await
+        .unwrap());
+    // ... and after a top-up re-armed it, its old low reading can't fire.
+    credit(&s, "acme", "0.001").await;
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    let fresh = db::balance_watches(&s.pool).await.unwrap().pop().unwrap();
+    assert_eq!(fresh.low_fired_at, None, "re-armed");
+    assert!(!db::fire_balance_alert(
+        &s.pool,
+        &stale,
+        BalanceEvent::Low,
+        d("0.000655"),
+        d("0.000345")
+    )
+    .await
+    .unwrap());
+    assert_eq!(round(&s, &client).await, (0, 0, 0));
+    assert_eq!(rx.calls().len(), 1);
+    // A changed threshold is not fired with the old one either.
+    put_balance_alert(
+        &s,
+        "acme",
+        json!({"threshold": "0.5", "currency": "USD", "webhook_url": url}),
+    )
+    .await;
+    assert!(!db::fire_balance_alert(
+        &s.pool,
+        &fresh,
+        BalanceEvent::Low,
+        d("0.001655"),
+        d("0.000345")
+    )
+    .await
+    .unwrap());
+    // The evaluator itself fires for the new threshold: 0.001655 < 0.5.
+    assert_eq!(round(&s, &client).await, (1, 1, 0));
+    let v = check_signed(&rx.calls()[1]);
+    assert_eq!(
+        (v["threshold"].as_str(), v["balance"].as_str()),
+        (Some("0.5"), Some("0.001655"))
+    );
+}
