@@ -11,7 +11,9 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use crate::config::FilterConfig;
 use crate::enforce::{self, Decision, DenySet, DenyState};
 use crate::queue::{DeliveryQueue, Outcome};
-use crate::request::{api_key_id, prepare_request_body};
+use crate::request::{
+    header_value, pick_request_headers, prepare_request_body, stream_usage_injectable, HeaderNames,
+};
 use crate::tracker::{Limits, RequestInfo, ResponseTracker};
 
 proxy_wasm::main! {{
@@ -88,11 +90,32 @@ impl Stats {
     }
 }
 
+/// Per-request counts kept in the VM and handed to Envoy on the tick, so a
+/// request costs no metric host calls.
+#[derive(Default)]
+struct PendingCounts {
+    captured: u64,
+    incomplete: u64,
+    parse_failures: u64,
+    dropped: u64,
+}
+
+impl PendingCounts {
+    fn flush(&mut self, stats: &Stats) {
+        let counts = std::mem::take(self);
+        Stats::add(stats.captured, counts.captured);
+        Stats::add(stats.incomplete, counts.incomplete);
+        Stats::add(stats.parse_failures, counts.parse_failures);
+        Stats::add(stats.dropped, counts.dropped);
+    }
+}
+
 /// State shared by a worker's root context and its HTTP contexts (one
 /// thread per VM, so `Rc<RefCell>` is enough).
 struct Shared {
     queue: DeliveryQueue,
     stats: Stats,
+    pending: PendingCounts,
     /// Live root contexts using this queue: a reloaded plugin's new root
     /// context takes over the old one's records.
     roots: usize,
@@ -137,6 +160,7 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
                 config.max_backoff_ms,
             ),
             stats: Stats::define(),
+            pending: PendingCounts::default(),
             roots: 0,
             deny: DenyState::default(),
         }));
@@ -434,6 +458,23 @@ impl RootContext for BillingRoot {
             if let Outcome::WillRetry(n) = shared.queue.expire_stale(now_ms(), stale_after) {
                 Stats::add(shared.stats.retried, n as u64);
             }
+            let Shared {
+                pending,
+                stats,
+                queue,
+                ..
+            } = &mut *shared;
+            if pending.dropped > 0 {
+                // Once per tick, not once per dropped record.
+                log::warn!(
+                    "llm_billing: buffer full ({} records), dropped the {} oldest; total dropped {}",
+                    config.max_buffered_records,
+                    pending.dropped,
+                    queue.dropped_total()
+                );
+            }
+            pending.flush(stats);
+            Stats::set(stats.buffered, queue.len());
         }
         let now = now_ms();
         let flush_interval = self.config.as_ref().map_or(0, |c| c.flush_interval_ms);
@@ -470,10 +511,6 @@ struct BillingHttp {
 }
 
 impl BillingHttp {
-    fn header(&self, name: &str) -> Option<String> {
-        self.get_http_request_header(name).filter(|v| !v.is_empty())
-    }
-
     fn route_name(&self) -> Option<String> {
         for path in [["xds", "route_name"], ["xds", "cluster_name"]] {
             if let Some(bytes) = self.get_property(path.to_vec()) {
@@ -545,45 +582,42 @@ impl Context for BillingHttp {}
 impl HttpContext for BillingHttp {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
         let started_at_ms = now_ms();
-        let path = self.header(":path").unwrap_or_default();
-        let host = self.header(":authority");
-        let request_id = self
-            .header(&self.config.request_id_header)
-            .unwrap_or_else(|| {
+        // One host call for the whole map; each header lookup would be one.
+        let headers = self.get_http_request_headers();
+        let config = self.config.clone();
+        let picked = pick_request_headers(
+            &headers,
+            HeaderNames {
+                tenant: &config.tenant_header,
+                request_id: &config.request_id_header,
+                api_keys: &config.api_key_headers,
+            },
+        );
+        let tenant_id = picked.tenant_id.unwrap_or(&config.default_tenant);
+        // Blocked requests never reach upstream and are not recorded in the
+        // ledger (nothing was spent); they are counted in requests_blocked.
+        if config.enforce_budgets
+            && self.enforce(tenant_id, picked.api_key_id.as_deref(), started_at_ms)
+        {
+            return Action::Pause;
+        }
+        let request_id = picked.request_id.map_or_else(
+            || {
                 format!(
                     "noid-{started_at_ms}-{}",
                     proxy_wasm::hostcalls::get_current_time().map_or(0, |t| t
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.subsec_nanos()))
                 )
-            });
-        let tenant_id = self
-            .header(&self.config.tenant_header)
-            .unwrap_or_else(|| self.config.default_tenant.clone());
-        let credential = |name: &str| {
-            self.config
-                .api_key_headers
-                .iter()
-                .any(|h| h == name)
-                .then(|| self.header(name))
-                .flatten()
-        };
-        let key = api_key_id(
-            credential("authorization").as_deref(),
-            credential("x-api-key").as_deref(),
-            credential("x-goog-api-key").as_deref(),
+            },
+            str::to_owned,
         );
-        // Blocked requests never reach upstream and are not recorded in the
-        // ledger (nothing was spent); they are counted in requests_blocked.
-        if self.config.enforce_budgets && self.enforce(&tenant_id, key.as_deref(), started_at_ms) {
-            return Action::Pause;
-        }
         let info = RequestInfo {
-            path: path.clone(),
-            host,
+            path: picked.path.to_owned(),
+            host: picked.authority.map(str::to_owned),
             request_id,
-            tenant_id,
-            api_key_id: key,
+            tenant_id: tenant_id.to_owned(),
+            api_key_id: picked.api_key_id,
             route: self.route_name(),
             started_at_ms,
             request_model: None,
@@ -592,29 +626,32 @@ impl HttpContext for BillingHttp {
         let tracker = ResponseTracker::new(
             info,
             Limits {
-                max_json_body_bytes: self.config.max_json_body_bytes,
-                max_sse_event_bytes: self.config.max_sse_event_bytes,
+                max_json_body_bytes: config.max_json_body_bytes,
+                max_sse_event_bytes: config.max_sse_event_bytes,
             },
         );
-        if self.config.force_identity_encoding {
+        // Skipped only when the client already asks for identity alone.
+        if config.force_identity_encoding && picked.accepts_compression {
             self.set_http_request_header("accept-encoding", Some("identity"));
         }
         // Read small JSON request bodies (model, stream flag, include_usage
         // injection). Only with a known, bounded length: pausing on a body
         // beyond Envoy's buffer limit would fail the request.
-        if !end_of_stream && tracker.provider_known() {
-            let length = self
-                .header("content-length")
-                .and_then(|v| v.parse::<usize>().ok());
-            if length.is_some_and(|l| l <= self.config.max_request_body_bytes) {
-                self.buffer_request_body = true;
-                if self.config.inject_stream_usage {
-                    // The body may grow; Envoy recomputes framing.
-                    self.set_http_request_header("content-length", None);
-                }
+        let read_body = !end_of_stream
+            && tracker.provider_known()
+            && picked
+                .content_length
+                .is_some_and(|l| l <= config.max_request_body_bytes);
+        self.tracker = Some(tracker);
+        if read_body {
+            self.buffer_request_body = true;
+            // A body that may be rewritten grows; Envoy recomputes framing.
+            // (Holding the headers until the body is read would keep the
+            // length, but Envoy's wasm host then stops body callbacks too.)
+            if config.inject_stream_usage && stream_usage_injectable(picked.path) {
+                self.set_http_request_header("content-length", None);
             }
         }
-        self.tracker = Some(tracker);
         Action::Continue
     }
 
@@ -645,30 +682,37 @@ impl HttpContext for BillingHttp {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        let status = self
-            .get_http_response_header(":status")
+        if self.tracker.is_none() {
+            return Action::Continue;
+        }
+        let headers = self.get_http_response_headers();
+        let status = header_value(&headers, ":status")
             .and_then(|s| s.parse::<u16>().ok())
             .unwrap_or(0);
-        let content_type = self.get_http_response_header("content-type");
-        let content_encoding = self.get_http_response_header("content-encoding");
+        let now = now_ms();
         if let Some(tracker) = self.tracker.as_mut() {
             tracker.on_response_headers(
                 status,
-                content_type.as_deref(),
-                content_encoding.as_deref(),
-                now_ms(),
+                header_value(&headers, "content-type"),
+                header_value(&headers, "content-encoding"),
+                now,
             );
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if body_size > 0 {
-            if let (Some(chunk), Some(tracker)) = (
-                self.get_http_response_body(0, body_size),
-                self.tracker.as_mut(),
-            ) {
-                tracker.on_response_body(&chunk, now_ms());
+        if body_size > 0 && self.tracker.is_some() {
+            if let Some(chunk) = self.get_http_response_body(0, body_size) {
+                if let Some(tracker) = self.tracker.as_mut() {
+                    // Only the first chunk's time is used (time to first byte).
+                    let now = if tracker.awaiting_first_byte() {
+                        now_ms()
+                    } else {
+                        0
+                    };
+                    tracker.on_response_body(&chunk, now);
+                }
             }
         }
         if end_of_stream {
@@ -700,18 +744,11 @@ impl HttpContext for BillingHttp {
         };
         let mut shared = self.shared.borrow_mut();
         let dropped = shared.queue.push(json);
-        let stats = shared.stats;
-        Stats::add(stats.captured, 1);
-        Stats::add(stats.incomplete, u64::from(incomplete));
-        Stats::add(stats.parse_failures, u64::from(parse_failure));
-        if dropped > 0 {
-            Stats::add(stats.dropped, dropped);
-            log::warn!(
-                "llm_billing: buffer full ({} records), dropped the oldest; total dropped {}",
-                self.config.max_buffered_records,
-                shared.queue.dropped_total()
-            );
-        }
-        Stats::set(stats.buffered, shared.queue.len());
+        // Counted here, reported to Envoy on the root context's tick.
+        let pending = &mut shared.pending;
+        pending.captured += 1;
+        pending.incomplete += u64::from(incomplete);
+        pending.parse_failures += u64::from(parse_failure);
+        pending.dropped += dropped;
     }
 }

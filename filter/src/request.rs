@@ -34,6 +34,79 @@ pub fn api_key_id(
     .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
 }
 
+/// The request headers the filter uses, picked from the whole header map
+/// so the glue makes one host call instead of one per header.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RequestHeaders<'a> {
+    pub path: &'a str,
+    pub authority: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+    /// Hex SHA-256 of the first credential present (see [`api_key_id`]).
+    pub api_key_id: Option<String>,
+    pub content_length: Option<usize>,
+    /// The client accepts a coding other than `identity` (no header at all
+    /// means any coding, RFC 9110 12.5.3), so upstream may compress unless
+    /// told not to.
+    pub accepts_compression: bool,
+}
+
+/// Which headers to read: names as configured (validated lowercase; Envoy
+/// hands header names over lowercased).
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderNames<'a> {
+    pub tenant: &'a str,
+    pub request_id: &'a str,
+    /// Credential headers the operator allows to identify a key.
+    pub api_keys: &'a [String],
+}
+
+/// The first non-empty value of header `name` (lowercase) in a header map.
+pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, v)| k == name && !v.is_empty())
+        .map(|(_, v)| v.as_str())
+}
+
+/// Pick the filter's headers out of `headers`; the first non-empty value
+/// of a repeated header wins.
+pub fn pick_request_headers<'a>(
+    headers: &'a [(String, String)],
+    names: HeaderNames<'_>,
+) -> RequestHeaders<'a> {
+    let find = |name: &str| header_value(headers, name);
+    let credential = |name: &str| {
+        if names.api_keys.iter().any(|h| h == name) {
+            find(name)
+        } else {
+            None
+        }
+    };
+    RequestHeaders {
+        path: find(":path").unwrap_or_default(),
+        authority: find(":authority"),
+        request_id: find(names.request_id),
+        tenant_id: find(names.tenant),
+        api_key_id: api_key_id(
+            credential("authorization"),
+            credential("x-api-key"),
+            credential("x-goog-api-key"),
+        ),
+        content_length: find("content-length").and_then(|v| v.trim().parse().ok()),
+        accepts_compression: {
+            let mut codings = headers
+                .iter()
+                .filter(|(k, _)| k == "accept-encoding")
+                .flat_map(|(_, v)| v.split(','))
+                .map(|c| c.split(';').next().unwrap_or_default().trim())
+                .peekable();
+            codings.peek().is_none()
+                || codings.any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        },
+    }
+}
+
 /// What the filter learned from a request body.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestBodyInfo {
@@ -44,6 +117,14 @@ pub struct RequestBodyInfo {
     pub stream: bool,
     /// The body to send upstream instead, when it was rewritten.
     pub rewritten: Option<Vec<u8>>,
+}
+
+/// Whether a request to `path` may have `stream_options.include_usage`
+/// injected (OpenAI-shaped chat / legacy completions, not embeddings): only
+/// then can the body change size.
+pub fn stream_usage_injectable(path: &str) -> bool {
+    let p = strip_query(path).trim_end_matches('/');
+    detect_shape(path) == ApiShape::OpenaiChat && !p.ends_with("/embeddings")
 }
 
 /// Inspect a request body; for a streamed OpenAI-shaped Chat Completions
@@ -74,9 +155,9 @@ pub fn prepare_request_body(
         stream,
         rewritten: None,
     };
-    let p = strip_query(path).trim_end_matches('/');
-    let chat_like = detect_shape(path) == ApiShape::OpenaiChat && !p.ends_with("/embeddings");
-    if !inject_include_usage || !chat_like || v.get("stream").and_then(Value::as_bool) != Some(true)
+    if !inject_include_usage
+        || !stream_usage_injectable(path)
+        || v.get("stream").and_then(Value::as_bool) != Some(true)
     {
         return info;
     }
@@ -129,6 +210,79 @@ mod tests {
     // printf %s sk-proj-abc123 | sha256sum
     fn sk_hash() -> String {
         hex::encode(Sha256::digest(SK.as_bytes()))
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn picks_configured_headers_from_the_map() {
+        let keys = vec!["authorization".to_string(), "x-api-key".to_string()];
+        let names = HeaderNames {
+            tenant: "x-tenant-id",
+            request_id: "x-request-id",
+            api_keys: &keys,
+        };
+        let bearer = format!("Bearer {SK}");
+        let headers = owned(&[
+            (":path", "/v1/chat/completions?x=1"),
+            (":authority", "api.openai.com"),
+            ("x-request-id", "req-1"),
+            ("x-tenant-id", ""),
+            ("x-tenant-id", "acme"),
+            ("authorization", bearer.as_str()),
+            ("x-goog-api-key", "ignored: not configured"),
+            ("content-length", "42"),
+            ("accept-encoding", "identity"),
+        ]);
+        let picked = pick_request_headers(&headers, names);
+        assert_eq!(picked.path, "/v1/chat/completions?x=1");
+        assert_eq!(picked.authority, Some("api.openai.com"));
+        assert_eq!(picked.request_id, Some("req-1"));
+        assert_eq!(picked.tenant_id, Some("acme"));
+        assert_eq!(picked.api_key_id, Some(sk_hash()));
+        assert_eq!(picked.content_length, Some(42));
+        assert!(!picked.accepts_compression);
+
+        let only_goog = owned(&[("x-goog-api-key", SK)]);
+        assert!(pick_request_headers(&only_goog, names).accepts_compression);
+        let picked = pick_request_headers(&only_goog, names);
+        assert_eq!(
+            picked.api_key_id, None,
+            "x-goog-api-key is not allowed here"
+        );
+        assert_eq!(picked.path, "");
+        assert_eq!(picked.tenant_id, None);
+    }
+
+    #[test]
+    fn accept_encoding_other_than_identity_counts_as_compression() {
+        let keys: Vec<String> = vec![];
+        let names = HeaderNames {
+            tenant: "x-tenant-id",
+            request_id: "x-request-id",
+            api_keys: &keys,
+        };
+        for (value, expected) in [
+            ("gzip, deflate, br", true),
+            ("identity;q=1, gzip;q=0.5", true),
+            ("*", true),
+            ("identity", false),
+            (" Identity ", false),
+            ("", false),
+        ] {
+            let headers = owned(&[("accept-encoding", value)]);
+            assert_eq!(
+                pick_request_headers(&headers, names).accepts_compression,
+                expected,
+                "{value:?}"
+            );
+        }
+        assert!(pick_request_headers(&[], names).accepts_compression);
     }
 
     #[test]

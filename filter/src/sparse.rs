@@ -1,13 +1,15 @@
 //! Sparse JSON parsing: builds a `serde_json::Value` that keeps only the
 //! members usage extraction reads (model, usage, event type, finish reasons
 //! and their containers) and skips everything else without allocating it.
-//! Generated text, prompts and tool calls are the bulk of LLM bodies; the
-//! parser still validates them, but never copies them.
+//! Generated text, prompts and tool calls are the bulk of LLM bodies: the
+//! scanner checks their structure and jumps over strings with a vectorized
+//! search for the next quote or backslash, never copying them; kept scalars
+//! and the small `WHOLE` members are handed to `serde_json` (so numbers keep
+//! their exact text). It is a little laxer than `serde_json` inside skipped
+//! strings and numbers (control characters, escape and number grammar are
+//! not checked there); structure, literals and trailing bytes are.
 
-use std::fmt;
-
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 /// Members kept whole (small and read field by field).
 const WHOLE: &[&str] = &[
@@ -39,115 +41,433 @@ const KEEP: &[&str] = &[
     "role",
 ];
 
+/// The bytes are not JSON (or nest deeper than [`MAX_DEPTH`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invalid;
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("invalid JSON")
+    }
+}
+
+impl std::error::Error for Invalid {}
+
+/// Nesting limit (serde_json's default recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
 /// Parses `bytes` into a `Value` holding only the members above.
-pub fn parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Sparse.deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
-struct Sparse;
-
-impl<'de> DeserializeSeed<'de> for Sparse {
-    type Value = Value;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        d.deserialize_any(SparseVisitor)
+pub fn parse(bytes: &[u8]) -> Result<Value, Invalid> {
+    let mut s = Scanner { b: bytes, i: 0 };
+    s.ws();
+    let v = s.kept(0)?;
+    s.ws();
+    if s.i == bytes.len() {
+        Ok(v)
+    } else {
+        Err(Invalid)
     }
 }
 
-struct SparseVisitor;
-
-enum Key {
-    Whole(String),
-    Keep(String),
-    Skip,
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
 }
 
-struct KeyVisitor;
+impl<'a> Scanner<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
 
-impl Visitor<'_> for KeyVisitor {
-    type Value = Key;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a member name")
-    }
-    fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
-        Ok(if WHOLE.contains(&k) {
-            Key::Whole(k.to_owned())
-        } else if KEEP.contains(&k) {
-            Key::Keep(k.to_owned())
-        } else {
-            Key::Skip
-        })
-    }
-}
-
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
-        d.deserialize_str(KeyVisitor)
-    }
-}
-
-impl<'de> Visitor<'de> for SparseVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(Sparse)? {
-            items.push(item);
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.i += 1;
         }
-        Ok(Value::Array(items))
     }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let mut out = Map::new();
-        while let Some(key) = map.next_key::<Key>()? {
-            match key {
-                Key::Whole(k) => {
-                    out.insert(k, map.next_value::<Value>()?);
+
+    fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
+        self.ws();
+        if self.peek() == Some(byte) {
+            self.i += 1;
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// A value, filtered: objects keep only the listed members.
+    fn kept(&mut self, depth: usize) -> Result<Value, Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(Invalid);
+        }
+        self.ws();
+        match self.peek() {
+            Some(b'{') => {
+                self.i += 1;
+                let mut out = Map::new();
+                self.members(|s, key| {
+                    let keep = if WHOLE.contains(&key) {
+                        Some(s.whole()?)
+                    } else if KEEP.contains(&key) {
+                        Some(s.kept(depth + 1)?)
+                    } else {
+                        s.skip(depth + 1)?;
+                        None
+                    };
+                    if let Some(v) = keep {
+                        out.insert(key.to_owned(), v);
+                    }
+                    Ok(())
+                })?;
+                Ok(Value::Object(out))
+            }
+            Some(b'[') => {
+                self.i += 1;
+                let mut items = Vec::new();
+                self.elements(|s| {
+                    items.push(s.kept(depth + 1)?);
+                    Ok(())
+                })?;
+                Ok(Value::Array(items))
+            }
+            _ => self.whole(),
+        }
+    }
+
+    /// A value parsed in full by serde_json (scalars and small members).
+    fn whole(&mut self) -> Result<Value, Invalid> {
+        self.ws();
+        let start = self.i;
+        self.skip(0)?;
+        let span = self.b.get(start..self.i).ok_or(Invalid)?;
+        serde_json::from_slice(span).map_err(|_| Invalid)
+    }
+
+    /// Object members after `{`: calls `each` with the scanner on the
+    /// value and the member name, through the closing `}`.
+    fn members(
+        &mut self,
+        mut each: impl FnMut(&mut Self, &str) -> Result<(), Invalid>,
+    ) -> Result<(), Invalid> {
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            let start = self.i;
+            self.string()?;
+            let raw = self.b.get(start..self.i).ok_or(Invalid)?;
+            self.expect(b':')?;
+            let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
+            if inner.contains(&b'\\') {
+                let key: String = serde_json::from_slice(raw).map_err(|_| Invalid)?;
+                each(self, &key)?;
+            } else {
+                each(self, std::str::from_utf8(inner).map_err(|_| Invalid)?)?;
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
                 }
-                Key::Keep(k) => {
-                    out.insert(k, map.next_value_seed(Sparse)?);
-                }
-                Key::Skip => {
-                    map.next_value::<IgnoredAny>()?;
-                }
+                _ => return Err(Invalid),
             }
         }
-        Ok(Value::Object(out))
+    }
+
+    /// Array elements after `[`, through the closing `]`.
+    fn elements(
+        &mut self,
+        mut each: impl FnMut(&mut Self) -> Result<(), Invalid>,
+    ) -> Result<(), Invalid> {
+        self.ws();
+        if self.peek() == Some(b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            each(self)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return Err(Invalid),
+            }
+        }
+    }
+
+    /// Skips one value, checking its structure.
+    fn skip(&mut self, depth: usize) -> Result<(), Invalid> {
+        if depth > MAX_DEPTH {
+            return Err(Invalid);
+        }
+        self.ws();
+        match self.peek().ok_or(Invalid)? {
+            b'{' => {
+                self.i += 1;
+                self.members(|s, _| s.skip(depth + 1))
+            }
+            b'[' => {
+                self.i += 1;
+                self.elements(|s| s.skip(depth + 1))
+            }
+            b'"' => self.string(),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => {
+                self.i += 1;
+                while matches!(
+                    self.peek(),
+                    Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                ) {
+                    self.i += 1;
+                }
+                Ok(())
+            }
+            _ => Err(Invalid),
+        }
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
+        if self.b.get(self.i..self.i + word.len()) == Some(word) {
+            self.i += word.len();
+            Ok(())
+        } else {
+            Err(Invalid)
+        }
+    }
+
+    /// A string at the cursor (the opening quote), through its closing quote.
+    fn string(&mut self) -> Result<(), Invalid> {
+        if self.peek() != Some(b'"') {
+            return Err(Invalid);
+        }
+        self.i += 1;
+        loop {
+            let rest = self.b.get(self.i..).ok_or(Invalid)?;
+            let at = memchr::memchr2(b'"', b'\\', rest).ok_or(Invalid)?;
+            self.i += at;
+            if self.peek() == Some(b'"') {
+                self.i += 1;
+                return Ok(());
+            }
+            // A backslash escapes the next byte (`\uXXXX` digits are plain).
+            self.i += 2;
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    mod oracle {
+        use std::fmt;
+
+        use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+        use serde_json::{Map, Number, Value};
+
+        use super::super::{KEEP, WHOLE};
+
+        /// The previous serde-visitor implementation: the oracle the scanner is
+        /// checked against.
+        pub fn reference_parse(bytes: &[u8]) -> Result<Value, serde_json::Error> {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let value = Sparse.deserialize(&mut de)?;
+            de.end()?;
+            Ok(value)
+        }
+
+        struct Sparse;
+
+        impl<'de> DeserializeSeed<'de> for Sparse {
+            type Value = Value;
+            fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+                d.deserialize_any(SparseVisitor)
+            }
+        }
+
+        struct SparseVisitor;
+
+        enum Key {
+            Whole(String),
+            Keep(String),
+            Skip,
+        }
+
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, k: &str) -> Result<Key, E> {
+                Ok(if WHOLE.contains(&k) {
+                    Key::Whole(k.to_owned())
+                } else if KEEP.contains(&k) {
+                    Key::Keep(k.to_owned())
+                } else {
+                    Key::Skip
+                })
+            }
+        }
+
+        impl<'de> de::Deserialize<'de> for Key {
+            fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+                d.deserialize_str(KeyVisitor)
+            }
+        }
+
+        impl<'de> Visitor<'de> for SparseVisitor {
+            type Value = Value;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+                Ok(Value::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+                Ok(Value::Number(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+                Ok(Value::Number(v.into()))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+                Ok(Number::from_f64(v).map_or(Value::Null, Value::Number))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+                Ok(Value::String(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Value, E> {
+                Ok(Value::String(v))
+            }
+            fn visit_unit<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_none<E>(self) -> Result<Value, E> {
+                Ok(Value::Null)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element_seed(Sparse)? {
+                    items.push(item);
+                }
+                Ok(Value::Array(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+                let mut out = Map::new();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Whole(k) => {
+                            out.insert(k, map.next_value::<Value>()?);
+                        }
+                        Key::Keep(k) => {
+                            out.insert(k, map.next_value_seed(Sparse)?);
+                        }
+                        Key::Skip => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Value::Object(out))
+            }
+        }
+    }
+
+    use oracle::reference_parse;
+
+    /// Arbitrary JSON with the member names extraction looks for.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let names = prop::sample::select(vec![
+            "model",
+            "usage",
+            "choices",
+            "message",
+            "content",
+            "id",
+            "type",
+            "delta",
+            "finish_reason",
+            "usageMetadata",
+            "candidates",
+            "x\\y",
+            "mod\"el",
+            "é",
+        ]);
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<u64>().prop_map(|n| json!(n)),
+            "[a-z\\\\\"\\n\\u{e9}\\u{1F600} ]{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((names.clone(), inner), 0..6).prop_map(|members| {
+                    Value::Object(
+                        members
+                            .into_iter()
+                            .map(|(k, v)| (k.to_owned(), v))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_serde_reference(v in json_value(), pretty in any::<bool>()) {
+            let text = if pretty {
+                serde_json::to_string_pretty(&v).unwrap()
+            } else {
+                serde_json::to_string(&v).unwrap()
+            };
+            prop_assert_eq!(parse(text.as_bytes()).ok(), reference_parse(text.as_bytes()).ok());
+        }
+
+        #[test]
+        fn accepts_whatever_the_reference_accepts(bytes in prop::collection::vec(prop::sample::select(b"{}[]:,\"\\ 0-1.e truefalsnul\"model\"usage".to_vec()), 0..48)) {
+            if let Ok(expected) = reference_parse(&bytes) {
+                prop_assert_eq!(parse(&bytes), Ok(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn escapes_and_nesting_limits() {
+        let v = parse(br#"{"mod\u0065l": "m\"x", "usage": {"a": "\\"}, "s": "\\\""}"#).unwrap();
+        assert_eq!(v, json!({"model": "m\"x", "usage": {"a": "\\"}}));
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
+        assert!(parse(deep.as_bytes()).is_err());
+        let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(parse(ok.as_bytes()).is_ok());
+        for bad in [
+            &b"{\"a\" 1}"[..],
+            b"[1,]",
+            b"{,}",
+            b"tru",
+            b"nul",
+            b"\"abc",
+            b"{\"a\":1,}",
+            b"[1 2]",
+        ] {
+            assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn keeps_what_extraction_reads_and_drops_the_rest() {

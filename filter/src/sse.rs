@@ -130,6 +130,38 @@ impl SseFramer {
         self.feed(rest, &mut on_event);
     }
 
+    /// How many leading bytes of `chunk` are whole events that end before
+    /// `first_wanted(chunk)` (the offset of the first byte that may belong to
+    /// a wanted event, `None` for none), so the caller may drop them unread (the
+    /// framer's state after them is what feeding them would leave, bar the
+    /// dispatch counter). Zero unless the framer is between events.
+    ///
+    /// After any `\n\n` a blank line has just ended, whatever came before
+    /// (`\r\n` or a lone `\r` ended the previous line), so the framer is at
+    /// the start of a line with no pending event there.
+    pub fn skippable_prefix(
+        &mut self,
+        chunk: &[u8],
+        first_wanted: impl Fn(&[u8]) -> Option<usize>,
+    ) -> usize {
+        // A first chunk that cannot start a BOM settles it, as `push` would.
+        if !self.bom_done && self.bom_matched == 0 && chunk.first().is_some_and(|&b| b != BOM[0]) {
+            self.bom_done = true;
+        }
+        let between_events = self.bom_done
+            && self.state == LineState::Start
+            && !self.after_cr
+            && self.data_lines == 0
+            && self.event_name.is_empty();
+        if !between_events {
+            return 0;
+        }
+        let searched = chunk
+            .get(..first_wanted(chunk).unwrap_or(chunk.len()))
+            .unwrap_or_default();
+        memchr::memmem::rfind(searched, b"\n\n").map_or(0, |at| at + 2)
+    }
+
     /// End of stream. An event still being built (no terminating blank
     /// line) is flushed to `on_event` with `terminated: false` (the spec
     /// discards it; callers decide). Returns whether the stream ended in
@@ -378,6 +410,75 @@ mod tests {
                 (None, "".into()),
             ]
         );
+    }
+
+    /// Events fed with skipping (as the tracker does) versus fed whole.
+    fn events_with_skips(stream: &[u8], cut: usize, needles: &[&str]) -> Vec<Owned> {
+        let first_wanted = |chunk: &[u8]| {
+            needles
+                .iter()
+                .filter_map(|n| memchr::memmem::find(chunk, n.as_bytes()))
+                .min()
+        };
+        let mut framer = SseFramer::new(1 << 16);
+        let mut out = Vec::new();
+        for chunk in stream.chunks(cut.max(1)) {
+            let skip = framer.skippable_prefix(chunk, first_wanted);
+            framer.push(chunk.get(skip..).unwrap_or_default(), |ev| {
+                out.push(own(ev))
+            });
+        }
+        framer.finish(|ev| out.push(own(ev)));
+        out
+    }
+
+    #[test]
+    fn skipping_drops_only_events_without_needles() {
+        let stream = b"data: {\"a\":1}\n\n: keep-alive\n\nevent: x\ndata: one\r\n\r\ndata: two\r\rdata: {\"usage\":{}}\n\ndata: three\n\ndata: [DONE]\n\n";
+        let all = run(&[stream], 1 << 16).0;
+        for cut in 1..=stream.len() {
+            let kept = events_with_skips(stream, cut, &["\"usage\"", "[DONE]"]);
+            let wanted: Vec<_> = all
+                .iter()
+                .filter(|e| e.data.contains("\"usage\"") || e.data.contains("[DONE]"))
+                .cloned()
+                .collect();
+            // Every needle event arrives intact; skipped ones only ever lack a needle.
+            for w in &wanted {
+                assert!(kept.contains(w), "cut {cut}: lost {w:?}");
+            }
+            for k in &kept {
+                assert!(all.contains(k), "cut {cut}: invented {k:?}");
+            }
+        }
+        // One whole chunk: the events up to the last `\n\n` before the usage
+        // are skipped; `\r`-terminated ones have no `\n\n` and are fed.
+        let kept = events_with_skips(stream, stream.len(), &["\"usage\""]);
+        let data: Vec<_> = kept.iter().map(|e| e.data.as_str()).collect();
+        assert_eq!(data, ["one", "two", "{\"usage\":{}}", "three", "[DONE]"]);
+    }
+
+    proptest! {
+        #[test]
+        fn skipping_never_loses_a_needle_event(
+            events in proptest::collection::vec(("[a-z ]{0,12}", any::<bool>(), 0usize..3), 1..12),
+            cut in 1usize..40,
+        ) {
+            let ends = ["\n\n", "\r\n\r\n", "\r\r"];
+            let mut stream = String::new();
+            for (text, usage, end) in &events {
+                let body = if *usage { format!("{{\"usage\":\"{text}\"}}") } else { text.clone() };
+                stream.push_str(&format!("data: {body}{}", ends[*end]));
+            }
+            let all = run(&[stream.as_bytes()], 1 << 16).0;
+            let kept = events_with_skips(stream.as_bytes(), cut, &["\"usage\""]);
+            for e in all.iter().filter(|e| e.data.contains("\"usage\"")) {
+                prop_assert!(kept.contains(e));
+            }
+            for k in &kept {
+                prop_assert!(all.contains(k));
+            }
+        }
     }
 
     #[test]

@@ -30,6 +30,10 @@ use crate::sse::SseFramer;
 /// Part of `max_sse_event_bytes` kept for the stream accumulator.
 pub const STREAM_RESERVE_BYTES: usize = 2048;
 
+/// Events fed one by one per chunk while waiting to learn whether the
+/// stream's irrelevant events can be skipped (the model is in the first).
+const MAX_EVENTS_BEFORE_SKIPPING: usize = 4;
+
 /// Default [`Limits`]: 1 MiB of JSON body, 16 KiB of SSE state.
 pub const DEFAULT_MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_SSE_EVENT_BYTES: usize = 16 * 1024;
@@ -211,6 +215,12 @@ impl ResponseTracker {
         self.start_body(streaming);
     }
 
+    /// True until the first non-empty body chunk: only that chunk's arrival
+    /// time is used, so the glue can skip reading the clock for the rest.
+    pub fn awaiting_first_byte(&self) -> bool {
+        self.first_byte_at_ms.is_none()
+    }
+
     /// One response body chunk; the first non-empty one sets the time to
     /// first byte.
     pub fn on_response_body(&mut self, chunk: &[u8], now_ms: u64) {
@@ -228,7 +238,26 @@ impl ResponseTracker {
             Body::Json(buf) => buf.push(chunk),
             Body::Sse(st) => {
                 let SseState { framer, acc } = &mut **st;
-                framer.push(chunk, |ev| acc.on_event(ev));
+                let mut rest = chunk;
+                // Until the first events tell whether runs of events can be
+                // skipped, feed one event at a time (a few at most).
+                for _ in 0..MAX_EVENTS_BEFORE_SKIPPING {
+                    if !acc.may_skip_later() {
+                        break;
+                    }
+                    let Some(end) = memchr::memmem::find(rest, b"\n\n") else {
+                        break;
+                    };
+                    let (event, after) = rest.split_at(end + 2);
+                    framer.push(event, |ev| acc.on_event(ev));
+                    rest = after;
+                }
+                let skip = if acc.skips_events() {
+                    framer.skippable_prefix(rest, StreamAccumulator::first_wanted)
+                } else {
+                    0
+                };
+                framer.push(rest.get(skip..).unwrap_or_default(), |ev| acc.on_event(ev));
             }
             Body::Pending | Body::Skip | Body::Done => {}
         }

@@ -420,7 +420,45 @@ impl StreamAccumulator {
         self.shape
     }
 
-    /// Events seen.
+    /// Whether runs of events may now be dropped unread (OpenAI chat once
+    /// the model is known: only a usage object and `[DONE]` still matter,
+    /// exactly what [`wants`](Self::wants) lets through and uses).
+    pub fn skips_events(&self) -> bool {
+        self.shape == ApiShape::OpenaiChat && self.chat.ext.model.is_some()
+    }
+
+    /// With [`skips_events`](Self::skips_events): the offset in `bytes` of
+    /// the first `[DONE]` or `"usage"` member whose value is not `null`
+    /// (OpenAI sends `"usage":null` in every chunk of a stream that asked
+    /// for usage); `None` when there is neither.
+    pub fn first_wanted(bytes: &[u8]) -> Option<usize> {
+        static USAGE: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
+            std::sync::OnceLock::new();
+        let usage = USAGE.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""));
+        let done = memchr::memmem::find(bytes, b"[DONE]");
+        let limit = done.unwrap_or(bytes.len());
+        let searched = bytes.get(..limit).unwrap_or_default();
+        let usage_object = usage.find_iter(searched).find(|&at| {
+            let after = bytes.get(at + 7..).unwrap_or_default();
+            let mut rest = after.iter().skip_while(|b| b.is_ascii_whitespace());
+            if rest.next() != Some(&b':') {
+                // Not a member name (or cut by the chunk end): keep it.
+                return true;
+            }
+            // Unseen value (chunk end) counts as wanted.
+            rest.find(|b| !b.is_ascii_whitespace()) != Some(&b'n')
+        });
+        usage_object.or(done)
+    }
+
+    /// Whether [`skips_events`](Self::skips_events) may still turn on (an
+    /// OpenAI chat stream, or one not yet recognized, before its model).
+    pub fn may_skip_later(&self) -> bool {
+        matches!(self.shape, ApiShape::OpenaiChat | ApiShape::Unknown)
+            && self.chat.ext.model.is_none()
+    }
+
+    /// Events seen (skipped runs not included).
     pub fn events(&self) -> u64 {
         self.events
     }
@@ -600,6 +638,20 @@ impl StreamAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_wanted_finds_usage_objects_and_done_only() {
+        let first = StreamAccumulator::first_wanted;
+        assert_eq!(first(br#"data: {"a":1,"usage":null}"#), None);
+        assert_eq!(first(br#"{"usage" :  null}{"usage": {"x":1}}"#), Some(18));
+        assert_eq!(first(b"data: [DONE]"), Some(6));
+        // The value is cut by the chunk end: kept.
+        assert_eq!(first(br#"{"usage": "#), Some(1));
+        assert_eq!(first(br#"{"usage""#), Some(1));
+        // A mention inside generated text is escaped, so never matches.
+        assert_eq!(first(br#"{"c":"the \"usage\" word"}"#), None);
+        assert_eq!(first(b"no usage here"), None);
+    }
 
     #[test]
     fn shapes_from_paths() {
