@@ -1,0 +1,197 @@
+//! The deny list is polled by one Envoy worker and shared with the others
+//! (proxy-wasm shared data): with 4 workers, about one `GET /v1/deny` per
+//! refresh interval reaches the collector, and a key over its hard budget
+//! is refused on every worker soon after its crossing row lands.
+//!
+//! Requests to the collector are counted by Envoy's own cluster stat: with
+//! no traffic nothing is flushed, so every request it sends is a deny poll.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use e2e::{Stack, StackOptions, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const WORKERS: u32 = 4;
+const REFRESH_MS: u64 = 200;
+const COLLECTOR_REQUESTS: &str = "cluster.billing_collector.upstream_rq_total";
+const STAT: &str = "wasmcustom.llm_billing.";
+
+async fn stat(stack: &Stack, name: &str) -> u64 {
+    stack.envoy_stat(name).await.unwrap()
+}
+
+/// Connections each worker has accepted so far, by worker index.
+async fn worker_connections(stack: &Stack) -> BTreeMap<String, u64> {
+    let text = stack
+        .http
+        .get(format!(
+            "http://127.0.0.1:{}/stats?filter=^listener\\.127\\.0\\.0\\.1_{}\\.worker_.*downstream_cx_total$",
+            stack.admin_port, stack.envoy_port
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter_map(|(k, v)| {
+            let worker = k.split('.').find(|p| p.starts_with("worker_"))?;
+            Some((worker.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// One chat completion on a new connection (so requests spread over workers).
+async fn chat(stack: &Stack, key: &str, id: &str) -> u16 {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let r = client
+        .post(stack.envoy_url("/v1/chat/completions"))
+        .header("x-tenant-id", "shared")
+        .header("x-request-id", id)
+        .header("authorization", format!("Bearer {key}"))
+        .header("connection", "close")
+        .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if status == 429 {
+        assert_eq!(body["error"]["code"], "budget_exceeded", "{body}");
+    }
+    status
+}
+
+#[tokio::test]
+async fn one_worker_polls_for_all_and_every_worker_blocks() {
+    let stack = Stack::start(
+        "deny-shared",
+        StackOptions {
+            plugin_overrides: json!({"enforce_budgets": true, "deny_refresh_ms": REFRESH_MS,
+                "flush_interval_ms": 100}),
+            concurrency: WORKERS,
+        },
+    )
+    .await
+    .unwrap();
+
+    // Polling has started (the first poll can wait for a tick).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&stack, COLLECTOR_REQUESTS).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no deny poll reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // An idle window: every request to the collector is a deny poll. One
+    // poller gives window / refresh; one per worker would give 4 times that.
+    let (t0, c0) = (Instant::now(), stat(&stack, COLLECTOR_REQUESTS).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (window, polls) = (t0.elapsed(), stat(&stack, COLLECTOR_REQUESTS).await - c0);
+    let expected = window.as_millis() as u64 / REFRESH_MS;
+    println!(
+        "MEASURED {WORKERS} workers, deny_refresh_ms {REFRESH_MS}: {polls} polls in {window:?} \
+         (one poller: ~{expected}; one per worker: ~{})",
+        expected * u64::from(WORKERS)
+    );
+    assert!(
+        polls + 3 >= expected && polls <= expected + 3,
+        "{polls} deny polls in {window:?}, expected about {expected}"
+    );
+    assert_eq!(
+        stat(&stack, &format!("{STAT}deny_list_refresh_failures")).await,
+        0
+    );
+    assert_eq!(stat(&stack, &format!("{STAT}deny_list_entries")).await, 0);
+
+    // A key budget of $0.001: the third request at $0.000345 crosses it.
+    let key_hash = hex::encode(Sha256::digest(b"sk-over"));
+    let r = stack
+        .http
+        .post(stack.collector_url("/v1/budgets"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(
+            &json!({"tenant_id": "shared", "api_key_id": key_hash, "limit": "0.001",
+            "currency": "USD", "period": "total", "hard": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    for i in 0..3 {
+        assert_eq!(chat(&stack, "sk-over", &format!("cross-{i}")).await, 200);
+    }
+    stack
+        .wait_rows("shared", 3, Duration::from_secs(15))
+        .await
+        .unwrap();
+    let (crossed_at_ms,): (i64,) = sqlx::query_as(
+        "SELECT (extract(epoch FROM max(received_at)) * 1000)::bigint FROM transactions \
+         WHERE tenant_id = 'shared'",
+    )
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
+
+    // Rounds of 16 requests on new connections until one round is refused
+    // entirely: then every worker has the block.
+    let landed = Instant::now();
+    let mut round = 0;
+    let mut admitted = 0;
+    let blocked_after = loop {
+        let mut statuses = Vec::new();
+        for i in 0..16 {
+            statuses.push(chat(&stack, "sk-over", &format!("probe-{round}-{i}")).await);
+        }
+        admitted += statuses.iter().filter(|s| **s == 200).count();
+        if statuses.iter().all(|s| *s == 429) {
+            break landed.elapsed();
+        }
+        assert!(
+            landed.elapsed() < Duration::from_millis(3 * REFRESH_MS + 2000),
+            "not refused everywhere {:?} after the crossing row landed: {statuses:?}",
+            landed.elapsed()
+        );
+        round += 1;
+    };
+    let since_commit = SystemTime::now()
+        .duration_since(UNIX_EPOCH + Duration::from_millis(crossed_at_ms as u64))
+        .unwrap_or_default();
+
+    // From now on every request is refused, whichever worker takes it, and
+    // the requests land on every worker.
+    let before = worker_connections(&stack).await;
+    assert_eq!(before.len(), WORKERS as usize, "{before:?}");
+    let mut refused = 0;
+    for i in 0..64 {
+        assert_eq!(chat(&stack, "sk-over", &format!("after-{i}")).await, 429);
+        refused += 1;
+        let after = worker_connections(&stack).await;
+        if i >= 15 && after.iter().all(|(w, n)| *n > before[w]) {
+            break;
+        }
+    }
+    let after = worker_connections(&stack).await;
+    assert!(
+        after.iter().all(|(w, n)| *n > before[w]),
+        "some worker got none of {refused} connections: {before:?} -> {after:?}"
+    );
+    // Other keys of the tenant are not blocked.
+    assert_eq!(chat(&stack, "sk-other", "other-0").await, 200);
+    assert_eq!(stat(&stack, &format!("{STAT}deny_list_entries")).await, 1);
+    println!(
+        "MEASURED refused on all {WORKERS} workers {blocked_after:?} after the crossing row was \
+         visible ({since_commit:?} after its commit); {admitted} request(s) admitted meanwhile; \
+         then {refused} requests over new connections on every worker all got 429"
+    );
+}
