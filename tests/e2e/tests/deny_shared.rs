@@ -104,8 +104,10 @@ async fn one_worker_polls_for_all_and_every_worker_blocks() {
          (one poller: ~{expected}; one per worker: ~{})",
         expected * u64::from(WORKERS)
     );
+    // Loaded CI machines delay ticks (fewer polls); more than one poller
+    // would show as a multiple.
     assert!(
-        polls + 3 >= expected && polls <= expected + 3,
+        polls >= expected / 3 && polls <= expected + 3,
         "{polls} deny polls in {window:?}, expected about {expected}"
     );
     assert_eq!(
