@@ -451,6 +451,8 @@ struct ClientLog {
 /// `clients` closed loops of streaming chat requests on one tenant and key
 /// (the demo upstream paces the stream and names the model); each loop stops
 /// at its first 429, so the run ends when the key is refused everywhere.
+/// Starts are spread over one stream's length (`--stagger-ms`), so requests
+/// arrive at a steady rate instead of in waves of `clients`.
 async fn overshoot(a: &Args) -> Res<()> {
     let url = a.str("url")?;
     let tenant = a.str("tenant")?;
@@ -459,6 +461,7 @@ async fn overshoot(a: &Args) -> Res<()> {
     let model = a.or("model", "gpt-4o-2024-05-13");
     let delay = a.num("event-delay-ms", 200)?;
     let cap = Duration::from_secs(a.num("cap-seconds", 60)?);
+    let stagger = a.num("stagger-ms", delay * 7)?;
     let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain usage-based billing."}]}"#;
     let started_ms = now_ms();
     let deadline = Instant::now() + cap;
@@ -473,6 +476,7 @@ async fn overshoot(a: &Args) -> Res<()> {
                 log.errors += 1;
                 return log;
             };
+            tokio::time::sleep(Duration::from_millis(stagger * c / clients.max(1))).await;
             let mut i = 0u64;
             while Instant::now() < deadline {
                 i += 1;
