@@ -1,7 +1,9 @@
 //! The deny list is polled by one Envoy worker and shared with the others
 //! (proxy-wasm shared data): with 4 workers, about one `GET /v1/deny` per
 //! refresh interval reaches the collector, and a key over its hard budget
-//! is refused on every worker soon after its crossing row lands.
+//! is refused on every worker soon after its crossing row lands; when the
+//! collector is gone longer than the TTL every worker fails closed at once
+//! (staleness runs from the shared fetch time) and recovers when it returns.
 //!
 //! Requests to the collector are counted by Envoy's own cluster stat: with
 //! no traffic nothing is flushed, so every request it sends is a deny poll.
@@ -195,5 +197,108 @@ async fn one_worker_polls_for_all_and_every_worker_blocks() {
         "MEASURED refused on all {WORKERS} workers {blocked_after:?} after the crossing row was \
          visible ({since_commit:?} after its commit); {admitted} request(s) admitted meanwhile; \
          then {refused} requests over new connections on every worker all got 429"
+    );
+}
+
+/// Statuses of `n` requests from a tenant with no budget, each on a new
+/// connection.
+async fn round(stack: &Stack, n: usize, tag: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(chat(stack, "sk-free", &format!("{tag}-{i}")).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_worker_fails_closed_on_the_shared_fetch_time_and_recovers() {
+    const TTL_MS: u64 = 1000;
+    let mut stack = Stack::start(
+        "deny-shared-stale",
+        StackOptions {
+            plugin_overrides: json!({"enforce_budgets": true, "deny_refresh_ms": REFRESH_MS,
+                "deny_ttl_ms": TTL_MS, "deny_fail_open": false, "flush_interval_ms": 100,
+                "callout_timeout_ms": 500}),
+            concurrency: WORKERS,
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&stack, COLLECTOR_REQUESTS).await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no deny poll reached the collector"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(round(&stack, 8, "up").await.iter().all(|s| *s == 200));
+
+    // Collector gone: only the poller sees its polls fail, but every worker
+    // goes stale TTL after the last shared fetch and refuses with 503.
+    stack.collector.take().unwrap().kill();
+    let killed = Instant::now();
+    let failures0 = stat(&stack, &format!("{STAT}deny_list_refresh_failures")).await;
+    let closed_after = loop {
+        let statuses = round(&stack, 8, "down").await;
+        if statuses.iter().all(|s| *s == 503) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_millis(TTL_MS + 3000),
+            "not failing closed everywhere {:?} after the collector died: {statuses:?}",
+            killed.elapsed()
+        );
+    };
+    assert!(
+        closed_after >= Duration::from_millis(TTL_MS - REFRESH_MS),
+        "stale too early: {closed_after:?}"
+    );
+    // Every worker refuses now.
+    let before = worker_connections(&stack).await;
+    let mut n = 0;
+    while n < 64 {
+        assert!(round(&stack, 4, &format!("closed-{n}"))
+            .await
+            .iter()
+            .all(|s| *s == 503));
+        n += 4;
+        let after = worker_connections(&stack).await;
+        if after.iter().all(|(w, c)| *c > before[w]) {
+            break;
+        }
+    }
+    let after = worker_connections(&stack).await;
+    assert!(
+        after.iter().all(|(w, c)| *c > before[w]),
+        "{before:?} -> {after:?}"
+    );
+    // Failed polls are counted once, by the poller, not once per worker.
+    let outage = killed.elapsed();
+    let failures = stat(&stack, &format!("{STAT}deny_list_refresh_failures")).await - failures0;
+    let polls = outage.as_millis() as u64 / REFRESH_MS;
+    assert!(
+        failures >= 1 && failures <= polls + 3,
+        "{failures} failed polls in {outage:?} (about {polls} expected)"
+    );
+
+    // The collector is back: every worker serves again within a poll or two.
+    stack.restart_collector().await.unwrap();
+    let back = Instant::now();
+    let open_after = loop {
+        let statuses = round(&stack, 8, "back").await;
+        if statuses.iter().all(|s| *s == 200) {
+            break back.elapsed();
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "still refusing {:?} after the collector came back: {statuses:?}",
+            back.elapsed()
+        );
+    };
+    println!(
+        "MEASURED {WORKERS} workers, deny_ttl_ms {TTL_MS}: all refusing {closed_after:?} after \
+         the collector died ({failures} failed polls in {outage:?}); serving again \
+         {open_after:?} after it came back"
     );
 }
