@@ -167,6 +167,8 @@ struct BillingRoot {
     /// This root context's identity as a deny-list poller.
     deny_publisher: Option<Publisher>,
     deny_keys: Option<Keys>,
+    /// Held the poller lease on the last tick (to log hand-overs).
+    deny_polling: bool,
 }
 
 fn now_ms() -> u64 {
@@ -235,7 +237,19 @@ impl BillingRoot {
             return;
         }
         self.sync_deny();
-        if !self.hold_deny_lease(now, deny_share::lease_ms(config.deny_refresh_ms)) {
+        let polling = self.hold_deny_lease(now, deny_share::lease_ms(config.deny_refresh_ms));
+        if polling != self.deny_polling {
+            self.deny_polling = polling;
+            log::info!(
+                "llm_billing: this worker {} the deny list for all workers",
+                if polling {
+                    "now polls"
+                } else {
+                    "no longer polls"
+                }
+            );
+        }
+        if !polling {
             return;
         }
         if let Some((_, sent)) = self.deny_call {
