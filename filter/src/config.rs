@@ -67,7 +67,7 @@ pub struct FilterConfig {
     /// Collector path of the deny list (same cluster and ingest token).
     #[serde(default = "default_deny_path", alias = "deny_list_path")]
     pub deny_path: String,
-    /// How often each worker refreshes the deny list.
+    /// How often the deny list is fetched (by one worker, shared with all).
     #[serde(default = "default_deny_refresh_ms")]
     pub deny_refresh_ms: u64,
     /// A deny list not refreshed for this long is stale.

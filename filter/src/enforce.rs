@@ -263,6 +263,28 @@ impl DenyState {
         self.last_success_ms = Some(now_ms);
     }
 
+    /// Takes a list published by the poller; its freshness comes from
+    /// [`DenyState::fetched`].
+    pub fn adopt(&mut self, set: DenySet) {
+        self.set = set;
+    }
+
+    /// The shared list was fetched at `fetched_at_ms` (by whichever worker
+    /// polls); staleness runs from there.
+    pub fn fetched(&mut self, fetched_at_ms: u64) {
+        self.last_success_ms = Some(self.last_success_ms.unwrap_or(0).max(fetched_at_ms));
+    }
+
+    /// When the list in use was last fetched.
+    pub fn fetched_at(&self) -> Option<u64> {
+        self.last_success_ms
+    }
+
+    /// Whether `set` is the list in use (a poll that changed nothing).
+    pub fn same_list(&self, set: &DenySet) -> bool {
+        self.set == *set
+    }
+
     pub fn len(&self) -> usize {
         self.set.len()
     }
@@ -494,6 +516,29 @@ mod tests {
             state.decide("free", None, later, 30_000, false),
             (Decision::Unavailable, true)
         );
+    }
+
+    #[test]
+    fn a_shared_list_is_fresh_from_its_fetch_time_not_from_when_it_was_taken() {
+        let mut state = DenyState::default();
+        state.start(NOW);
+        let set = DenySet::parse(LIST.as_bytes()).unwrap();
+        assert!(!state.same_list(&set));
+        state.adopt(set.clone());
+        assert!(state.same_list(&set));
+        // Adopted 20 s after the poller fetched it: stale 10 s later.
+        state.fetched(NOW - 20_000);
+        assert_eq!(state.fetched_at(), Some(NOW - 20_000));
+        assert!(!state.is_stale(NOW + 10_000, 30_000));
+        assert!(state.is_stale(NOW + 10_001, 30_000));
+        // Fetch times never go backwards (two pollers racing at a takeover).
+        state.fetched(NOW);
+        state.fetched(NOW - 5_000);
+        assert_eq!(state.fetched_at(), Some(NOW));
+        assert!(matches!(
+            state.decide("capped", None, NOW + 1, 30_000, false),
+            (Decision::Deny(_), false)
+        ));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 
 use crate::config::FilterConfig;
+use crate::deny_share::{self, Follower, Keys, LeaseStep, Meta, Publisher};
 use crate::enforce::{self, Decision, DenySet, DenyState};
 use crate::queue::{DeliveryQueue, Outcome};
 use crate::request::{
@@ -120,13 +121,15 @@ struct Shared {
     /// context takes over the old one's records.
     roots: usize,
     deny: DenyState,
+    /// Which published deny list `deny` holds.
+    deny_seen: Follower,
 }
 
 thread_local! {
     /// Queues by collector destination, kept for the life of the VM so a
     /// plugin reconfiguration (new root context, same VM) loses nothing.
-    /// The deny list lives beside each queue, per VM (each worker refreshes
-    /// its own copy).
+    /// The deny list lives beside each queue, per VM; one worker polls it
+    /// and publishes it to the others through shared data (deny_share).
     static QUEUES: RefCell<Vec<(String, Rc<RefCell<Shared>>)>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -163,6 +166,7 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
             pending: PendingCounts::default(),
             roots: 0,
             deny: DenyState::default(),
+            deny_seen: Follower::default(),
         }));
         queues.push((key, shared.clone()));
         shared
@@ -184,6 +188,11 @@ struct BillingRoot {
     deny_call: Option<(u32, u64)>,
     last_deny_ms: u64,
     deny_failing: bool,
+    /// This root context's identity as a deny-list poller.
+    deny_publisher: Option<Publisher>,
+    deny_keys: Option<Keys>,
+    /// Held the poller lease on the last tick (to log hand-overs).
+    deny_polling: bool,
 }
 
 fn now_ms() -> u64 {
@@ -241,12 +250,30 @@ impl BillingRoot {
         now.saturating_sub(last).saturating_add(self.tick_ms / 2) >= interval
     }
 
-    /// Asks the collector for the deny list when due and none is in flight.
+    /// Takes up a deny list another worker published, then, if this root
+    /// context holds the poller lease, asks the collector for the list when
+    /// due and none is in flight.
     fn refresh_deny(&mut self, now: u64) {
         let Some(config) = self.config.clone() else {
             return;
         };
         if !config.enforce_budgets || self.draining || self.released {
+            return;
+        }
+        self.sync_deny();
+        let polling = self.hold_deny_lease(now, deny_share::lease_ms(config.deny_refresh_ms));
+        if polling != self.deny_polling {
+            self.deny_polling = polling;
+            log::info!(
+                "llm_billing: this worker {} the deny list for all workers",
+                if polling {
+                    "now polls"
+                } else {
+                    "no longer polls"
+                }
+            );
+        }
+        if !polling {
             return;
         }
         if let Some((_, sent)) = self.deny_call {
@@ -257,7 +284,17 @@ impl BillingRoot {
             self.deny_call = None;
             self.deny_failed("no answer");
         }
-        if !self.due(now, self.last_deny_ms, config.deny_refresh_ms) {
+        let fetched_at = self
+            .shared
+            .as_ref()
+            .and_then(|s| s.borrow().deny.fetched_at());
+        if !deny_share::poll_due(
+            now,
+            self.last_deny_ms,
+            fetched_at,
+            config.deny_refresh_ms,
+            self.tick_ms / 2,
+        ) {
             return;
         }
         self.last_deny_ms = now;
@@ -280,6 +317,68 @@ impl BillingRoot {
             Ok(token) => self.deny_call = Some((token, now)),
             Err(status) => self.deny_failed(&format!("dispatch failed: {status:?}")),
         }
+    }
+
+    /// Takes or renews the poller lease; true while this context holds it.
+    fn hold_deny_lease(&mut self, now: u64, lease_ms: u64) -> bool {
+        let (Some(keys), Some(publisher)) = (&self.deny_keys, &self.deny_publisher) else {
+            return false;
+        };
+        let (current, cas) =
+            proxy_wasm::hostcalls::get_shared_data(&keys.lease).unwrap_or_default();
+        match deny_share::lease_step(current.as_deref(), publisher.owner(), now, lease_ms) {
+            LeaseStep::Follow => false,
+            LeaseStep::Take(lease) => {
+                proxy_wasm::hostcalls::set_shared_data(&keys.lease, Some(&lease.encode()), cas)
+                    .is_ok()
+            }
+        }
+    }
+
+    /// Gives the lease up at teardown so another worker polls at once.
+    fn release_deny_lease(&self) {
+        let (Some(keys), Some(publisher)) = (&self.deny_keys, &self.deny_publisher) else {
+            return;
+        };
+        let (current, cas) =
+            proxy_wasm::hostcalls::get_shared_data(&keys.lease).unwrap_or_default();
+        if let Some(free) = deny_share::lease_release(current.as_deref(), publisher.owner()) {
+            let _ = proxy_wasm::hostcalls::set_shared_data(&keys.lease, Some(&free.encode()), cas);
+        }
+    }
+
+    /// Reads the shared meta (a few bytes) and, when it names a list not
+    /// taken yet, copies and parses that list.
+    fn sync_deny(&self) {
+        let (Some(keys), Some(shared)) = (&self.deny_keys, &self.shared) else {
+            return;
+        };
+        let Some(meta) = proxy_wasm::hostcalls::get_shared_data(&keys.meta)
+            .ok()
+            .and_then(|(v, _)| v)
+            .and_then(|v| Meta::decode(&v))
+        else {
+            return;
+        };
+        let mut shared = shared.borrow_mut();
+        if shared.deny_seen.needs_list(&meta) {
+            let list = proxy_wasm::hostcalls::get_shared_data(&keys.list)
+                .ok()
+                .and_then(|(v, _)| v)
+                .unwrap_or_default();
+            match DenySet::parse(&list) {
+                Ok(set) => {
+                    let entries = set.len();
+                    shared.deny.adopt(set);
+                    Stats::set(shared.stats.deny_entries, entries);
+                }
+                // The poller published it only after parsing it; keep the
+                // last good one rather than retrying every tick.
+                Err(err) => log::warn!("llm_billing: shared deny list unreadable: {err}"),
+            }
+            shared.deny_seen.took(&meta);
+        }
+        shared.deny.fetched(meta.fetched_at_ms);
     }
 
     fn deny_failed(&mut self, why: &str) {
@@ -308,27 +407,39 @@ impl BillingRoot {
         let body = self
             .get_http_call_response_body(0, body_size)
             .unwrap_or_default();
-        match DenySet::parse(&body) {
-            Ok(set) => {
-                if set.skipped > 0 {
-                    log::warn!(
-                        "llm_billing: {} deny list entries not enforced (over the cap, malformed, or per model)",
-                        set.skipped
-                    );
-                }
-                if self.deny_failing {
-                    self.deny_failing = false;
-                    log::info!("llm_billing: deny list refreshed again");
-                }
-                if let Some(shared) = &self.shared {
-                    let mut shared = shared.borrow_mut();
-                    let entries = set.len();
-                    shared.deny.update(set, now_ms());
-                    Stats::set(shared.stats.deny_entries, entries);
-                }
+        let set = match DenySet::parse(&body) {
+            Ok(set) => set,
+            Err(err) => {
+                self.deny_failed(&err);
+                return;
             }
-            Err(err) => self.deny_failed(&err),
+        };
+        if self.deny_failing {
+            self.deny_failing = false;
+            log::info!("llm_billing: deny list refreshed again");
         }
+        let (Some(shared), Some(keys), Some(publisher)) =
+            (&self.shared, &self.deny_keys, self.deny_publisher.as_mut())
+        else {
+            return;
+        };
+        let (meta, write_list) = {
+            let shared = shared.borrow();
+            let changed = !shared.deny.same_list(&set);
+            publisher.publish(changed, shared.deny_seen.version(), now_ms())
+        };
+        if write_list {
+            if set.skipped > 0 {
+                log::warn!(
+                    "llm_billing: {} deny list entries not enforced (over the cap, malformed, or per model)",
+                    set.skipped
+                );
+            }
+            let _ = proxy_wasm::hostcalls::set_shared_data(&keys.list, Some(&body), None);
+        }
+        let _ = proxy_wasm::hostcalls::set_shared_data(&keys.meta, Some(&meta.encode()), None);
+        // Taken up like any worker would, so all hold what is published.
+        self.sync_deny();
     }
 
     fn may_finish(&self) -> bool {
@@ -401,6 +512,9 @@ impl Context for BillingRoot {
         // The plugin is being torn down (reload or shutdown). If another root
         // context shares the queue it carries on; otherwise try to deliver
         // what is buffered before letting go.
+        if !self.draining {
+            self.release_deny_lease();
+        }
         self.draining = true;
         if self.may_finish() {
             self.release();
@@ -428,12 +542,25 @@ impl RootContext for BillingRoot {
                 }
                 self.tick_ms = config.flush_interval_ms;
                 if config.enforce_budgets {
-                    self.tick_ms = self.tick_ms.min(config.deny_refresh_ms);
+                    self.tick_ms = self
+                        .tick_ms
+                        .min(deny_share::sync_period_ms(config.deny_refresh_ms));
                     if let Some(shared) = &self.shared {
                         shared.borrow_mut().deny.start(now_ms());
                     }
+                    self.deny_keys = Some(Keys::new(&format!(
+                        "{}|{}|{}",
+                        config.collector_cluster, config.collector_authority, config.deny_path
+                    )));
+                    if self.deny_publisher.is_none() {
+                        let salt =
+                            u64::from(proxy_wasm::hostcalls::get_current_time().map_or(0, |t| {
+                                t.duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos())
+                            }));
+                        self.deny_publisher = Some(Publisher::new(deny_share::new_owner_id(salt)));
+                    }
                     log::info!(
-                        "llm_billing: enforcing budgets, deny list {:?} refreshed every {} ms",
+                        "llm_billing: enforcing budgets, deny list {:?} refreshed every {} ms by one worker",
                         config.deny_path,
                         config.deny_refresh_ms
                     );

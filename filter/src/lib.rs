@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod deny_share;
 pub mod enforce;
 pub mod providers;
 pub mod queue;

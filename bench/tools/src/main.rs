@@ -10,6 +10,8 @@
 //!       sequential SSE requests: time to the first body byte
 //!   benchtool query   --url U --token T --path P [--tenants a,b] [--runs 50] [--follow-cursor]
 //!       times a query API call; `{t}` in the path is replaced by each tenant in turn
+//!   benchtool overshoot --url U --tenant T --key K [--clients 32] [--model M] [--event-delay-ms 200] [--cap-seconds 60]
+//!       closed-loop streaming clients on one key until each is refused (429)
 //!
 //! Every command ends with one `RESULT key=value ...` line for the script.
 
@@ -433,6 +435,112 @@ async fn rate(a: &Args) -> Res<()> {
     Ok(())
 }
 
+/// What one overshoot client saw.
+#[derive(Default)]
+struct ClientLog {
+    admitted: u64,
+    errors: u64,
+    other: u64,
+    /// Wall-clock ms: start of the last request that got a 200, and when
+    /// the first 429 came back.
+    last_admitted_start_ms: i64,
+    refused_at_ms: Option<i64>,
+    stream_ms: Vec<f64>,
+}
+
+/// `clients` closed loops of streaming chat requests on one tenant and key
+/// (the demo upstream paces the stream and names the model); each loop stops
+/// at its first 429, so the run ends when the key is refused everywhere.
+/// Starts are spread over one stream's length (`--stagger-ms`), so requests
+/// arrive at a steady rate instead of in waves of `clients`.
+async fn overshoot(a: &Args) -> Res<()> {
+    let url = a.str("url")?;
+    let tenant = a.str("tenant")?;
+    let key = a.str("key")?;
+    let clients = a.num("clients", 32)?;
+    let model = a.or("model", "gpt-4o-2024-05-13");
+    let delay = a.num("event-delay-ms", 200)?;
+    let cap = Duration::from_secs(a.num("cap-seconds", 60)?);
+    let stagger = a.num("stagger-ms", delay * 7)?;
+    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain usage-based billing."}]}"#;
+    let started_ms = now_ms();
+    let deadline = Instant::now() + cap;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (url, tenant, key, model) = (url.clone(), tenant.clone(), key.clone(), model.clone());
+        tasks.push(tokio::spawn(async move {
+            // One connection per client, as an SDK would hold.
+            let client = reqwest::Client::builder().pool_max_idle_per_host(1).build();
+            let mut log = ClientLog::default();
+            let Ok(client) = client else {
+                log.errors += 1;
+                return log;
+            };
+            tokio::time::sleep(Duration::from_millis(stagger * c / clients.max(1))).await;
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                i += 1;
+                let t0 = (Instant::now(), now_ms());
+                let r = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-tenant-id", &tenant)
+                    .header("authorization", format!("Bearer {key}"))
+                    .header("x-request-id", format!("{tenant}-{c:02}-{i:05}"))
+                    .header("x-demo-model", &model)
+                    .header("x-demo-event-delay-ms", delay.to_string())
+                    .body(body)
+                    .send()
+                    .await;
+                let status = match r {
+                    Ok(r) => {
+                        let s = r.status().as_u16();
+                        let _ = r.bytes().await;
+                        s
+                    }
+                    Err(_) => 0,
+                };
+                match status {
+                    200 => {
+                        log.admitted += 1;
+                        log.last_admitted_start_ms = t0.1;
+                        log.stream_ms.push(t0.0.elapsed().as_secs_f64() * 1e3);
+                    }
+                    429 => {
+                        log.refused_at_ms = Some(now_ms());
+                        break;
+                    }
+                    0 => log.errors += 1,
+                    _ => log.other += 1,
+                }
+                if status != 200 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            log
+        }));
+    }
+    let mut logs = Vec::new();
+    for t in tasks {
+        logs.push(t.await?);
+    }
+    let refused: Vec<i64> = logs.iter().filter_map(|l| l.refused_at_ms).collect();
+    let mut streams: Vec<f64> = logs.iter().flat_map(|l| l.stream_ms.clone()).collect();
+    println!(
+        "RESULT clients={clients} admitted={} refused_clients={} errors={} other={} started_ms={started_ms} first_429_ms={} all_refused_ms={} last_admitted_start_ms={} stream_p50_ms={:.0} elapsed_s={:.1}",
+        logs.iter().map(|l| l.admitted).sum::<u64>(),
+        refused.len(),
+        logs.iter().map(|l| l.errors).sum::<u64>(),
+        logs.iter().map(|l| l.other).sum::<u64>(),
+        refused.iter().min().copied().unwrap_or(0),
+        if refused.len() == clients as usize { refused.iter().max().copied().unwrap_or(0) } else { 0 },
+        logs.iter().map(|l| l.last_admitted_start_ms).max().unwrap_or(0),
+        pct(&mut streams, 50.0),
+        (now_ms() - started_ms) as f64 / 1e3,
+    );
+    Ok(())
+}
+
 async fn ttfb(a: &Args) -> Res<()> {
     let url = a.str("url")?;
     let runs = a.num("runs", 250)?;
@@ -534,7 +642,11 @@ async fn main() {
         "rate" => rate(&args).await,
         "query" => query(&args).await,
         "ttfb" => ttfb(&args).await,
-        _ => Err("usage: benchtool ingest|dbwrite|rate|query --help in src/main.rs".into()),
+        "overshoot" => overshoot(&args).await,
+        _ => Err(
+            "usage: benchtool ingest|dbwrite|rate|query|ttfb|overshoot --help in src/main.rs"
+                .into(),
+        ),
     };
     if let Err(e) = result {
         eprintln!("benchtool {cmd}: {e}");

@@ -214,3 +214,104 @@ async fn plugin_reconfiguration_keeps_buffered_records() {
     assert!(after.iter().all(|(_, id)| id.starts_with("reload-b-")));
     assert_eq!(stat(&client, admin, "llm_billing.records_dropped").await, 0);
 }
+
+/// Deny polls (every request to the collector while no traffic flows).
+async fn polls_in(client: &reqwest::Client, admin: u16, window: Duration) -> u64 {
+    let name = "cluster.billing_collector.upstream_rq_total";
+    let before = stat(client, admin, name).await;
+    tokio::time::sleep(window).await;
+    stat(client, admin, name).await - before
+}
+
+#[tokio::test]
+async fn a_reconfigured_plugin_takes_over_deny_polling_without_doubling_it() {
+    let dir = repo_root().join("tests/output/reload-deny");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let wasm = std::fs::canonicalize(std::env::var("BILLING_WASM").unwrap_or_else(|_| {
+        repo_root()
+            .join("target/wasm32-wasip1/release/filter.wasm")
+            .display()
+            .to_string()
+    }))
+    .unwrap();
+    let (listen, admin, collector_port) = (free_port(), free_port(), free_port());
+    let database_url = fresh_database("e2e_reload_deny").await.unwrap();
+    let _collector = start_collector(&database_url, collector_port, &dir, "collector")
+        .await
+        .unwrap();
+    let plugin = |tenant: &str| {
+        json!({"collector_cluster": "billing_collector", "collector_authority": "collector",
+               "ingest_token": INGEST_TOKEN, "default_tenant": tenant,
+               "enforce_budgets": true, "deny_refresh_ms": 200})
+    };
+    let lds = dir.join("lds.json");
+    publish(&lds, &listener(listen, &wasm, &plugin("before-reload")));
+    let bootstrap = json!({
+        "node": {"id": "e2e", "cluster": "e2e"},
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "dynamic_resources": {"lds_config": {"path_config_source": {"path": lds.display().to_string()},
+                                              "resource_api_version": "V3"}},
+        "static_resources": {"clusters": [cluster("llm_upstream", free_port()),
+                                          cluster("billing_collector", collector_port)]}
+    });
+    let bootstrap_path = dir.join("bootstrap.json");
+    std::fs::write(&bootstrap_path, bootstrap.to_string()).unwrap();
+    let envoy = Proc::spawn(
+        "envoy",
+        Command::new(std::env::var("ENVOY_BIN").expect("ENVOY_BIN"))
+            .arg("-c")
+            .arg(&bootstrap_path)
+            .args(["--concurrency", "2", "--disable-hot-restart"])
+            .args(["--drain-time-s", "1", "--log-level", "info"]),
+        &dir,
+    )
+    .unwrap();
+    wait_http(
+        &format!("http://127.0.0.1:{admin}/ready"),
+        Duration::from_secs(30),
+    )
+    .await
+    .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let window = Duration::from_secs(2);
+    let expected = window.as_millis() as u64 / 200;
+    let before = polls_in(&client, admin, window).await;
+
+    let modified_before = stat(&client, admin, "listener_manager.listener_modified").await;
+    publish(&lds, &listener(listen, &wasm, &plugin("after-reload")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while stat(&client, admin, "listener_manager.listener_modified").await == modified_before {
+        assert!(Instant::now() < deadline, "{}", envoy.log_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Across the drain (1 s) and the old plugin's teardown, which hands
+    // the lease over, and after it: still one poller, never none.
+    let during = polls_in(&client, admin, window).await;
+    let after = polls_in(&client, admin, window).await;
+    println!(
+        "MEASURED deny polls per {window:?} at 200 ms: {before} before the reload, \
+         {during} across it, {after} after (one poller: ~{expected})"
+    );
+    for (phase, n) in [("before", before), ("during", during), ("after", after)] {
+        assert!(
+            n >= expected / 3 && n <= expected + 3,
+            "{n} polls {phase} the reload, expected about {expected}\n{}",
+            e2e::tail(&envoy.log_text(), 30)
+        );
+    }
+    assert_eq!(
+        stat(&client, admin, "llm_billing.deny_list_refresh_failures").await,
+        0
+    );
+    // The lease changed hands: a root context of the new configuration polls.
+    let takeovers = envoy
+        .log_text()
+        .matches("now polls the deny list for all workers")
+        .count();
+    assert!(
+        takeovers >= 2,
+        "no takeover after the reload\n{}",
+        envoy.log_text()
+    );
+}

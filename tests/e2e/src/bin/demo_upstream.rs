@@ -7,7 +7,8 @@
 //! `x-demo-gzip: 1` (gzip the body even if not asked), `x-demo-stall-after`
 //! (send N SSE events, then hang), `x-demo-event-delay-ms`,
 //! `x-demo-pad-bytes` (make the answer text N bytes longer, see
-//! `fixtures::response_padded`).
+//! `fixtures::response_padded`), `x-demo-model` (name this model instead
+//! of the fixture's in OpenAI chat answers, to price them differently).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -90,7 +91,17 @@ async fn handle(req: Request) -> Response {
     let pad = header(&headers, "x-demo-pad-bytes")
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(0);
-    let events = fixtures::response_padded(shape, &request, pad);
+    let mut events = fixtures::response_padded(shape, &request, pad);
+    if let Some(model) = header(&headers, "x-demo-model").filter(|m| {
+        !m.is_empty()
+            && m.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._/:".contains(&b))
+    }) {
+        let quoted = format!("\"{}\"", fixtures::CHAT_MODEL);
+        for e in &mut events {
+            *e = e.replace(&quoted, &format!("\"{model}\""));
+        }
+    }
     let mut response = if shape.streams() {
         let stall_after =
             header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
