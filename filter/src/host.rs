@@ -92,10 +92,9 @@ impl Stats {
 }
 
 /// Per-request counts kept in the VM and handed to Envoy on the tick, so a
-/// request costs no metric host calls.
+/// request costs at most one metric host call.
 #[derive(Default)]
 struct PendingCounts {
-    captured: u64,
     incomplete: u64,
     parse_failures: u64,
     dropped: u64,
@@ -104,7 +103,6 @@ struct PendingCounts {
 impl PendingCounts {
     fn flush(&mut self, stats: &Stats) {
         let counts = std::mem::take(self);
-        Stats::add(stats.captured, counts.captured);
         Stats::add(stats.incomplete, counts.incomplete);
         Stats::add(stats.parse_failures, counts.parse_failures);
         Stats::add(stats.dropped, counts.dropped);
@@ -871,9 +869,10 @@ impl HttpContext for BillingHttp {
         };
         let mut shared = self.shared.borrow_mut();
         let dropped = shared.queue.push(json);
-        // Counted here, reported to Envoy on the root context's tick.
+        // Captured is reported at once, so captured == flushed means nothing
+        // is left to deliver; the rest waits for the root context's tick.
+        Stats::add(shared.stats.captured, 1);
         let pending = &mut shared.pending;
-        pending.captured += 1;
         pending.incomplete += u64::from(incomplete);
         pending.parse_failures += u64::from(parse_failure);
         pending.dropped += dropped;

@@ -623,14 +623,22 @@ async fn compressed_failed_and_abandoned_responses_are_recorded_honestly() {
         ..ANTHROPIC
     };
     expect_one_row(&stack, "abandoned", "abandoned-1", acred, &abandoned).await;
-    // The filter counted it as an incomplete stream.
-    assert!(
-        stack
+    // The filter counted it as an incomplete stream (reported on its tick).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let incomplete = stack
             .envoy_stat("wasmcustom.llm_billing.incomplete_streams")
             .await
-            .unwrap()
-            >= 1
-    );
+            .unwrap();
+        if incomplete >= 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "incomplete_streams stayed {incomplete}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
