@@ -148,18 +148,23 @@ impl SseFramer {
         if !self.bom_done && self.bom_matched == 0 && chunk.first().is_some_and(|&b| b != BOM[0]) {
             self.bom_done = true;
         }
-        let between_events = self.bom_done
-            && self.state == LineState::Start
-            && !self.after_cr
-            && self.data_lines == 0
-            && self.event_name.is_empty();
-        if !between_events {
+        if !self.between_events() {
             return 0;
         }
         let searched = chunk
             .get(..first_wanted(chunk).unwrap_or(chunk.len()))
             .unwrap_or_default();
         memchr::memmem::rfind(searched, b"\n\n").map_or(0, |at| at + 2)
+    }
+
+    /// At the start of a line with no event being built (and the BOM
+    /// settled): where [`skippable_prefix`](Self::skippable_prefix) can act.
+    pub fn between_events(&self) -> bool {
+        self.bom_done
+            && self.state == LineState::Start
+            && !self.after_cr
+            && self.data_lines == 0
+            && self.event_name.is_empty()
     }
 
     /// End of stream. An event still being built (no terminating blank

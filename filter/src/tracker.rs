@@ -34,6 +34,42 @@ pub const STREAM_RESERVE_BYTES: usize = 2048;
 /// stream's irrelevant events can be skipped (the model is in the first).
 const MAX_EVENTS_BEFORE_SKIPPING: usize = 4;
 
+/// Feeds one chunk of a stream, dropping unread the runs of whole events the
+/// accumulator has no use for. Feeding everything is always correct; a run
+/// is only dropped where the framer itself says it is between events.
+fn feed_stream(framer: &mut SseFramer, acc: &mut StreamAccumulator, chunk: &[u8]) {
+    let mut rest = chunk;
+    let mut one_by_one = 0;
+    let mut finished_split_event = false;
+    loop {
+        if acc.skips_events() {
+            let skip = framer.skippable_prefix(rest, StreamAccumulator::first_wanted);
+            rest = rest.get(skip..).unwrap_or_default();
+            // The previous chunk ended inside an event: finish it, then skip.
+            if skip == 0 && !finished_split_event && !framer.between_events() {
+                finished_split_event = true;
+                if let Some(end) = memchr::memmem::find(rest, b"\n\n") {
+                    let (event, after) = rest.split_at(end + 2);
+                    framer.push(event, |ev| acc.on_event(ev));
+                    rest = after;
+                    continue;
+                }
+            }
+        } else if acc.may_skip_later() && one_by_one < MAX_EVENTS_BEFORE_SKIPPING {
+            // Feed one event and look again: its model may allow skipping.
+            if let Some(end) = memchr::memmem::find(rest, b"\n\n") {
+                one_by_one += 1;
+                let (event, after) = rest.split_at(end + 2);
+                framer.push(event, |ev| acc.on_event(ev));
+                rest = after;
+                continue;
+            }
+        }
+        framer.push(rest, |ev| acc.on_event(ev));
+        return;
+    }
+}
+
 /// Default [`Limits`]: 1 MiB of JSON body, 16 KiB of SSE state.
 pub const DEFAULT_MAX_JSON_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_SSE_EVENT_BYTES: usize = 16 * 1024;
@@ -238,26 +274,7 @@ impl ResponseTracker {
             Body::Json(buf) => buf.push(chunk),
             Body::Sse(st) => {
                 let SseState { framer, acc } = &mut **st;
-                let mut rest = chunk;
-                // Until the first events tell whether runs of events can be
-                // skipped, feed one event at a time (a few at most).
-                for _ in 0..MAX_EVENTS_BEFORE_SKIPPING {
-                    if !acc.may_skip_later() {
-                        break;
-                    }
-                    let Some(end) = memchr::memmem::find(rest, b"\n\n") else {
-                        break;
-                    };
-                    let (event, after) = rest.split_at(end + 2);
-                    framer.push(event, |ev| acc.on_event(ev));
-                    rest = after;
-                }
-                let skip = if acc.skips_events() {
-                    framer.skippable_prefix(rest, StreamAccumulator::first_wanted)
-                } else {
-                    0
-                };
-                framer.push(rest.get(skip..).unwrap_or_default(), |ev| acc.on_event(ev));
+                feed_stream(framer, acc, chunk);
             }
             Body::Pending | Body::Skip | Body::Done => {}
         }
@@ -427,6 +444,42 @@ mod tests {
             t.on_response_body(c, T0 + 200 + i as u64);
         }
         t.finish(eos, T0 + 5_000)
+    }
+
+    #[test]
+    fn openai_chat_streams_skip_events_without_usage_in_any_chunking() {
+        // 2,000 content chunks with `"usage":null` (as OpenAI sends them once
+        // usage was asked for), then the usage chunk and [DONE].
+        let mut stream = String::from(
+            "data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{\"delta\":{\"role\":\"assistant\"}}],\"usage\":null}\n\n",
+        );
+        for i in 0..2000 {
+            stream.push_str(&format!(
+                "data: {{\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[{{\"delta\":{{\"content\":\"w{i} \"}}}}],\"usage\":null}}\n\n"
+            ));
+        }
+        stream.push_str("data: {\"id\":\"c\",\"model\":\"gpt-4o-mini\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":2000,\"total_tokens\":2012}}\n\ndata: [DONE]\n\n");
+        for chunk_size in [16 * 1024, 4096, 1000, 333] {
+            let mut t = ResponseTracker::new(info("/v1/chat/completions"), Limits::default());
+            t.on_response_headers(200, Some("text/event-stream"), None, T0 + 1);
+            for c in stream.as_bytes().chunks(chunk_size) {
+                t.on_response_body(c, T0 + 2);
+            }
+            let events = match &t.body {
+                Body::Sse(st) => st.acc.events(),
+                _ => u64::MAX,
+            };
+            // Per chunk at most the event a chunk boundary split is read.
+            let chunks = stream.len().div_ceil(chunk_size) as u64;
+            assert!(
+                events <= chunks + 8,
+                "{chunk_size}: read {events} of 2003 events"
+            );
+            let r = t.finish(true, T0 + 3);
+            assert_eq!(r.model.as_deref(), Some("gpt-4o-mini"));
+            assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (12, 2000));
+            assert!(r.flags.is_empty(), "{:?}", r.flags);
+        }
     }
 
     fn json(path: &str, body: &[u8]) -> UsageRecord {
