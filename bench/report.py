@@ -287,6 +287,41 @@ if "overshoot" in by:
         "(deny polls by one worker, plus usage batches).\n"
     )
 
+if "instructions" in by:
+    ins = {(d["variant"], d["workload"]): d for d in by["instructions"]}
+    md.append("## 6. Instructions per request (callgrind)\n")
+    md.append(
+        "`./dev bench instructions` (opt-in): the no-op and billing front Envoys run under "
+        "`valgrind --tool=callgrind`; after a warm-up, the counters are zeroed, "
+        f"{int(by['instructions'][0]['requests'])} sequential requests of each workload are sent and the "
+        "counters dumped. Valgrind counts every executed user-space instruction, so these figures do "
+        "not move with other load on the machine (kernel work, e.g. socket I/O, is not counted; a "
+        "timer or flush landing inside a batch adds a few per cent). Unsymbolized code is split by "
+        "address: V8 builtins and wasm/host trampolines vs the filter's JIT-compiled wasm. "
+        "libc counts `rep movsb` copies byte by byte, inflating bulk copies.\n"
+    )
+    md.append("| variant | workload | instructions/request | × no-op | Envoy | V8 builtins | wasm (JIT) | libc |")
+    md.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for w in ("json", "sse"):
+        floor = ins.get(("noop", w))
+        for v in ("noop", "billing"):
+            d = ins.get((v, w))
+            if not d or not floor:
+                continue
+            md.append(
+                f"| {v} | {w.upper()} | {fmt(d['total'])} | {d['total'] / floor['total']:.2f} | {fmt(d['envoy'])} "
+                f"| {fmt(d['v8'])} | {fmt(d['wasm'])} | {fmt(d['libc'])} |"
+            )
+        if floor and ("billing", w) in ins:
+            extra = ins[("billing", w)]["total"] - floor["total"]
+            verdicts.append((
+                "Filter instructions (callgrind)",
+                f"{w.upper()}: +{fmt(extra)} instructions/request over no-op ({ins[('billing', w)]['total'] / floor['total']:.2f} ×)",
+                "report (proxy for CPU cost)",
+                "—",
+            ))
+    md.append("")
+
 # ------------------------------------------------------------- output
 width = max(len(v[1]) for v in verdicts) if verdicts else 40
 print()
