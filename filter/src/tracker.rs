@@ -469,10 +469,10 @@ mod tests {
                 Body::Sse(st) => st.acc.events(),
                 _ => u64::MAX,
             };
-            // Per chunk at most the event a chunk boundary split is read.
+            // Per chunk: the event a chunk boundary split, and the last one.
             let chunks = stream.len().div_ceil(chunk_size) as u64;
             assert!(
-                events <= chunks + 8,
+                events <= 2 * chunks + 8,
                 "{chunk_size}: read {events} of 2003 events"
             );
             let r = t.finish(true, T0 + 3);
@@ -480,6 +480,43 @@ mod tests {
             assert_eq!((r.usage.input_tokens, r.usage.output_tokens), (12, 2000));
             assert!(r.flags.is_empty(), "{:?}", r.flags);
         }
+    }
+
+    #[test]
+    fn skipping_still_sees_done_at_the_end_of_a_stream_without_usage() {
+        let mut stream = String::new();
+        for i in 0..300 {
+            stream.push_str(&format!(
+                "data: {{\"model\":\"gpt-4o-mini\",\"choices\":[{{\"delta\":{{\"content\":\"w{i}\"}}}}]}}\n\n"
+            ));
+        }
+        stream.push_str("data: [DONE]\n\n");
+        for chunk_size in [stream.len(), 4096, 700, 97, 13] {
+            let mut t = ResponseTracker::new(info("/v1/chat/completions"), Limits::default());
+            t.on_response_headers(200, Some("text/event-stream"), None, T0 + 1);
+            for c in stream.as_bytes().chunks(chunk_size) {
+                t.on_response_body(c, T0 + 2);
+            }
+            let r = t.finish(true, T0 + 3);
+            assert!(
+                !r.flags.contains(&Flag::Incomplete),
+                "{chunk_size}: {:?}",
+                r.flags
+            );
+            assert!(
+                r.flags.contains(&Flag::NoUsage),
+                "{chunk_size}: {:?}",
+                r.flags
+            );
+        }
+        // Cut before [DONE]: incomplete, however it was chunked.
+        let cut = stream.trim_end_matches("data: [DONE]\n\n");
+        let mut t = ResponseTracker::new(info("/v1/chat/completions"), Limits::default());
+        t.on_response_headers(200, Some("text/event-stream"), None, T0 + 1);
+        for c in cut.as_bytes().chunks(4096) {
+            t.on_response_body(c, T0 + 2);
+        }
+        assert!(t.finish(false, T0 + 3).flags.contains(&Flag::Incomplete));
     }
 
     fn json(path: &str, body: &[u8]) -> UsageRecord {

@@ -428,16 +428,22 @@ impl StreamAccumulator {
     }
 
     /// With [`skips_events`](Self::skips_events): the offset in `bytes` of
-    /// the first `[DONE]` or `"usage"` member whose value is not `null`
-    /// (OpenAI sends `"usage":null` in every chunk of a stream that asked
-    /// for usage); `None` when there is neither.
+    /// the first byte that may belong to a wanted event: the first `"usage"`
+    /// member whose value is not `null` (OpenAI sends `"usage":null` in every
+    /// chunk of a stream that asked for usage), else the start of the last
+    /// whole event. `[DONE]` ends a stream, so it is the last event of its
+    /// chunk and always read this way, without a search for it.
     pub fn first_wanted(bytes: &[u8]) -> Option<usize> {
         static USAGE: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
             std::sync::OnceLock::new();
         let usage = USAGE.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""));
-        let done = memchr::memmem::find(bytes, b"[DONE]");
-        let limit = done.unwrap_or(bytes.len());
-        let searched = bytes.get(..limit).unwrap_or_default();
+        let last_event = memchr::memmem::rfind(bytes, b"\n\n").map(|end| {
+            let before = bytes.get(..end).unwrap_or_default();
+            memchr::memmem::rfind(before, b"\n\n").map_or(0, |at| at + 2)
+        });
+        let searched = bytes
+            .get(..last_event.unwrap_or(bytes.len()))
+            .unwrap_or_default();
         let usage_object = usage.find_iter(searched).find(|&at| {
             let after = bytes.get(at + 7..).unwrap_or_default();
             let mut rest = after.iter().skip_while(|b| b.is_ascii_whitespace());
@@ -448,7 +454,7 @@ impl StreamAccumulator {
             // Unseen value (chunk end) counts as wanted.
             rest.find(|b| !b.is_ascii_whitespace()) != Some(&b'n')
         });
-        usage_object.or(done)
+        usage_object.or(last_event)
     }
 
     /// Whether [`skips_events`](Self::skips_events) may still turn on (an
@@ -644,13 +650,18 @@ mod tests {
         let first = StreamAccumulator::first_wanted;
         assert_eq!(first(br#"data: {"a":1,"usage":null}"#), None);
         assert_eq!(first(br#"{"usage" :  null}{"usage": {"x":1}}"#), Some(18));
-        assert_eq!(first(b"data: [DONE]"), Some(6));
         // The value is cut by the chunk end: kept.
         assert_eq!(first(br#"{"usage": "#), Some(1));
         assert_eq!(first(br#"{"usage""#), Some(1));
         // A mention inside generated text is escaped, so never matches.
         assert_eq!(first(br#"{"c":"the \"usage\" word"}"#), None);
         assert_eq!(first(b"no usage here"), None);
+        // Else the last whole event ([DONE] ends the stream, so it is one).
+        assert_eq!(first(b"data: a\n\ndata: [DONE]\n\n"), Some(9));
+        assert_eq!(first(b"data: a\n\ndata: b\n\ndata: par"), Some(9));
+        assert_eq!(first(b"data: [DONE]\n\n"), Some(0));
+        let usage_before_last = b"data: {\"usage\":{}}\n\ndata: [DONE]\n\n";
+        assert_eq!(first(usage_before_last), Some(7));
     }
 
     #[test]
