@@ -158,6 +158,25 @@ if "overhead" in by:
                              if kv.startswith("wasmcustom.") and kv.split(".")[-1].split(":")[0] in keep)
             md.append(f"| {d['variant']} | {fmt(d['rss0_kib'])} | {fmt(d['rss1_kib'])} | {stats or '—'} |")
         md.append("")
+    if "bigstream" in by:
+        big = {d["variant"]: d for d in by["bigstream"]}
+        mb = big[next(iter(big))]["bytes"] / 1e6
+        md.append(
+            f"{mb:.1f} MB SSE streams (40,000 events, usage at the end), 4 at a time for 6 s, after all the "
+            "rounds above: resident memory of the front Envoy before → after.\n"
+        )
+        md.append("| variant | streams | RSS before KiB | RSS after KiB | growth KiB |")
+        md.append("|---|---:|---:|---:|---:|")
+        for v, d in big.items():
+            md.append(f"| {v} | {int(d['requests'])} | {fmt(d['rss0_kib'])} | {fmt(d['rss1_kib'])} "
+                      f"| {d['rss1_kib'] - d['rss0_kib']:+,.0f} |")
+        md.append("")
+        if "billing" in big and "noop" in big:
+            b, n = big["billing"], big["noop"]
+            extra = (b["rss1_kib"] - b["rss0_kib"]) - (n["rss1_kib"] - n["rss0_kib"])
+            ok = extra < 10 * 1024 and b["requests"] > 0
+            verdict("Filter memory", f"{int(b['requests'])} × {mb:.0f} MB streams: RSS growth {extra:+,.0f} KiB beyond no-op",
+                    "bounded (< one stream, 10 MB)", ok)
 
 # ------------------------------------------------------------- 2. ingest
 if "ingest" in by:
