@@ -83,6 +83,18 @@ impl Stats {
         }
     }
 
+    /// Moves a gauge shared by every VM (each worker's, and the main
+    /// thread's) by this VM's change, so it shows the sum over workers.
+    fn report_buffered(stats: &Stats, reported: &mut usize, now_buffered: usize) {
+        if let Some(id) = stats.buffered {
+            let delta = i64::try_from(now_buffered).unwrap_or(i64::MAX)
+                - i64::try_from(*reported).unwrap_or(i64::MAX);
+            if delta != 0 && proxy_wasm::hostcalls::increment_metric(id, delta).is_ok() {
+                *reported = now_buffered;
+            }
+        }
+    }
+
     fn set(metric: Option<u32>, value: usize) {
         if let Some(id) = metric {
             let _ =
@@ -115,6 +127,8 @@ struct Shared {
     queue: DeliveryQueue,
     stats: Stats,
     pending: PendingCounts,
+    /// This VM's share of the `records_buffered` gauge last reported.
+    buffered_reported: usize,
     /// Live root contexts using this queue: a reloaded plugin's new root
     /// context takes over the old one's records.
     roots: usize,
@@ -162,6 +176,7 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
             ),
             stats: Stats::define(),
             pending: PendingCounts::default(),
+            buffered_reported: 0,
             roots: 0,
             deny: DenyState::default(),
             deny_seen: Follower::default(),
@@ -491,7 +506,13 @@ impl Context for BillingRoot {
                 }
                 Outcome::UnknownToken => {}
             }
-            Stats::set(shared.stats.buffered, shared.queue.len());
+            let Shared {
+                stats,
+                queue,
+                buffered_reported,
+                ..
+            } = &mut *shared;
+            Stats::report_buffered(stats, buffered_reported, queue.len());
             matches!(outcome, Outcome::Acknowledged(_)) && shared.queue.waiting() > 0
         } else {
             false
@@ -587,6 +608,7 @@ impl RootContext for BillingRoot {
                 pending,
                 stats,
                 queue,
+                buffered_reported,
                 ..
             } = &mut *shared;
             if pending.dropped > 0 {
@@ -599,7 +621,7 @@ impl RootContext for BillingRoot {
                 );
             }
             pending.flush(stats);
-            Stats::set(stats.buffered, queue.len());
+            Stats::report_buffered(stats, buffered_reported, queue.len());
         }
         let now = now_ms();
         let flush_interval = self.config.as_ref().map_or(0, |c| c.flush_interval_ms);
