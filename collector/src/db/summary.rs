@@ -69,8 +69,14 @@ pub struct SummaryRow {
     pub unpriced_output_tokens: i64,
 }
 
-/// Sums over [start, end): whole hours come from the rollup, the partial
-/// hours at either edge from the ledger itself, so any range is exact.
+/// Columns every source of a summary yields, in this order.
+const SRC_COLUMNS: &str = "requests, error_requests, incomplete_requests, input_tokens,
+    output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost";
+
+/// Sums over [start, end), exact for any range: whole UTC days from a daily
+/// rollup, the whole hours left at either edge from the hourly one, and the
+/// partial hours at the very edges from the ledger itself. A 30-day query
+/// reads ~30 rows per group plus at most two days of hours.
 #[tracing::instrument(skip_all)]
 pub async fn summary(
     pool: &PgPool,
@@ -79,23 +85,66 @@ pub async fn summary(
     end: DateTime<Utc>,
     group_by: GroupBy,
 ) -> Result<Vec<SummaryRow>, sqlx::Error> {
+    // Per-tenant day totals serve whatever needs neither the key, provider
+    // nor model (the all-tenant report: ~1,000 rows a day).
+    let coarse = matches!(group_by, GroupBy::Total | GroupBy::Tenant | GroupBy::Day)
+        && filter.api_key_id.is_none()
+        && filter.model.is_none()
+        && filter.provider.is_none();
     let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new("WITH b AS (SELECT ");
     q.push_bind(start)
         .push("::timestamptz AS s, ")
         .push_bind(end)
+        .push("::timestamptz AS e, ")
+        // An hourly breakdown cannot come from days.
+        .push_bind(group_by != GroupBy::Hour)
         .push(
-            "::timestamptz AS e), h AS (
-                SELECT s, e,
+            "::bool AS use_days), h AS (
+                SELECT s, e, use_days,
                     CASE WHEN date_trunc('hour', s, 'UTC') = s THEN s
                          ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs,
-                    date_trunc('hour', e, 'UTC') AS he
+                    date_trunc('hour', e, 'UTC') AS he,
+                    CASE WHEN date_trunc('day', s, 'UTC') = s THEN s
+                         ELSE date_trunc('day', s, 'UTC') + interval '1 day' END AS ds0,
+                    date_trunc('day', e, 'UTC') AS de0
                 FROM b
-            ), src AS (
-                SELECT tenant_id, hour AS t, api_key_id, provider, model, status, currency,
-                    requests, error_requests, incomplete_requests, input_tokens, output_tokens,
-                    cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost
-                FROM usage_hourly, h WHERE hour >= h.hs AND hour < h.he",
+            ), r AS (
+                -- Whole days [ds, de); with none, an empty range at he so that
+                -- the hours are [hs, ds) + [de, he) either way.
+                SELECT s, e, hs, he,
+                    CASE WHEN use_days AND ds0 < de0 THEN ds0 ELSE he END AS ds,
+                    CASE WHEN use_days AND ds0 < de0 THEN de0 ELSE he END AS de
+                FROM h
+            ), src AS (",
         );
+    if coarse {
+        q.push(
+            "SELECT tenant_id, (day::timestamp AT TIME ZONE 'UTC') AS t, '' AS api_key_id,
+                '' AS provider, '' AS model, status, currency, ",
+        )
+        .push(SRC_COLUMNS)
+        .push(" FROM usage_tenant_daily, r");
+    } else {
+        q.push(
+            "SELECT tenant_id, (day::timestamp AT TIME ZONE 'UTC') AS t, api_key_id, provider,
+                model, status, currency, ",
+        )
+        .push(SRC_COLUMNS)
+        .push(" FROM usage_daily, r");
+    }
+    q.push(
+        " WHERE day >= (r.ds AT TIME ZONE 'UTC')::date AND day < (r.de AT TIME ZONE 'UTC')::date",
+    );
+    push_rollup_filters(&mut q, filter);
+    q.push(
+        " UNION ALL
+                SELECT tenant_id, hour, api_key_id, provider, model, status, currency, ",
+    )
+    .push(SRC_COLUMNS)
+    .push(
+        " FROM usage_hourly, r
+                WHERE ((hour >= r.hs AND hour < r.ds) OR (hour >= r.de AND hour < r.he))",
+    );
     push_rollup_filters(&mut q, filter);
     q.push(
         " UNION ALL
@@ -104,9 +153,9 @@ pub async fn summary(
                     (http_status >= 400)::int, ('incomplete' = ANY(flags))::int, input_tokens,
                     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
                     coalesce(cost, 0), coalesce(reported_cost, 0)
-                FROM transactions, h
-                WHERE ((occurred_at >= h.s AND occurred_at < least(h.hs, h.e))
-                    OR (occurred_at >= greatest(h.he, h.hs) AND occurred_at < h.e))",
+                FROM transactions, r
+                WHERE ((occurred_at >= r.s AND occurred_at < least(r.hs, r.e))
+                    OR (occurred_at >= greatest(r.he, r.hs) AND occurred_at < r.e))",
     );
     push_rollup_filters(&mut q, filter);
     q.push(") SELECT ")
