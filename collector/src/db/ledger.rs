@@ -523,13 +523,49 @@ fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
     }
 }
 
+/// How far back from its newest possible row an all-tenant page looks
+/// before widening: 1 hour, 1 day, 31 days, 366 days, then everything.
+const PAGE_WINDOWS_HOURS: [i64; 4] = [1, 24, 31 * 24, 366 * 24];
+
 /// Newest first, keyset paginated.
+///
+/// A tenant's page walks `transactions_tenant_time` in order. Across tenants
+/// the time index is BRIN, which finds a time range but does not order it,
+/// so the page is read from growing windows [from, ...): a window that holds
+/// `limit` rows holds the page, since every row before it sorts after.
 #[tracing::instrument(skip_all)]
 pub async fn list_transactions(
     pool: &PgPool,
     filter: &LedgerFilter,
     after: Option<Cursor>,
     limit: i64,
+) -> Result<Vec<Transaction>, sqlx::Error> {
+    if filter.tenant_id.is_none() {
+        let newest = [after.map(|c| c.occurred_at), filter.end]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(Utc::now);
+        for hours in PAGE_WINDOWS_HOURS {
+            let from = newest - chrono::Duration::hours(hours);
+            if filter.start.is_some_and(|s| s >= from) {
+                break;
+            }
+            let rows = list_page(pool, filter, after, limit, Some(from)).await?;
+            if rows.len() as i64 >= limit {
+                return Ok(rows);
+            }
+        }
+    }
+    list_page(pool, filter, after, limit, None).await
+}
+
+async fn list_page(
+    pool: &PgPool,
+    filter: &LedgerFilter,
+    after: Option<Cursor>,
+    limit: i64,
+    from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
     let mut q = QueryBuilder::new(
         "SELECT id, request_id, tenant_id, api_key_id, provider, model, route, http_status,
@@ -541,6 +577,9 @@ pub async fn list_transactions(
          FROM transactions WHERE true",
     );
     push_filters(&mut q, filter);
+    if let Some(from) = from {
+        q.push(" AND occurred_at >= ").push_bind(from);
+    }
     if let Some(c) = after {
         q.push(" AND (occurred_at, id) < (")
             .push_bind(c.occurred_at)
