@@ -1,4 +1,4 @@
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, NaiveDate, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder};
@@ -73,10 +73,85 @@ pub struct SummaryRow {
 const SRC_COLUMNS: &str = "requests, error_requests, incomplete_requests, input_tokens,
     output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost";
 
+/// How a range [s, e) splits: whole UTC days [ds, de), whole hours
+/// [hs, ds) and [de, he), and the partial hours [s, min(hs, e)) and
+/// [max(he, hs), e). Any part may be empty.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Split {
+    s: DateTime<Utc>,
+    hs: DateTime<Utc>,
+    ds: DateTime<Utc>,
+    de: DateTime<Utc>,
+    he: DateTime<Utc>,
+    e: DateTime<Utc>,
+}
+
+fn floor_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
+    // Truncation counts from the Unix epoch, a UTC midnight.
+    t.duration_trunc(unit).unwrap_or(t)
+}
+
+fn ceil_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
+    let f = floor_to(t, unit);
+    if f == t {
+        t
+    } else {
+        f + unit
+    }
+}
+
+impl Split {
+    fn new(s: DateTime<Utc>, e: DateTime<Utc>, days: bool) -> Self {
+        let (hour, day) = (TimeDelta::hours(1), TimeDelta::days(1));
+        let (hs, he) = (ceil_to(s, hour), floor_to(e, hour));
+        let (ds0, de0) = (ceil_to(s, day), floor_to(e, day));
+        // Without whole days, an empty day range at he keeps the hours [hs, he).
+        let (ds, de) = if days && ds0 < de0 {
+            (ds0, de0)
+        } else {
+            (he, he)
+        };
+        Split {
+            s,
+            hs,
+            ds,
+            de,
+            he,
+            e,
+        }
+    }
+
+    /// Non-empty [from, to) ranges read from the ledger.
+    fn ledger(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        [
+            (self.s, self.hs.min(self.e)),
+            (self.he.max(self.hs), self.e),
+        ]
+        .into_iter()
+        .filter(|(a, b)| a < b)
+        .collect()
+    }
+
+    /// Non-empty [from, to) ranges read from the hourly rollup.
+    fn hours(&self) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        [(self.hs, self.ds), (self.de, self.he)]
+            .into_iter()
+            .filter(|(a, b)| a < b)
+            .collect()
+    }
+
+    /// The whole days, if any, as [from, to) dates.
+    fn days(&self) -> Option<(NaiveDate, NaiveDate)> {
+        (self.ds < self.de).then(|| (self.ds.date_naive(), self.de.date_naive()))
+    }
+}
+
 /// Sums over [start, end), exact for any range: whole UTC days from a daily
 /// rollup, the whole hours left at either edge from the hourly one, and the
 /// partial hours at the very edges from the ledger itself. A 30-day query
-/// reads ~30 rows per group plus at most two days of hours.
+/// reads ~30 rows per group plus at most two days of hours. Each part is its
+/// own branch with constant bounds, so each can use its table's
+/// tenant-first key.
 #[tracing::instrument(skip_all)]
 pub async fn summary(
     pool: &PgPool,
@@ -85,79 +160,67 @@ pub async fn summary(
     end: DateTime<Utc>,
     group_by: GroupBy,
 ) -> Result<Vec<SummaryRow>, sqlx::Error> {
+    // An hourly breakdown cannot come from days.
+    let split = Split::new(start, end, group_by != GroupBy::Hour);
     // Per-tenant day totals serve whatever needs neither the key, provider
     // nor model (the all-tenant report: ~1,000 rows a day).
     let coarse = matches!(group_by, GroupBy::Total | GroupBy::Tenant | GroupBy::Day)
         && filter.api_key_id.is_none()
         && filter.model.is_none()
         && filter.provider.is_none();
-    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new("WITH b AS (SELECT ");
-    q.push_bind(start)
-        .push("::timestamptz AS s, ")
-        .push_bind(end)
-        .push("::timestamptz AS e, ")
-        // An hourly breakdown cannot come from days.
-        .push_bind(group_by != GroupBy::Hour)
-        .push(
-            "::bool AS use_days), h AS (
-                SELECT s, e, use_days,
-                    CASE WHEN date_trunc('hour', s, 'UTC') = s THEN s
-                         ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs,
-                    date_trunc('hour', e, 'UTC') AS he,
-                    CASE WHEN date_trunc('day', s, 'UTC') = s THEN s
-                         ELSE date_trunc('day', s, 'UTC') + interval '1 day' END AS ds0,
-                    date_trunc('day', e, 'UTC') AS de0
-                FROM b
-            ), r AS (
-                -- Whole days [ds, de); with none, an empty range at he so that
-                -- the hours are [hs, ds) + [de, he) either way.
-                SELECT s, e, hs, he,
-                    CASE WHEN use_days AND ds0 < de0 THEN ds0 ELSE he END AS ds,
-                    CASE WHEN use_days AND ds0 < de0 THEN de0 ELSE he END AS de
-                FROM h
-            ), src AS (",
-        );
-    if coarse {
-        q.push(
-            "SELECT tenant_id, (day::timestamp AT TIME ZONE 'UTC') AS t, '' AS api_key_id,
-                '' AS provider, '' AS model, status, currency, ",
-        )
-        .push(SRC_COLUMNS)
-        .push(" FROM usage_tenant_daily, r");
-    } else {
-        q.push(
-            "SELECT tenant_id, (day::timestamp AT TIME ZONE 'UTC') AS t, api_key_id, provider,
-                model, status, currency, ",
-        )
-        .push(SRC_COLUMNS)
-        .push(" FROM usage_daily, r");
+    let mut q: QueryBuilder<'_, Postgres> = QueryBuilder::new("WITH src AS (");
+    // An empty first branch fixes the column types for the UNION.
+    q.push(
+        "SELECT ''::text AS tenant_id, NULL::timestamptz AS t, ''::text AS api_key_id,
+            ''::text AS provider, ''::text AS model, ''::text AS status, ''::text AS currency,
+            0::int8 AS requests, 0::int8 AS error_requests, 0::int8 AS incomplete_requests,
+            0::int8 AS input_tokens, 0::int8 AS output_tokens, 0::int8 AS cache_read_tokens,
+            0::int8 AS cache_write_tokens, 0::int8 AS reasoning_tokens, 0::numeric AS cost,
+            0::numeric AS reported_cost
+         WHERE false",
+    );
+    if let Some((from, to)) = split.days() {
+        q.push(" UNION ALL SELECT tenant_id, (day::timestamp AT TIME ZONE 'UTC'), ");
+        if coarse {
+            q.push("'', '', '', status, currency, ")
+                .push(SRC_COLUMNS)
+                .push(" FROM usage_tenant_daily");
+        } else {
+            q.push("api_key_id, provider, model, status, currency, ")
+                .push(SRC_COLUMNS)
+                .push(" FROM usage_daily");
+        }
+        q.push(" WHERE day >= ")
+            .push_bind(from)
+            .push(" AND day < ")
+            .push_bind(to);
+        push_rollup_filters(&mut q, filter);
     }
-    q.push(
-        " WHERE day >= (r.ds AT TIME ZONE 'UTC')::date AND day < (r.de AT TIME ZONE 'UTC')::date",
-    );
-    push_rollup_filters(&mut q, filter);
-    q.push(
-        " UNION ALL
-                SELECT tenant_id, hour, api_key_id, provider, model, status, currency, ",
-    )
-    .push(SRC_COLUMNS)
-    .push(
-        " FROM usage_hourly, r
-                WHERE ((hour >= r.hs AND hour < r.ds) OR (hour >= r.de AND hour < r.he))",
-    );
-    push_rollup_filters(&mut q, filter);
-    q.push(
-        " UNION ALL
-                SELECT tenant_id, occurred_at, coalesce(api_key_id, ''), provider,
-                    coalesce(model, ''), status, coalesce(currency, ''), 1,
-                    (http_status >= 400)::int, ('incomplete' = ANY(flags))::int, input_tokens,
-                    output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
-                    coalesce(cost, 0), coalesce(reported_cost, 0)
-                FROM transactions, r
-                WHERE ((occurred_at >= r.s AND occurred_at < least(r.hs, r.e))
-                    OR (occurred_at >= greatest(r.he, r.hs) AND occurred_at < r.e))",
-    );
-    push_rollup_filters(&mut q, filter);
+    for (from, to) in split.hours() {
+        q.push(
+            " UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status, currency, ",
+        )
+        .push(SRC_COLUMNS)
+        .push(" FROM usage_hourly WHERE hour >= ")
+        .push_bind(from)
+        .push(" AND hour < ")
+        .push_bind(to);
+        push_rollup_filters(&mut q, filter);
+    }
+    for (from, to) in split.ledger() {
+        q.push(
+            " UNION ALL SELECT tenant_id, occurred_at, coalesce(api_key_id, ''), provider,
+                coalesce(model, ''), status, coalesce(currency, ''), 1,
+                (http_status >= 400)::int, ('incomplete' = ANY(flags))::int, input_tokens,
+                output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens,
+                coalesce(cost, 0), coalesce(reported_cost, 0)
+             FROM transactions WHERE occurred_at >= ",
+        )
+        .push_bind(from)
+        .push(" AND occurred_at < ")
+        .push_bind(to);
+        push_rollup_filters(&mut q, filter);
+    }
     q.push(") SELECT ")
         .push(group_by.key_sql())
         .push(
@@ -197,5 +260,74 @@ fn push_rollup_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
     }
     if let Some(v) = &f.status {
         q.push(" AND status = ").push_bind(v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn a_range_splits_into_days_hours_and_ledger_edges() {
+        let sp = Split::new(t("2025-11-24T05:13:00Z"), t("2025-11-27T02:41:00Z"), true);
+        assert_eq!(
+            sp.days(),
+            Some((
+                NaiveDate::from_ymd_opt(2025, 11, 25).unwrap(),
+                NaiveDate::from_ymd_opt(2025, 11, 27).unwrap()
+            ))
+        );
+        assert_eq!(
+            sp.hours(),
+            vec![
+                (t("2025-11-24T06:00:00Z"), t("2025-11-25T00:00:00Z")),
+                (t("2025-11-27T00:00:00Z"), t("2025-11-27T02:00:00Z")),
+            ]
+        );
+        assert_eq!(
+            sp.ledger(),
+            vec![
+                (t("2025-11-24T05:13:00Z"), t("2025-11-24T06:00:00Z")),
+                (t("2025-11-27T02:00:00Z"), t("2025-11-27T02:41:00Z")),
+            ]
+        );
+        // By hour: no days; the hours run straight through.
+        let sp = Split::new(t("2025-11-24T05:13:00Z"), t("2025-11-27T02:41:00Z"), false);
+        assert_eq!(sp.days(), None);
+        assert_eq!(
+            sp.hours(),
+            vec![(t("2025-11-24T06:00:00Z"), t("2025-11-27T02:00:00Z"))]
+        );
+    }
+
+    #[test]
+    fn aligned_and_tiny_ranges_have_no_empty_parts() {
+        let sp = Split::new(t("2025-11-24T00:00:00Z"), t("2025-11-26T00:00:00Z"), true);
+        assert_eq!(sp.hours(), vec![]);
+        assert_eq!(sp.ledger(), vec![]);
+        assert!(sp.days().is_some());
+        // Inside one hour: the ledger only, once.
+        let sp = Split::new(t("2025-11-24T10:05:00Z"), t("2025-11-24T10:55:00Z"), true);
+        assert_eq!((sp.days(), sp.hours()), (None, vec![]));
+        assert_eq!(
+            sp.ledger(),
+            vec![(t("2025-11-24T10:05:00Z"), t("2025-11-24T10:55:00Z"))]
+        );
+        // Across midnight, less than a day: hours on both sides, no day.
+        let sp = Split::new(t("2025-11-24T22:30:00Z"), t("2025-11-25T01:05:00Z"), true);
+        assert_eq!(sp.days(), None);
+        assert_eq!(
+            sp.hours(),
+            vec![(t("2025-11-24T23:00:00Z"), t("2025-11-25T01:00:00Z"))]
+        );
+        let empty = Split::new(t("2025-11-24T10:05:00Z"), t("2025-11-24T10:05:00Z"), true);
+        assert_eq!(
+            (empty.days(), empty.hours(), empty.ledger()),
+            (None, vec![], vec![])
+        );
     }
 }
