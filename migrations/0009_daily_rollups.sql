@@ -4,6 +4,11 @@
 -- from the ledger, so every range stays exact while a 30-day query reads
 -- ~30 rows per group instead of ~720 (or one per request).
 --
+-- Rollout: a collector older than this migration keeps usage_hourly but not
+-- these tables, so stop old replicas before new ones migrate (the filter
+-- buffers and retries meanwhile); rows an old replica writes afterwards are
+-- missing here until the two INSERTs below are re-run on empty tables.
+--
 -- Fixed-width columns first: no alignment padding between the texts and
 -- the BIGINTs.
 CREATE TABLE usage_daily (
