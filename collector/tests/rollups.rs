@@ -290,7 +290,17 @@ fn from_api(body: &Value) -> BTreeMap<String, Sums> {
 #[sqlx::test(migrations = "../migrations")]
 async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
     let s = state(pool.clone()).await;
-    ingest(&s, records()).await;
+    let mut all = records();
+    // A tenant seen only just inside the complements of long edges: it must
+    // net to nothing, not show up as a zero group.
+    all.push(record("lonely-1", "initech", "gpt-4o", T0 + HOUR + 5 * MIN));
+    all.push(record(
+        "lonely-2",
+        "initech",
+        "gpt-4o",
+        T0 + 2 * DAY + 23 * HOUR,
+    ));
+    ingest(&s, all).await;
     // Leave some usage unpriced on purpose: it must be counted, not costed.
     let keys = [
         ("total", "'total'"),
@@ -324,7 +334,7 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         ),
         ("&provider=openrouter", "AND provider = 'openrouter'"),
     ];
-    // Sub-hour + whole-hour edges around 2 whole days; edges at midnight
+    // Short sub-hour + whole-hour edges around 2 whole days; edges at midnight
     // exactly; whole hours around 1 day; 3 days and a millisecond; less than
     // a day across midnight; everything.
     let ranges = [
@@ -337,6 +347,13 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
             T0 + 2 * DAY + HOUR + 5 * MIN,
         ),
         (T0 - DAY, T0 + 6 * DAY),
+        // Long partial days at both edges: whole days minus their complements.
+        (
+            T0 + 3 * HOUR + 20 * MIN,
+            T0 + 2 * DAY + 21 * HOUR + 50 * MIN,
+        ),
+        (T0 + 11 * HOUR, T0 + 3 * DAY + 13 * HOUR + 1),
+        (T0 + 2 * HOUR + 1, T0 + 4 * DAY + 5 * HOUR + 59 * MIN),
     ];
     let mut compared = 0;
     for (start, end) in ranges {
@@ -356,7 +373,7 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         }
     }
     assert!(compared > 1000, "compared {compared} groups");
-    // The whole data set: 150 requests, 30 of them unpriced, over five UTC days.
+    // The whole data set: 152 requests, 30 of them unpriced, over five UTC days.
     let body = get_ok_summary(&s, T0 - DAY, T0 + 6 * DAY, "day").await;
     let days = body["groups"].as_array().unwrap();
     assert_eq!(days.len(), 5);
@@ -365,7 +382,7 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         .iter()
         .map(|d| d["unpriced_requests"].as_i64().unwrap())
         .sum();
-    assert_eq!((total, unpriced), (150, 30));
+    assert_eq!((total, unpriced), (152, 30));
 }
 
 async fn get_ok_summary(s: &collector::AppState, start: i64, end: i64, group_by: &str) -> Value {
