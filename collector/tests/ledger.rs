@@ -418,3 +418,54 @@ async fn a_reused_request_id_is_a_new_request_but_a_resent_record_is_not(pool: P
     // 0.000345 + (1000 × 0.15 + 200 × 0.075 + 600 × 0.60) / 1e6 = 0.000345 + 0.000525
     assert_eq!((rows, total), (2, Decimal::from_str("0.00087").unwrap()));
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn all_tenant_pages_are_exact_across_time_windows(pool: PgPool) {
+    let s = state(pool).await;
+    // 90 rows: three 20-minute bursts, then one every 9 days back to ~2 years
+    // before T0, so pages cross the 1-hour, 1-day, 31-day and 366-day windows.
+    let mut at: Vec<i64> = (0..20).map(|i| T0 - i * 60_000).collect();
+    at.extend((0..20).map(|i| T0 - 5 * 3_600_000 - i * 60_000));
+    at.extend((0..20).map(|i| T0 - 3 * 86_400_000 - i * 60_000));
+    at.extend((1..=30).map(|i| T0 - 9 * 86_400_000 * i * i / 4));
+    let records: Vec<Value> = at
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| {
+            let tenant = ["acme", "globex", "initech"][i % 3];
+            record(&format!("w{i:02}"), tenant, "gpt-4o-mini", ms)
+        })
+        .collect();
+    ingest(&s, records).await;
+    let mut expected: Vec<(i64, String)> = at
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| (ms, format!("w{i:02}")))
+        .collect();
+    expected.sort_by(|a, b| b.cmp(a));
+    let end = Utc
+        .timestamp_millis_opt(T0 + 1)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for query in [
+        format!("limit=7&end={end}"),
+        "limit=13".to_string(),
+        format!("limit=50&end={end}&model=gpt-4o-mini"),
+    ] {
+        let mut seen = Vec::new();
+        let mut uri = format!("/v1/transactions?{query}");
+        loop {
+            let (status, page) = call(&s, "GET", &uri, Some(ADMIN), None).await;
+            assert_eq!(status, StatusCode::OK, "{page}");
+            for t in page["transactions"].as_array().unwrap() {
+                seen.push(t["request_id"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => uri = format!("/v1/transactions?{query}&cursor={c}"),
+                None => break,
+            }
+        }
+        let want: Vec<String> = expected.iter().map(|e| e.1.clone()).collect();
+        assert_eq!(seen, want, "{query}");
+    }
+}

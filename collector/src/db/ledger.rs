@@ -1,3 +1,5 @@
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -28,30 +30,245 @@ pub struct LedgerEntry {
     pub price: Option<AppliedPrice>,
 }
 
-const ROLLUP_UPSERT: &str = "
-    INSERT INTO usage_hourly (tenant_id, hour, api_key_id, provider, model, status, currency,
-        requests, error_requests, incomplete_requests, input_tokens, output_tokens,
-        cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost)
-    SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC'), coalesce(api_key_id, ''), provider,
-        coalesce(model, ''), status, coalesce(currency, ''),
-        count(*), count(*) FILTER (WHERE http_status >= 400),
-        count(*) FILTER (WHERE 'incomplete' = ANY(flags)),
-        sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens),
-        sum(reasoning_tokens), coalesce(sum(cost), 0), coalesce(sum(reported_cost), 0)
-    FROM changed
-    GROUP BY 1, 2, 3, 4, 5, 6, 7
-    ORDER BY 1, 2, 3, 4, 5, 6, 7
-    ON CONFLICT (tenant_id, hour, api_key_id, provider, model, status, currency) DO UPDATE SET
-        requests = usage_hourly.requests + EXCLUDED.requests,
-        error_requests = usage_hourly.error_requests + EXCLUDED.error_requests,
-        incomplete_requests = usage_hourly.incomplete_requests + EXCLUDED.incomplete_requests,
-        input_tokens = usage_hourly.input_tokens + EXCLUDED.input_tokens,
-        output_tokens = usage_hourly.output_tokens + EXCLUDED.output_tokens,
-        cache_read_tokens = usage_hourly.cache_read_tokens + EXCLUDED.cache_read_tokens,
-        cache_write_tokens = usage_hourly.cache_write_tokens + EXCLUDED.cache_write_tokens,
-        reasoning_tokens = usage_hourly.reasoning_tokens + EXCLUDED.reasoning_tokens,
-        cost = usage_hourly.cost + EXCLUDED.cost,
-        reported_cost = usage_hourly.reported_cost + EXCLUDED.reported_cost";
+/// A rollup table maintained from the ledger rows a statement actually
+/// changed (CTE `changed`), so duplicates never count twice. Dimensions are
+/// NOT NULL (NULL folded to '') so they can be part of the key.
+struct Rollup {
+    table: &'static str,
+    /// Time bucket column and its expression over a ledger row.
+    bucket: (&'static str, &'static str),
+    /// Grouping columns besides tenant and bucket, with their expressions.
+    dims: &'static [(&'static str, &'static str)],
+}
+
+const ALL_DIMS: &[(&str, &str)] = &[
+    ("api_key_id", "coalesce(api_key_id, '')"),
+    ("provider", "provider"),
+    ("model", "coalesce(model, '')"),
+    ("status", "status"),
+    ("currency", "coalesce(currency, '')"),
+];
+
+const UTC_DAY: &str = "(occurred_at AT TIME ZONE 'UTC')::date";
+
+/// Every rollup of the ledger: whatever moves one moves all.
+const ROLLUPS: [Rollup; 3] = [
+    Rollup {
+        table: "usage_hourly",
+        bucket: ("hour", "date_trunc('hour', occurred_at, 'UTC')"),
+        dims: ALL_DIMS,
+    },
+    Rollup {
+        table: "usage_daily",
+        bucket: ("day", UTC_DAY),
+        dims: ALL_DIMS,
+    },
+    Rollup {
+        table: "usage_tenant_daily",
+        bucket: ("day", UTC_DAY),
+        dims: &[("status", "status"), ("currency", "coalesce(currency, '')")],
+    },
+];
+
+/// Rollup columns and their aggregate over ledger rows.
+const METRICS: &[(&str, &str)] = &[
+    ("requests", "count(*)"),
+    (
+        "error_requests",
+        "count(*) FILTER (WHERE http_status >= 400)",
+    ),
+    (
+        "incomplete_requests",
+        "count(*) FILTER (WHERE 'incomplete' = ANY(flags))",
+    ),
+    ("input_tokens", "sum(input_tokens)"),
+    ("output_tokens", "sum(output_tokens)"),
+    ("cache_read_tokens", "sum(cache_read_tokens)"),
+    ("cache_write_tokens", "sum(cache_write_tokens)"),
+    ("reasoning_tokens", "sum(reasoning_tokens)"),
+    ("cost", "coalesce(sum(cost), 0)"),
+    ("reported_cost", "coalesce(sum(reported_cost), 0)"),
+];
+
+impl Rollup {
+    fn key_columns(&self) -> Vec<&'static str> {
+        let mut k = vec!["tenant_id", self.bucket.0];
+        k.extend(self.dims.iter().map(|d| d.0));
+        k
+    }
+
+    /// `SELECT` of the rollup rows of `changed`, aliased by column name.
+    fn aggregate(&self) -> String {
+        let mut cols = vec![
+            "tenant_id".to_string(),
+            format!("{} AS {}", self.bucket.1, self.bucket.0),
+        ];
+        cols.extend(self.dims.iter().map(|(c, e)| format!("{e} AS {c}")));
+        let n = cols.len();
+        cols.extend(METRICS.iter().map(|(c, e)| format!("{e} AS {c}")));
+        let by = (1..=n)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "SELECT {} FROM changed GROUP BY {by} ORDER BY {by}",
+            cols.join(", ")
+        )
+    }
+
+    /// Adds the rows of `changed`. The ORDER BY keeps lock order stable
+    /// across concurrent batches.
+    fn upsert(&self) -> String {
+        let key = self.key_columns().join(", ");
+        let metrics = METRICS.iter().map(|m| m.0).collect::<Vec<_>>().join(", ");
+        let set = METRICS
+            .iter()
+            .map(|(c, _)| format!("{c} = {t}.{c} + EXCLUDED.{c}", t = self.table))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "INSERT INTO {t} ({key}, {metrics}) {agg} ON CONFLICT ({key}) DO UPDATE SET {set}",
+            t = self.table,
+            agg = self.aggregate()
+        )
+    }
+
+    /// Subtracts the rows of `changed` from the groups they were counted in.
+    fn subtract(&self) -> String {
+        let set = METRICS
+            .iter()
+            .map(|(c, _)| format!("{c} = u.{c} - d.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let on = self
+            .key_columns()
+            .iter()
+            .map(|c| format!("u.{c} = d.{c}"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        format!(
+            "UPDATE {t} u SET {set} FROM ({agg}) d WHERE {on}",
+            t = self.table,
+            agg = self.aggregate()
+        )
+    }
+
+    /// Deletes the emptied unpriced groups of the buckets of `keys`
+    /// (tenant_id, occurred_at), through the key index rather than a scan.
+    fn delete_empty_unpriced(&self) -> String {
+        format!(
+            "DELETE FROM {t} u USING (SELECT DISTINCT tenant_id, {e} AS b FROM keys) k
+             WHERE u.tenant_id = k.tenant_id AND u.{b} = k.b AND u.status = 'unpriced'
+               AND u.requests = 0",
+            t = self.table,
+            b = self.bucket.0,
+            e = self.bucket.1
+        )
+    }
+}
+
+/// `, rollup_0 AS (...), rollup_1 AS (...)`: one data-modifying CTE per
+/// rollup, each built by `f` over the CTE `changed`.
+fn rollup_ctes(f: fn(&Rollup) -> String) -> String {
+    ROLLUPS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!(", rollup_{i} AS ({})", f(r)))
+        .collect()
+}
+
+static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
+                $6::text[], $7::text[], $8::int4[], $9::bool[], $10::int8[], $11::int8[],
+                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
+                $18::text[], $19::text[], $20::numeric[], $21::numeric[], $22::numeric[],
+                $23::numeric[], $24::numeric[], $25::numeric[], $26::numeric[], $27::numeric[],
+                $28::int8[], $29::text[], $30::numeric[], $31::text[])
+            AS t(tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
+                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
+                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
+                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
+                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
+                price_version, reported_cost, flags)
+        ), changed AS (
+            INSERT INTO transactions (tenant_id, request_id, occurred_at, api_key_id, provider,
+                model, route, http_status, streamed, ttfb_ms, duration_ms, input_tokens,
+                output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+                reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,
+                cost_cache_write, cost_output, cost_reasoning, cost_request_fee, cost_discount,
+                price_id, price_version, reported_cost, flags)
+            SELECT tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
+                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
+                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
+                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
+                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
+                price_version, reported_cost, string_to_array(flags, ',')
+            FROM input
+            ON CONFLICT (tenant_id, request_id, occurred_at) DO NOTHING
+            RETURNING *
+        ){rollups}
+        SELECT tenant_id, request_id, occurred_at FROM changed",
+        rollups = rollup_ctes(Rollup::upsert)
+    )
+});
+
+/// Takes the rows of the keys ($1 tenant, $2 request id, $3 occurred_at;
+/// still unpriced) out of their unpriced rollup groups.
+static UNPRICED_OUT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH changed AS (
+            SELECT t.* FROM transactions t
+            JOIN UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(tenant_id, request_id, occurred_at)
+              USING (tenant_id, request_id, occurred_at)
+         ){rollups}
+         SELECT 1",
+        rollups = rollup_ctes(Rollup::subtract)
+    )
+});
+
+/// Deletes the unpriced groups the previous statement emptied.
+static UNPRICED_EMPTY_SQL: LazyLock<String> = LazyLock::new(|| {
+    let deletes: String = ROLLUPS
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!(", rollup_{i} AS ({})", r.delete_empty_unpriced()))
+        .collect();
+    format!(
+        "WITH keys AS (
+            SELECT * FROM UNNEST($1::text[], $2::timestamptz[]) AS k(tenant_id, occurred_at)
+         ){deletes}
+         SELECT 1"
+    )
+});
+
+/// Prices the keys' rows and adds them to their priced rollup groups.
+static PRICE_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH input AS (
+            SELECT * FROM UNNEST($1::text[], $2::text[], $14::timestamptz[], $3::int8[],
+                $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::numeric[],
+                $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[])
+            AS k(tenant_id, request_id, occurred_at, price_id, price_version, currency, cost, cost_input,
+                cost_cache_read, cost_cache_write, cost_output, cost_reasoning,
+                cost_request_fee, cost_discount)
+         ), changed AS (
+            UPDATE transactions t SET status = 'priced', price_id = k.price_id,
+                price_version = k.price_version, currency = k.currency, cost = k.cost,
+                cost_input = k.cost_input, cost_cache_read = k.cost_cache_read,
+                cost_cache_write = k.cost_cache_write, cost_output = k.cost_output,
+                cost_reasoning = k.cost_reasoning, cost_request_fee = k.cost_request_fee,
+                cost_discount = k.cost_discount
+            FROM input k
+            WHERE t.tenant_id = k.tenant_id AND t.request_id = k.request_id
+              AND t.occurred_at = k.occurred_at AND t.status = 'unpriced'
+            RETURNING t.*
+         ){rollups}
+         SELECT count(*) FROM changed",
+        rollups = rollup_ctes(Rollup::upsert)
+    )
+});
 
 /// Inserts a batch in one statement: ledger rows that are new, plus the
 /// rollup for exactly those rows. Returns the (tenant_id, request_id,
@@ -87,40 +304,7 @@ pub async fn insert_batch(
     for entry in sorted {
         c.push(entry);
     }
-    let sql = format!(
-        "WITH input AS (
-            SELECT * FROM UNNEST($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[],
-                $6::text[], $7::text[], $8::int4[], $9::bool[], $10::int8[], $11::int8[],
-                $12::int8[], $13::int8[], $14::int8[], $15::int8[], $16::int8[], $17::int8[],
-                $18::text[], $19::text[], $20::numeric[], $21::numeric[], $22::numeric[],
-                $23::numeric[], $24::numeric[], $25::numeric[], $26::numeric[], $27::numeric[],
-                $28::int8[], $29::text[], $30::numeric[], $31::text[])
-            AS t(tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
-                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
-                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
-                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
-                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
-                price_version, reported_cost, flags)
-        ), changed AS (
-            INSERT INTO transactions (tenant_id, request_id, occurred_at, api_key_id, provider,
-                model, route, http_status, streamed, ttfb_ms, duration_ms, input_tokens,
-                output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
-                reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,
-                cost_cache_write, cost_output, cost_reasoning, cost_request_fee, cost_discount,
-                price_id, price_version, reported_cost, flags)
-            SELECT tenant_id, request_id, occurred_at, api_key_id, provider, model, route,
-                http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens,
-                cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens,
-                status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
-                cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
-                price_version, reported_cost, string_to_array(flags, ',')
-            FROM input
-            ON CONFLICT (tenant_id, request_id, occurred_at) DO NOTHING
-            RETURNING *
-        ), rollup AS ({ROLLUP_UPSERT})
-        SELECT tenant_id, request_id, occurred_at FROM changed"
-    );
-    let rows = sqlx::query(&sql)
+    let rows = sqlx::query(&INSERT_SQL)
         .bind(&c.tenant_id)
         .bind(&c.request_id)
         .bind(&c.occurred_at)
@@ -339,13 +523,49 @@ fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
     }
 }
 
+/// How far back from its newest possible row an all-tenant page looks
+/// before widening: 1 hour, 1 day, 31 days, 366 days, then everything.
+const PAGE_WINDOWS_HOURS: [i64; 4] = [1, 24, 31 * 24, 366 * 24];
+
 /// Newest first, keyset paginated.
+///
+/// A tenant's page walks `transactions_tenant_time` in order. Across tenants
+/// the time index is BRIN, which finds a time range but does not order it,
+/// so the page is read from growing windows [from, ...): a window that holds
+/// `limit` rows holds the page, since every row before it sorts after.
 #[tracing::instrument(skip_all)]
 pub async fn list_transactions(
     pool: &PgPool,
     filter: &LedgerFilter,
     after: Option<Cursor>,
     limit: i64,
+) -> Result<Vec<Transaction>, sqlx::Error> {
+    if filter.tenant_id.is_none() {
+        let newest = [after.map(|c| c.occurred_at), filter.end]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(Utc::now);
+        for hours in PAGE_WINDOWS_HOURS {
+            let from = newest - chrono::Duration::hours(hours);
+            if filter.start.is_some_and(|s| s >= from) {
+                break;
+            }
+            let rows = list_page(pool, filter, after, limit, Some(from)).await?;
+            if rows.len() as i64 >= limit {
+                return Ok(rows);
+            }
+        }
+    }
+    list_page(pool, filter, after, limit, None).await
+}
+
+async fn list_page(
+    pool: &PgPool,
+    filter: &LedgerFilter,
+    after: Option<Cursor>,
+    limit: i64,
+    from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
     let mut q = QueryBuilder::new(
         "SELECT id, request_id, tenant_id, api_key_id, provider, model, route, http_status,
@@ -357,6 +577,9 @@ pub async fn list_transactions(
          FROM transactions WHERE true",
     );
     push_filters(&mut q, filter);
+    if let Some(from) = from {
+        q.push(" AND occurred_at >= ").push_bind(from);
+    }
     if let Some(c) = after {
         q.push(" AND (occurred_at, id) < (")
             .push_bind(c.occurred_at)
@@ -451,65 +674,20 @@ where
     }
     let priced = keys.0.len();
     if priced > 0 {
-        // Take the rows out of the unpriced rollup groups.
-        sqlx::query(
-            "WITH changed AS (
-                SELECT t.* FROM transactions t
-                JOIN UNNEST($1::text[], $2::text[], $3::timestamptz[]) AS k(tenant_id, request_id, occurred_at)
-                  USING (tenant_id, request_id, occurred_at)
-             ), d AS (
-                SELECT tenant_id, date_trunc('hour', occurred_at, 'UTC') AS hour,
-                    coalesce(api_key_id, '') AS api_key_id, provider, coalesce(model, '') AS model,
-                    count(*) AS requests, count(*) FILTER (WHERE http_status >= 400) AS errors,
-                    count(*) FILTER (WHERE 'incomplete' = ANY(flags)) AS incomplete,
-                    sum(input_tokens) AS i, sum(output_tokens) AS o, sum(cache_read_tokens) AS cr,
-                    sum(cache_write_tokens) AS cw, sum(reasoning_tokens) AS r,
-                    coalesce(sum(reported_cost), 0) AS rc
-                FROM changed GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
-             )
-             UPDATE usage_hourly u SET requests = u.requests - d.requests,
-                error_requests = u.error_requests - d.errors,
-                incomplete_requests = u.incomplete_requests - d.incomplete,
-                input_tokens = u.input_tokens - d.i, output_tokens = u.output_tokens - d.o,
-                cache_read_tokens = u.cache_read_tokens - d.cr,
-                cache_write_tokens = u.cache_write_tokens - d.cw,
-                reasoning_tokens = u.reasoning_tokens - d.r,
-                reported_cost = u.reported_cost - d.rc
-             FROM d WHERE u.tenant_id = d.tenant_id AND u.hour = d.hour
-                AND u.api_key_id = d.api_key_id AND u.provider = d.provider
-                AND u.model = d.model AND u.status = 'unpriced' AND u.currency = ''",
-        )
-        .bind(&keys.0)
-        .bind(&keys.1)
-        .bind(&keys.2)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("DELETE FROM usage_hourly WHERE status = 'unpriced' AND requests = 0")
+        // Take the rows out of their unpriced rollup groups, drop the
+        // groups that emptied, then price the rows into the priced groups.
+        sqlx::query(&UNPRICED_OUT_SQL)
+            .bind(&keys.0)
+            .bind(&keys.1)
+            .bind(&keys.2)
             .execute(&mut *tx)
             .await?;
-        let sql = format!(
-            "WITH input AS (
-                SELECT * FROM UNNEST($1::text[], $2::text[], $14::timestamptz[], $3::int8[],
-                    $4::text[], $5::text[], $6::numeric[], $7::numeric[], $8::numeric[],
-                    $9::numeric[], $10::numeric[], $11::numeric[], $12::numeric[], $13::numeric[])
-                AS k(tenant_id, request_id, occurred_at, price_id, price_version, currency, cost, cost_input,
-                    cost_cache_read, cost_cache_write, cost_output, cost_reasoning,
-                    cost_request_fee, cost_discount)
-             ), changed AS (
-                UPDATE transactions t SET status = 'priced', price_id = k.price_id,
-                    price_version = k.price_version, currency = k.currency, cost = k.cost,
-                    cost_input = k.cost_input, cost_cache_read = k.cost_cache_read,
-                    cost_cache_write = k.cost_cache_write, cost_output = k.cost_output,
-                    cost_reasoning = k.cost_reasoning, cost_request_fee = k.cost_request_fee,
-                    cost_discount = k.cost_discount
-                FROM input k
-                WHERE t.tenant_id = k.tenant_id AND t.request_id = k.request_id
-                  AND t.occurred_at = k.occurred_at AND t.status = 'unpriced'
-                RETURNING t.*
-             ), rollup AS ({ROLLUP_UPSERT})
-             SELECT count(*) FROM changed"
-        );
-        sqlx::query(&sql)
+        sqlx::query(&UNPRICED_EMPTY_SQL)
+            .bind(&keys.0)
+            .bind(&keys.2)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&PRICE_ROWS_SQL)
             .bind(&keys.0)
             .bind(&keys.1)
             .bind(&c.price_id)

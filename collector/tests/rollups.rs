@@ -1,0 +1,397 @@
+//! The hourly, daily and tenant-day rollups against the ledger they are kept
+//! from (real PostgreSQL): equal to a brute-force GROUP BY after duplicates
+//! and repricing, and summaries over ranges spanning UTC days equal to raw
+//! sums.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use axum::http::StatusCode;
+use chrono::{SecondsFormat, TimeZone, Utc};
+use common::*;
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use sqlx::{PgPool, Row};
+
+const T0: i64 = 1_763_942_400_000; // 2025-11-24T00:00:00Z
+const MIN: i64 = 60_000;
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+
+fn rfc3339(ms: i64) -> String {
+    Utc.timestamp_millis_opt(ms)
+        .unwrap()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn dec(v: &Value) -> Decimal {
+    Decimal::from_str(v.as_str().unwrap_or_else(|| panic!("not a decimal: {v}"))).unwrap()
+}
+
+/// 150 records, one every 41 minutes from 2025-11-24T00:07Z (~4.3 UTC days):
+/// two tenants, two keys (and none), a priced model on two providers and an
+/// unpriced one, errors, incomplete streams and reported costs.
+fn records() -> Vec<Value> {
+    (0..150i64)
+        .map(|i| {
+            let tenant = if i % 3 == 0 { "globex" } else { "acme" };
+            let model = match i % 5 {
+                0 | 3 => "gpt-4o-mini",
+                1 => "gpt-4o",
+                2 => "acme-llm-1",
+                _ => "openai/gpt-4o-mini",
+            };
+            let mut r = record(
+                &format!("r{i:03}"),
+                tenant,
+                model,
+                T0 + 7 * MIN + i * 41 * MIN,
+            );
+            r["api_key_id"] = match i % 4 {
+                0 => Value::Null,
+                1 | 2 => json!("key-a"),
+                _ => json!("key-b"),
+            };
+            r["input_tokens"] = json!(900 + 13 * i);
+            r["output_tokens"] = json!(50 + 7 * i);
+            r["cache_read_tokens"] = json!(10 * (i % 9));
+            r["reasoning_tokens"] = json!(i % 6);
+            if model == "openai/gpt-4o-mini" {
+                r["provider"] = json!("openrouter");
+                r["reported_cost"] = json!(format!("0.000{}", 200 + i));
+            }
+            if i % 11 == 0 {
+                r["http_status"] = json!(502);
+            }
+            if i % 7 == 1 {
+                r["streamed"] = json!(true);
+                r["flags"] = json!(["incomplete"]);
+            }
+            r
+        })
+        .collect()
+}
+
+/// Group sums keyed by "tenant|bucket|dims...": eight counters, cost, reported cost.
+type Groups = BTreeMap<String, ([i64; 8], Decimal, Decimal)>;
+
+const SUMS: &str = "count(*)::int8, count(*) FILTER (WHERE http_status >= 400)::int8,
+    count(*) FILTER (WHERE 'incomplete' = ANY(flags))::int8, sum(input_tokens)::int8,
+    sum(output_tokens)::int8, sum(cache_read_tokens)::int8, sum(cache_write_tokens)::int8,
+    sum(reasoning_tokens)::int8, coalesce(sum(cost), 0), coalesce(sum(reported_cost), 0)";
+
+const COLUMNS: &str = "requests, error_requests, incomplete_requests, input_tokens,
+    output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost, reported_cost";
+
+async fn groups(pool: &PgPool, sql: &str) -> Groups {
+    sqlx::query(sql)
+        .fetch_all(pool)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {sql}"))
+        .iter()
+        .map(|r| {
+            let ints: [i64; 8] = std::array::from_fn(|i| r.get(i + 1));
+            let cost: Decimal = r.get(9);
+            let reported: Decimal = r.get(10);
+            (r.get(0), (ints, cost.normalize(), reported.normalize()))
+        })
+        .collect()
+}
+
+/// Every rollup equals a GROUP BY over the ledger, and holds no empty group.
+async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
+    let all =
+        "coalesce(api_key_id, ''), provider, coalesce(model, ''), status, coalesce(currency, '')";
+    let cases = [
+        (
+            "usage_hourly",
+            "hour::text, api_key_id, provider, model, status, currency",
+            format!("date_trunc('hour', occurred_at, 'UTC')::text, {all}"),
+        ),
+        (
+            "usage_daily",
+            "day::text, api_key_id, provider, model, status, currency",
+            format!("(occurred_at AT TIME ZONE 'UTC')::date::text, {all}"),
+        ),
+        (
+            "usage_tenant_daily",
+            "day::text, status, currency",
+            "(occurred_at AT TIME ZONE 'UTC')::date::text, status, coalesce(currency, '')"
+                .to_string(),
+        ),
+    ];
+    let mut compared = 0;
+    for (table, key, ledger_key) in cases {
+        let rolled = groups(
+            pool,
+            &format!("SELECT concat_ws('|', tenant_id, {key}), {COLUMNS} FROM {table}"),
+        )
+        .await;
+        let raw = groups(
+            pool,
+            &format!(
+                "SELECT concat_ws('|', tenant_id, {ledger_key}), {SUMS} FROM transactions GROUP BY 1"
+            ),
+        )
+        .await;
+        assert_eq!(rolled, raw, "{table}");
+        let empty: i64 =
+            sqlx::query_scalar(&format!("SELECT count(*) FROM {table} WHERE requests <= 0"))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(empty, 0, "{table} keeps no empty group");
+        compared += raw.len();
+    }
+    compared
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rollups_equal_the_ledger_through_duplicates_and_repricing(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let all = records();
+    let first = ingest(&s, all[..100].to_vec()).await;
+    assert_eq!(first["accepted"], 100);
+    // Resends overlapping the first batch, three at once: only the 50 new rows count.
+    let resend = all[60..].to_vec();
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let (s, b) = (s.clone(), resend.clone());
+            tokio::spawn(async move { ingest(&s, b).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        accepted += t.await.unwrap()["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(accepted, 50);
+    assert_eq!(ingest(&s, all.clone()).await["duplicates"], 150);
+
+    let compared = assert_rollups_match_ledger(&pool).await;
+    assert!(compared > 150, "compared {compared} groups");
+    // Every fifth record is the unknown model: 30 unpriced requests over 5 days.
+    let unpriced: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT day::text, sum(requests)::int8 FROM usage_tenant_daily
+         WHERE status = 'unpriced' AND currency = '' GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unpriced.iter().map(|d| d.1).sum::<i64>(), 30);
+    assert_eq!(unpriced.len(), 5, "{unpriced:?}");
+
+    let price = json!({"input": "1.00", "output": "2.00", "cache_read": "0.50",
+                       "effective_from": "2025-01-01T00:00:00Z"});
+    let (status, body) = call(&s, "PUT", "/v1/prices/acme-llm-1", Some(ADMIN), Some(price)).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = call(&s, "POST", "/v1/reprice", Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["priced"], 30);
+
+    assert_rollups_match_ledger(&pool).await;
+    let (unpriced_groups, priced, cost): (i64, i64, Decimal) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM usage_hourly WHERE status = 'unpriced')
+              + (SELECT count(*) FROM usage_daily WHERE status = 'unpriced')
+              + (SELECT count(*) FROM usage_tenant_daily WHERE status = 'unpriced'),
+            (SELECT sum(requests)::int8 FROM usage_tenant_daily WHERE currency = 'USD'),
+            (SELECT sum(cost) FROM usage_daily WHERE model = 'acme-llm-1')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((unpriced_groups, priced), (0, 150));
+    // Record i = 5k + 2: input 900 + 13i, cached 10(i mod 9), output 50 + 7i at
+    // $1 / $0.50 / $2 per million; reasoning is part of output.
+    let expected: Decimal = (0..150i64)
+        .filter(|i| i % 5 == 2)
+        .map(|i| {
+            let cached = 10 * (i % 9);
+            Decimal::from(900 + 13 * i - cached)
+                + Decimal::from(cached) / Decimal::from(2)
+                + Decimal::from(2 * (50 + 7 * i))
+        })
+        .sum::<Decimal>()
+        / Decimal::from(1_000_000);
+    assert_eq!(cost.normalize(), expected.normalize());
+}
+
+/// requests, errors, incomplete, input, output, cache read, cache write,
+/// reasoning, unpriced requests / input / output; cost; reported cost.
+type Sums = ([i64; 11], Decimal, Decimal);
+
+async fn brute_force(
+    pool: &PgPool,
+    key_sql: &str,
+    start: i64,
+    end: i64,
+    filter: &str,
+) -> BTreeMap<String, Sums> {
+    let sql = format!(
+        "SELECT {key_sql}, count(*)::int8, count(*) FILTER (WHERE http_status >= 400)::int8,
+            count(*) FILTER (WHERE 'incomplete' = ANY(flags))::int8,
+            sum(input_tokens)::int8, sum(output_tokens)::int8, sum(cache_read_tokens)::int8,
+            sum(cache_write_tokens)::int8, sum(reasoning_tokens)::int8,
+            count(*) FILTER (WHERE status = 'unpriced')::int8,
+            coalesce(sum(input_tokens) FILTER (WHERE status = 'unpriced'), 0)::int8,
+            coalesce(sum(output_tokens) FILTER (WHERE status = 'unpriced'), 0)::int8,
+            coalesce(sum(cost), 0), coalesce(sum(reported_cost), 0)
+         FROM transactions WHERE occurred_at >= $1 AND occurred_at < $2 {filter} GROUP BY 1"
+    );
+    sqlx::query(&sql)
+        .bind(Utc.timestamp_millis_opt(start).unwrap())
+        .bind(Utc.timestamp_millis_opt(end).unwrap())
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let ints: [i64; 11] = std::array::from_fn(|i| r.get(i + 1));
+            let cost: Decimal = r.get(12);
+            let reported: Decimal = r.get(13);
+            (r.get(0), (ints, cost.normalize(), reported.normalize()))
+        })
+        .collect()
+}
+
+fn from_api(body: &Value) -> BTreeMap<String, Sums> {
+    let names = [
+        "requests",
+        "error_requests",
+        "incomplete_requests",
+        "input_tokens",
+        "output_tokens",
+        "cache_read_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "unpriced_requests",
+        "unpriced_input_tokens",
+        "unpriced_output_tokens",
+    ];
+    body["groups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no groups: {body}"))
+        .iter()
+        .map(|g| {
+            let ints = names.map(|k| g[k].as_i64().unwrap_or_else(|| panic!("{k} in {g}")));
+            (
+                g["key"].as_str().unwrap().to_string(),
+                (
+                    ints,
+                    dec(&g["cost"]).normalize(),
+                    dec(&g["reported_cost"]).normalize(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let mut all = records();
+    // A tenant seen only just inside the complements of long edges: it must
+    // net to nothing, not show up as a zero group.
+    all.push(record("lonely-1", "initech", "gpt-4o", T0 + HOUR + 5 * MIN));
+    all.push(record(
+        "lonely-2",
+        "initech",
+        "gpt-4o",
+        T0 + 2 * DAY + 23 * HOUR,
+    ));
+    ingest(&s, all).await;
+    // Leave some usage unpriced on purpose: it must be counted, not costed.
+    let keys = [
+        ("total", "'total'"),
+        ("model", "coalesce(model, '')"),
+        ("provider", "provider"),
+        ("api_key", "coalesce(api_key_id, '')"),
+        ("tenant", "tenant_id"),
+        (
+            "day",
+            "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        ),
+        (
+            "hour",
+            "to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24\":00:00Z\"')",
+        ),
+    ];
+    // Filters: none (tenant-day table), tenant or status only (tenant-day
+    // table), and key/model/provider (daily table).
+    let filters = [
+        ("", ""),
+        ("&tenant_id=acme", "AND tenant_id = 'acme'"),
+        ("&status=unpriced", "AND status = 'unpriced'"),
+        (
+            "&tenant_id=globex&status=priced",
+            "AND tenant_id = 'globex' AND status = 'priced'",
+        ),
+        ("&api_key_id=key-a", "AND api_key_id = 'key-a'"),
+        (
+            "&model=gpt-4o-mini&tenant_id=acme",
+            "AND model = 'gpt-4o-mini' AND tenant_id = 'acme'",
+        ),
+        ("&provider=openrouter", "AND provider = 'openrouter'"),
+    ];
+    // Short sub-hour + whole-hour edges around 2 whole days; edges at midnight
+    // exactly; whole hours around 1 day; 3 days and a millisecond; less than
+    // a day across midnight; everything.
+    let ranges = [
+        (T0 + 5 * HOUR + 13 * MIN, T0 + 3 * DAY + 2 * HOUR + 41 * MIN),
+        (T0 + DAY, T0 + 3 * DAY),
+        (T0 + 20 * HOUR, T0 + 2 * DAY + 3 * HOUR),
+        (T0 + DAY - 1, T0 + 4 * DAY),
+        (
+            T0 + DAY + 22 * HOUR + 30 * MIN,
+            T0 + 2 * DAY + HOUR + 5 * MIN,
+        ),
+        (T0 - DAY, T0 + 6 * DAY),
+        // Long partial days at both edges: whole days minus their complements.
+        (
+            T0 + 3 * HOUR + 20 * MIN,
+            T0 + 2 * DAY + 21 * HOUR + 50 * MIN,
+        ),
+        (T0 + 11 * HOUR, T0 + 3 * DAY + 13 * HOUR + 1),
+        (T0 + 2 * HOUR + 1, T0 + 4 * DAY + 5 * HOUR + 59 * MIN),
+    ];
+    let mut compared = 0;
+    for (start, end) in ranges {
+        for (group_by, key_sql) in keys {
+            for (query, sql) in filters {
+                let uri = format!(
+                    "/v1/summary?group_by={group_by}&start={}&end={}{query}",
+                    rfc3339(start),
+                    rfc3339(end)
+                );
+                let (status, body) = call(&s, "GET", &uri, Some(ADMIN), None).await;
+                assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+                let raw = brute_force(&pool, key_sql, start, end, sql).await;
+                assert_eq!(from_api(&body), raw, "{uri}");
+                compared += raw.len();
+            }
+        }
+    }
+    assert!(compared > 1000, "compared {compared} groups");
+    // The whole data set: 152 requests, 30 of them unpriced, over five UTC days.
+    let body = get_ok_summary(&s, T0 - DAY, T0 + 6 * DAY, "day").await;
+    let days = body["groups"].as_array().unwrap();
+    assert_eq!(days.len(), 5);
+    let total: i64 = days.iter().map(|d| d["requests"].as_i64().unwrap()).sum();
+    let unpriced: i64 = days
+        .iter()
+        .map(|d| d["unpriced_requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!((total, unpriced), (152, 30));
+}
+
+async fn get_ok_summary(s: &collector::AppState, start: i64, end: i64, group_by: &str) -> Value {
+    let uri = format!(
+        "/v1/summary?group_by={group_by}&start={}&end={}",
+        rfc3339(start),
+        rfc3339(end)
+    );
+    let (status, body) = call(s, "GET", &uri, Some(ADMIN), None).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    body
+}
