@@ -310,7 +310,7 @@ async fn dbwrite(a: &Args) -> Res<()> {
             .await
     };
 
-    sqlx::query("TRUNCATE transactions, usage_hourly")
+    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
         .execute(&pool)
         .await?;
     let (p, d) = (pool.clone(), data.clone());
@@ -325,7 +325,7 @@ async fn dbwrite(a: &Args) -> Res<()> {
     let inserted = count(pool.clone()).await?;
 
     let texts: Arc<Vec<String>> = Arc::new(data.iter().map(|b| copy_text(b)).collect());
-    sqlx::query("TRUNCATE transactions, usage_hourly")
+    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
         .execute(&pool)
         .await?;
     let p = pool.clone();
@@ -343,7 +343,7 @@ async fn dbwrite(a: &Args) -> Res<()> {
     })
     .await?;
     let copied = count(pool.clone()).await?;
-    sqlx::query("TRUNCATE transactions, usage_hourly")
+    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
         .execute(&pool)
         .await?;
     let (ins_rate, copy_rate) = (total as f64 / insert_secs, total as f64 / copy_secs);
