@@ -477,9 +477,10 @@ async fn balance(
     Ok(Json(balance_of(&state, &tenant).await?))
 }
 
-/// The filter's deny list. Every Envoy worker polls it (default every
-/// second), so it costs two queries whatever the traffic: the hard budgets
-/// and the prepaid accounts, then one batched spend query.
+/// The filter's deny list. One worker per Envoy polls it (default every
+/// second) and shares it with the others, so it costs two queries per poll
+/// whatever the traffic: the hard budgets and the prepaid accounts, then one
+/// batched spend query.
 async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
     let now = Utc::now();
     let hard: Vec<Budget> = db::hard_budgets(&state.pool)
