@@ -1,5 +1,5 @@
 -- Loads :n synthetic transactions and their rollups (hourly, daily,
--- tenant-day) into the real schema (the collector has run the migrations),
+-- tenant-day, fold watermark) into the real schema (the collector has run the migrations),
 -- for the query benchmark.
 --   psql -v n=10000000 -f bench/generate.sql
 -- Shape: 90 days ending now; 1,000 tenants with a steep skew (the heaviest
@@ -117,6 +117,9 @@ SELECT tenant_id, day, status, currency,
     sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens),
     sum(cost), sum(reported_cost)
 FROM usage_daily GROUP BY 1, 2, 3, 4;
+
+-- The daily rollups hold every hour generated (the data ends now).
+UPDATE rollup_fold SET folded_before = date_trunc('hour', now(), 'UTC') + interval '1 hour';
 
 DO $$
 DECLARE r record;

@@ -99,6 +99,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_budget_zone(budget_zone);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
+    tokio::spawn(fold_rollups(state.pool.clone()));
     if let Some(url) = config.price_sync_url.clone() {
         let interval = Duration::from_secs(config.price_sync_interval_secs);
         tokio::spawn(collector::sync::run(
@@ -142,6 +143,24 @@ async fn reload_prices_on_change(state: AppState) {
             if let Err(e) = state.reload_prices().await {
                 tracing::warn!(error = %e, "price catalog reload failed");
             }
+        }
+    }
+}
+
+/// How long an hour stays open for stragglers before its usage is folded
+/// into the daily rollups (later rows are still added, just on a slower path).
+const FOLD_GRACE: Duration = Duration::from_secs(300);
+
+/// Folds closed hours into the daily rollups, checking once a minute.
+async fn fold_rollups(pool: sqlx::PgPool) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let before = chrono::Utc::now() - FOLD_GRACE;
+        match db::fold_rollups(&pool, before).await {
+            Ok(Some(until)) => tracing::info!(%until, "hourly usage folded into the daily rollups"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "rollup fold failed; retrying in a minute"),
         }
     }
 }

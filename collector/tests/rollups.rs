@@ -100,7 +100,24 @@ async fn groups(pool: &PgPool, sql: &str) -> Groups {
         .collect()
 }
 
-/// Every rollup equals a GROUP BY over the ledger, and holds no empty group.
+/// Moves the fold watermark by hand (tests start it where they need it).
+async fn set_folded_before(pool: &PgPool, ms: i64) {
+    sqlx::query("UPDATE rollup_fold SET folded_before = $1")
+        .bind(Utc.timestamp_millis_opt(ms).unwrap())
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+async fn fold(pool: &PgPool, ms: i64) -> Option<chrono::DateTime<Utc>> {
+    collector::db::fold_rollups(pool, Utc.timestamp_millis_opt(ms).unwrap())
+        .await
+        .unwrap()
+}
+
+/// Every rollup equals a GROUP BY over the ledger (the daily ones over the
+/// rows before the fold watermark, nothing after it), and holds no empty
+/// group.
 async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
     let all =
         "coalesce(api_key_id, ''), provider, coalesce(model, ''), status, coalesce(currency, '')";
@@ -129,10 +146,16 @@ async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
             &format!("SELECT concat_ws('|', tenant_id, {key}), {COLUMNS} FROM {table}"),
         )
         .await;
+        let folded = if table == "usage_hourly" {
+            ""
+        } else {
+            "WHERE occurred_at < (SELECT folded_before FROM rollup_fold)"
+        };
         let raw = groups(
             pool,
             &format!(
-                "SELECT concat_ws('|', tenant_id, {ledger_key}), {SUMS} FROM transactions GROUP BY 1"
+                "SELECT concat_ws('|', tenant_id, {ledger_key}), {SUMS} FROM transactions
+                 {folded} GROUP BY 1"
             ),
         )
         .await;
@@ -151,6 +174,9 @@ async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
 #[sqlx::test(migrations = "../migrations")]
 async fn rollups_equal_the_ledger_through_duplicates_and_repricing(pool: PgPool) {
     let s = state(pool.clone()).await;
+    // Folded up to the middle of the data: rows before it are written to
+    // the daily rollups at once (late rows), rows after it wait for a fold.
+    set_folded_before(&pool, T0 + 2 * DAY + 7 * HOUR).await;
     let all = records();
     let first = ingest(&s, all[..100].to_vec()).await;
     assert_eq!(first["accepted"], 100);
@@ -171,9 +197,15 @@ async fn rollups_equal_the_ledger_through_duplicates_and_repricing(pool: PgPool)
 
     let compared = assert_rollups_match_ledger(&pool).await;
     assert!(compared > 150, "compared {compared} groups");
+    let daily: i64 = sqlx::query_scalar("SELECT sum(requests)::int8 FROM usage_tenant_daily")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Records every 41 minutes from 00:07: 81 of them (i <= 80) before day 2, 07:00.
+    assert_eq!(daily, 81);
     // Every fifth record is the unknown model: 30 unpriced requests over 5 days.
     let unpriced: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT day::text, sum(requests)::int8 FROM usage_tenant_daily
+        "SELECT (hour AT TIME ZONE 'UTC')::date::text, sum(requests)::int8 FROM usage_hourly
          WHERE status = 'unpriced' AND currency = '' GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(&pool)
@@ -190,6 +222,20 @@ async fn rollups_equal_the_ledger_through_duplicates_and_repricing(pool: PgPool)
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["priced"], 30);
 
+    assert_rollups_match_ledger(&pool).await;
+    // Folding the rest (an hour at a time, then all) completes the daily rollups.
+    let w = T0 + 2 * DAY + 8 * HOUR;
+    assert_eq!(
+        fold(&pool, w + 59 * MIN).await,
+        Utc.timestamp_millis_opt(w).single()
+    );
+    assert_eq!(
+        fold(&pool, w).await,
+        None,
+        "nothing left before the watermark"
+    );
+    assert_rollups_match_ledger(&pool).await;
+    assert!(fold(&pool, T0 + 6 * DAY).await.is_some());
     assert_rollups_match_ledger(&pool).await;
     let (unpriced_groups, priced, cost): (i64, i64, Decimal) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM usage_hourly WHERE status = 'unpriced')
@@ -300,6 +346,9 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         "gpt-4o",
         T0 + 2 * DAY + 23 * HOUR,
     ));
+    // Nothing folded at first: every day comes from the hourly rollup; then
+    // the watermark in the middle of the ranges, then past all of them.
+    set_folded_before(&pool, T0).await;
     ingest(&s, all).await;
     // Leave some usage unpriced on purpose: it must be counted, not costed.
     let keys = [
@@ -356,23 +405,28 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         (T0 + 2 * HOUR + 1, T0 + 4 * DAY + 5 * HOUR + 59 * MIN),
     ];
     let mut compared = 0;
-    for (start, end) in ranges {
-        for (group_by, key_sql) in keys {
-            for (query, sql) in filters {
-                let uri = format!(
-                    "/v1/summary?group_by={group_by}&start={}&end={}{query}",
-                    rfc3339(start),
-                    rfc3339(end)
-                );
-                let (status, body) = call(&s, "GET", &uri, Some(ADMIN), None).await;
-                assert_eq!(status, StatusCode::OK, "{uri}: {body}");
-                let raw = brute_force(&pool, key_sql, start, end, sql).await;
-                assert_eq!(from_api(&body), raw, "{uri}");
-                compared += raw.len();
+    for watermark in [T0, T0 + DAY + 13 * HOUR, T0 + 6 * DAY] {
+        if watermark > T0 {
+            assert!(fold(&pool, watermark).await.is_some());
+        }
+        for (start, end) in ranges {
+            for (group_by, key_sql) in keys {
+                for (query, sql) in filters {
+                    let uri = format!(
+                        "/v1/summary?group_by={group_by}&start={}&end={}{query}",
+                        rfc3339(start),
+                        rfc3339(end)
+                    );
+                    let (status, body) = call(&s, "GET", &uri, Some(ADMIN), None).await;
+                    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+                    let raw = brute_force(&pool, key_sql, start, end, sql).await;
+                    assert_eq!(from_api(&body), raw, "{uri} folded before {watermark}");
+                    compared += raw.len();
+                }
             }
         }
     }
-    assert!(compared > 1000, "compared {compared} groups");
+    assert!(compared > 3000, "compared {compared} groups");
     // The whole data set: 152 requests, 30 of them unpriced, over five UTC days.
     let body = get_ok_summary(&s, T0 - DAY, T0 + 6 * DAY, "day").await;
     let days = body["groups"].as_array().unwrap();
@@ -394,4 +448,72 @@ async fn get_ok_summary(s: &collector::AppState, start: i64, end: i64, group_by:
     let (status, body) = call(s, "GET", &uri, Some(ADMIN), None).await;
     assert_eq!(status, StatusCode::OK, "{uri}: {body}");
     body
+}
+
+/// Folds an hour at a time while four senders write batches whose rows fall
+/// before, at and after the moving watermark (and resend some): the daily
+/// rollups end up equal to the ledger, nothing folded twice or missed.
+#[sqlx::test(migrations = "../migrations")]
+async fn folding_while_batches_arrive_loses_and_doubles_nothing(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    set_folded_before(&pool, T0).await;
+    // 600 records, one every 12 minutes over five days, sent in a scattered
+    // order (i * 7 mod 600) so each batch mixes old and new hours.
+    let all: Vec<Value> = (0..600i64)
+        .map(|i| {
+            let j = (i * 7) % 600;
+            let tenant = ["acme", "globex", "initech"][(j % 3) as usize];
+            let model = if j % 4 == 0 { "gpt-4o" } else { "gpt-4o-mini" };
+            record(
+                &format!("c{j:03}"),
+                tenant,
+                model,
+                T0 + 3 * MIN + j * 12 * MIN,
+            )
+        })
+        .collect();
+    let senders: Vec<_> = (0..4)
+        .map(|k| {
+            let (s, all) = (s.clone(), all.clone());
+            tokio::spawn(async move {
+                let mut accepted = 0;
+                for batch in all.chunks(15).skip(k).step_by(4) {
+                    accepted += ingest(&s, batch.to_vec()).await["accepted"]
+                        .as_i64()
+                        .unwrap();
+                    // Every batch once more, as a filter retry would.
+                    assert_eq!(ingest(&s, batch.to_vec()).await["accepted"], 0);
+                }
+                accepted
+            })
+        })
+        .collect();
+    let folder = {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut folds = 0;
+            for hour in 1..=5 * 24 {
+                folds += i32::from(fold(&pool, T0 + hour * HOUR).await.is_some());
+                tokio::task::yield_now().await;
+            }
+            folds
+        })
+    };
+    let mut accepted = 0;
+    for t in senders {
+        accepted += t.await.unwrap();
+    }
+    assert_eq!(accepted, 600);
+    assert_eq!(folder.await.unwrap(), 120);
+    assert_rollups_match_ledger(&pool).await;
+    assert!(fold(&pool, T0 + 6 * DAY).await.is_some());
+    assert_rollups_match_ledger(&pool).await;
+    let (daily, hourly): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT sum(requests)::int8 FROM usage_tenant_daily),
+                (SELECT sum(requests)::int8 FROM usage_hourly)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((daily, hourly), (600, 600));
 }

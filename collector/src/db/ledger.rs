@@ -1,6 +1,6 @@
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
@@ -35,6 +35,9 @@ pub struct LedgerEntry {
 /// NOT NULL (NULL folded to '') so they can be part of the key.
 struct Rollup {
     table: &'static str,
+    /// Filled by the fold (migration 0011): a statement touches it only for
+    /// rows whose hour is already folded; the fold adds the rest later.
+    folded: bool,
     /// Time bucket column and its expression over a ledger row.
     bucket: (&'static str, &'static str),
     /// Grouping columns besides tenant and bucket, with their expressions.
@@ -55,16 +58,19 @@ const UTC_DAY: &str = "(occurred_at AT TIME ZONE 'UTC')::date";
 const ROLLUPS: [Rollup; 3] = [
     Rollup {
         table: "usage_hourly",
+        folded: false,
         bucket: ("hour", "date_trunc('hour', occurred_at, 'UTC')"),
         dims: ALL_DIMS,
     },
     Rollup {
         table: "usage_daily",
+        folded: true,
         bucket: ("day", UTC_DAY),
         dims: ALL_DIMS,
     },
     Rollup {
         table: "usage_tenant_daily",
+        folded: true,
         bucket: ("day", UTC_DAY),
         dims: &[("status", "status"), ("currency", "coalesce(currency, '')")],
     },
@@ -110,8 +116,16 @@ impl Rollup {
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
+        // Hours at or after the watermark reach a folded table through the
+        // fold only. Callers hold the shared fold lock (see `lock_for_write`),
+        // so the watermark cannot move under the statement.
+        let only_folded = if self.folded {
+            " WHERE occurred_at < (SELECT folded_before FROM rollup_fold)"
+        } else {
+            ""
+        };
         format!(
-            "SELECT {} FROM changed GROUP BY {by} ORDER BY {by}",
+            "SELECT {} FROM changed{only_folded} GROUP BY {by} ORDER BY {by}",
             cols.join(", ")
         )
     }
@@ -119,6 +133,32 @@ impl Rollup {
     /// Adds the rows of `changed`. The ORDER BY keeps lock order stable
     /// across concurrent batches.
     fn upsert(&self) -> String {
+        self.add(&self.aggregate())
+    }
+
+    /// Adds the hourly groups with $1 <= hour < $2 to a folded table.
+    fn fold(&self) -> String {
+        let mut cols = vec![
+            "tenant_id".to_string(),
+            format!("(hour AT TIME ZONE 'UTC')::date AS {}", self.bucket.0),
+        ];
+        cols.extend(self.dims.iter().map(|(c, _)| c.to_string()));
+        let n = cols.len();
+        cols.extend(METRICS.iter().map(|(c, _)| format!("sum({c}) AS {c}")));
+        let by = (1..=n)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.add(&format!(
+            "SELECT {} FROM usage_hourly WHERE hour >= $1 AND hour < $2
+             GROUP BY {by} HAVING sum(requests) <> 0 ORDER BY {by}",
+            cols.join(", ")
+        ))
+    }
+
+    /// `INSERT` of the rows of `select` (key columns, then metrics), adding
+    /// them to the groups that exist.
+    fn add(&self, select: &str) -> String {
         let key = self.key_columns().join(", ");
         let metrics = METRICS.iter().map(|m| m.0).collect::<Vec<_>>().join(", ");
         let set = METRICS
@@ -127,9 +167,8 @@ impl Rollup {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "INSERT INTO {t} ({key}, {metrics}) {agg} ON CONFLICT ({key}) DO UPDATE SET {set}",
-            t = self.table,
-            agg = self.aggregate()
+            "INSERT INTO {t} ({key}, {metrics}) {select} ON CONFLICT ({key}) DO UPDATE SET {set}",
+            t = self.table
         )
     }
 
@@ -270,6 +309,78 @@ static PRICE_ROWS_SQL: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// Advisory lock key shared by rollup writers and the fold ("rollfold").
+const ROLLUP_FOLD_LOCK: i64 = 0x726f_6c6c_666f_6c64;
+
+/// Taken (shared) by every transaction that writes rollups, before its
+/// first statement so that statement's snapshot sees the current watermark;
+/// writers never wait for each other, only for a running fold.
+async fn lock_for_write(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(ROLLUP_FOLD_LOCK)
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
+static FOLD_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ROLLUPS
+        .iter()
+        .filter(|r| r.folded)
+        .map(Rollup::fold)
+        .collect()
+});
+
+/// Adds the closed hours before `before` (rounded down to the hour) that
+/// are not folded yet to the daily rollups and moves the watermark there.
+/// Returns the new watermark, or None when there was nothing to fold.
+/// Replicas may all call it: the exclusive lock serializes them and the
+/// later ones find nothing left.
+#[tracing::instrument(skip_all)]
+pub async fn fold_rollups(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let before = before
+        .duration_trunc(chrono::TimeDelta::hours(1))
+        .unwrap_or(before);
+    // Cheap check without the lock, which would briefly hold up ingest.
+    if folded_before(pool).await? >= before {
+        return Ok(None);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ROLLUP_FOLD_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let from: DateTime<Utc> = sqlx::query_scalar("SELECT folded_before FROM rollup_fold")
+        .fetch_one(&mut *tx)
+        .await?;
+    if from >= before {
+        return Ok(None);
+    }
+    for sql in FOLD_SQL.iter() {
+        sqlx::query(sql)
+            .bind(from)
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("UPDATE rollup_fold SET folded_before = $1")
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(before))
+}
+
+/// The daily rollups hold exactly the hours before this.
+pub async fn folded_before(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT folded_before FROM rollup_fold")
+        .fetch_one(pool)
+        .await
+}
+
 /// Inserts a batch in one statement: ledger rows that are new, plus the
 /// rollup for exactly those rows. Returns the (tenant_id, request_id,
 /// occurred_at) keys actually inserted; the others were duplicates.
@@ -304,6 +415,8 @@ pub async fn insert_batch(
     for entry in sorted {
         c.push(entry);
     }
+    let mut tx = pool.begin().await?;
+    lock_for_write(&mut tx).await?;
     let rows = sqlx::query(&INSERT_SQL)
         .bind(&c.tenant_id)
         .bind(&c.request_id)
@@ -336,8 +449,9 @@ pub async fn insert_batch(
         .bind(&c.price_version)
         .bind(&c.reported_cost)
         .bind(&c.flags)
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     rows.iter()
         .map(|r| {
             Ok((
@@ -634,6 +748,7 @@ where
     F: Fn(&UnpricedRow) -> Option<AppliedPrice>,
 {
     let mut tx = pool.begin().await?;
+    lock_for_write(&mut tx).await?;
     let rows: Vec<UnpricedRow> = sqlx::query_as(
         "SELECT tenant_id, request_id, provider, model, occurred_at, input_tokens, output_tokens,
             cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens

@@ -119,6 +119,10 @@ enum Part {
     Ledger(DateTime<Utc>, DateTime<Utc>, i8),
 }
 
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_time(chrono::NaiveTime::MIN).and_utc()
+}
+
 fn floor_to(t: DateTime<Utc>, unit: TimeDelta) -> DateTime<Utc> {
     // Truncation counts from the Unix epoch, a UTC midnight.
     t.duration_trunc(unit).unwrap_or(t)
@@ -194,10 +198,12 @@ fn parts(s: DateTime<Utc>, e: DateTime<Utc>, days: bool) -> Vec<Part> {
 }
 
 /// Sums over [start, end), exact for any range: whole UTC days from a daily
-/// rollup, whole hours from the hourly one and partial hours from the
-/// ledger, some of them subtracted (see [`parts`]). A 30-day query reads ~30
-/// rows per group plus at most a day of hours. Each part is its own branch
-/// with constant bounds, so each can use its table's tenant-first key.
+/// rollup (plus the hours since its fold watermark, usually under an hour,
+/// from the hourly one), whole hours from the hourly one and partial hours
+/// from the ledger, some of them subtracted (see [`parts`]). A 30-day query
+/// reads ~30 rows per group plus at most a day of hours. Each part is its
+/// own branch with constant bounds, so each can use its table's tenant-first
+/// key.
 #[tracing::instrument(skip_all)]
 pub async fn summary(
     pool: &PgPool,
@@ -242,6 +248,20 @@ pub async fn summary(
                     .push_bind(from)
                     .push(" AND day < ")
                     .push_bind(to);
+                push_rollup_filters(&mut q, filter);
+                // The daily tables end at the fold watermark; the hours of
+                // these days since then are still only hourly. Read in the
+                // same statement, so both sides see one watermark.
+                let (from, to) = (midnight(from), midnight(to));
+                q.push(
+                    " UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status,
+                        currency, ",
+                )
+                .push(sums(&ROLLUP_SUMS, sign))
+                .push(" FROM usage_hourly WHERE hour >= greatest(")
+                .push_bind(from)
+                .push(", (SELECT folded_before FROM rollup_fold)) AND hour < ")
+                .push_bind(to);
             }
             Part::Hours(from, to, sign) => {
                 q.push(
