@@ -156,11 +156,19 @@ async fn fold_rollups(pool: sqlx::PgPool) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let before = chrono::Utc::now() - FOLD_GRACE;
-        match db::fold_rollups(&pool, before).await {
-            Ok(Some(until)) => tracing::info!(%until, "hourly usage folded into the daily rollups"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "rollup fold failed; retrying in a minute"),
+        // Each call folds at most a day; catch up in steps after an outage.
+        loop {
+            let before = chrono::Utc::now() - FOLD_GRACE;
+            match db::fold_rollups(&pool, before).await {
+                Ok(Some(until)) => {
+                    tracing::info!(%until, "hourly usage folded into the daily rollups")
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rollup fold failed; retrying in a minute");
+                    break;
+                }
+            }
         }
     }
 }

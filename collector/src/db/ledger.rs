@@ -331,11 +331,15 @@ static FOLD_SQL: LazyLock<Vec<String>> = LazyLock::new(|| {
         .collect()
 });
 
-/// Adds the closed hours before `before` (rounded down to the hour) that
-/// are not folded yet to the daily rollups and moves the watermark there.
-/// Returns the new watermark, or None when there was nothing to fold.
-/// Replicas may all call it: the exclusive lock serializes them and the
-/// later ones find nothing left.
+/// At most this much is folded per call: writers wait while a fold runs, so
+/// catching up after a long outage goes a day at a time.
+const FOLD_STEP: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Adds the closed hours before `before` (rounded down to the hour; at most
+/// [`FOLD_STEP`] of them) that are not folded yet to the daily rollups and
+/// moves the watermark past them. Returns the new watermark, or None when
+/// there was nothing to fold. Replicas may all call it: the exclusive lock
+/// serializes them and the later ones find nothing left.
 #[tracing::instrument(skip_all)]
 pub async fn fold_rollups(
     pool: &PgPool,
@@ -359,6 +363,7 @@ pub async fn fold_rollups(
     if from >= before {
         return Ok(None);
     }
+    let before = before.min(from + FOLD_STEP);
     for sql in FOLD_SQL.iter() {
         sqlx::query(sql)
             .bind(from)
