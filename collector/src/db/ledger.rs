@@ -76,6 +76,12 @@ const ROLLUPS: [Rollup; 3] = [
     },
 ];
 
+/// The ledger columns the rollup aggregates read: the insert returns only
+/// these into `changed`, not the whole row.
+const ROLLUP_INPUT: &str = "tenant_id, occurred_at, api_key_id, provider, model, status, \
+    currency, http_status, flags, input_tokens, output_tokens, cache_read_tokens, \
+    cache_write_tokens, reasoning_tokens, cost, reported_cost";
+
 /// Rollup columns and their aggregate over ledger rows.
 const METRICS: &[(&str, &str)] = &[
     ("requests", "count(*)"),
@@ -246,7 +252,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
                 price_version, reported_cost, string_to_array(flags, ',')
             FROM input
             ON CONFLICT (tenant_id, request_id, occurred_at) DO NOTHING
-            RETURNING *
+            RETURNING request_id, {ROLLUP_INPUT}
         ){rollups}
         SELECT tenant_id, request_id, occurred_at FROM changed",
         rollups = rollup_ctes(Rollup::upsert)
