@@ -363,9 +363,7 @@ pub async fn fold_rollups(
         .bind(ROLLUP_FOLD_LOCK)
         .execute(&mut *tx)
         .await?;
-    let from: DateTime<Utc> = sqlx::query_scalar("SELECT folded_before FROM rollup_fold")
-        .fetch_one(&mut *tx)
-        .await?;
+    let from = folded_before(&mut *tx).await?;
     if from >= before {
         return Ok(None);
     }
@@ -386,9 +384,9 @@ pub async fn fold_rollups(
 }
 
 /// The daily rollups hold exactly the hours before this.
-pub async fn folded_before(pool: &PgPool) -> Result<DateTime<Utc>, sqlx::Error> {
+pub async fn folded_before(db: impl sqlx::PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar("SELECT folded_before FROM rollup_fold")
-        .fetch_one(pool)
+        .fetch_one(db)
         .await
 }
 
