@@ -718,3 +718,49 @@ async fn concurrent_finalizations_create_one_invoice_and_bill_each_row_once(pool
     .unwrap();
     assert_eq!((invoices, items, last), (1, 4, 1), "numbers stay gapless");
 }
+
+/// A client that reuses one `x-request-id` gets a ledger row per request
+/// (the key includes the start time), so the invoice bills both; a reused
+/// id arriving after finalization is late usage, not already billed.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reused_request_id_is_billed_once_per_request(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let reused = |at| {
+        rec(
+            "dup",
+            "acme",
+            "openai",
+            "gpt-4o-mini",
+            at,
+            1_000_000,
+            0,
+            0,
+            0,
+            0,
+            0,
+        )
+    };
+    ingest(
+        &s,
+        vec![reused(ms(2026, 9, 10, 9)), reused(ms(2026, 9, 11, 9))],
+    )
+    .await;
+    let (status, sep) = finalize(&s, "acme", "2026-09").await;
+    assert_eq!(status, StatusCode::CREATED, "{sep}");
+    // 2 × 1M input tokens at $0.15 per million.
+    assert_eq!(sep["total"], "0.30");
+    ingest(&s, vec![reused(ms(2026, 9, 12, 9))]).await;
+    let (status, oct) = finalize(&s, "acme", "2026-10").await;
+    assert_eq!(status, StatusCode::CREATED, "{oct}");
+    assert_eq!(
+        lines(&oct),
+        vec![row("gpt-4o-mini", "adjustment", 1, "0.15", "0.15", 15)]
+    );
+    let (_, sep_again) = get(&s, "/v1/invoices?tenant_id=acme&period=2026-09", ADMIN).await;
+    assert_eq!(sep_again, sep);
+    let billed: i64 = sqlx::query_scalar("SELECT count(*) FROM invoice_items")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(billed, 3);
+}

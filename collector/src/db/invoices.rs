@@ -35,7 +35,8 @@ fn push_unbilled(
         .push_bind(period.end())
         .push(
             " AND NOT EXISTS (SELECT 1 FROM invoice_items i
-                WHERE i.tenant_id = t.tenant_id AND i.request_id = t.request_id)
+                WHERE i.tenant_id = t.tenant_id AND i.occurred_at = t.occurred_at
+                    AND i.request_id = t.request_id)
               AND (t.occurred_at >= ",
         )
         .push_bind(period.start())
@@ -87,7 +88,8 @@ pub async fn invoice_aggregates(
         InvoiceSource::Billed { invoice_id, .. } => {
             q.push(
                 "invoice_items i JOIN transactions t
-                    ON t.tenant_id = i.tenant_id AND t.request_id = i.request_id
+                    ON t.tenant_id = i.tenant_id AND t.occurred_at = i.occurred_at
+                        AND t.request_id = i.request_id
                  WHERE i.invoice_id = ",
             )
             .push_bind(invoice_id);
@@ -154,7 +156,8 @@ pub async fn invoice_currencies(
         .push_bind(period.end())
         .push(
             " AND NOT EXISTS (SELECT 1 FROM invoice_items i
-                WHERE i.tenant_id = t.tenant_id AND i.request_id = t.request_id)
+                WHERE i.tenant_id = t.tenant_id AND i.occurred_at = t.occurred_at
+                    AND i.request_id = t.request_id)
               AND (t.occurred_at >= ",
         )
         .push_bind(period.start())
@@ -378,7 +381,8 @@ pub async fn finalize_invoice<E>(
         .fetch_one(&mut *tx)
         .await?;
     let mut claim: QueryBuilder<'_, Postgres> = QueryBuilder::new(
-        "INSERT INTO invoice_items (tenant_id, request_id, invoice_id) SELECT t.tenant_id, t.request_id, ",
+        "INSERT INTO invoice_items (tenant_id, request_id, occurred_at, invoice_id)
+         SELECT t.tenant_id, t.request_id, t.occurred_at, ",
     );
     claim.push_bind(id).push(" FROM transactions t WHERE");
     push_unbilled(&mut claim, tenant_id, currency, period);

@@ -251,7 +251,7 @@ static INSERT_SQL: LazyLock<String> = LazyLock::new(|| {
                 cost_output, cost_reasoning, cost_request_fee, cost_discount, price_id,
                 price_version, reported_cost, string_to_array(flags, ',')
             FROM input
-            ON CONFLICT (tenant_id, request_id, occurred_at) DO NOTHING
+            ON CONFLICT (tenant_id, occurred_at, request_id) DO NOTHING
             RETURNING request_id, {ROLLUP_INPUT}
         ){rollups}
         SELECT tenant_id, request_id, occurred_at FROM changed",
@@ -652,7 +652,8 @@ const PAGE_WINDOWS_HOURS: [i64; 4] = [1, 24, 31 * 24, 366 * 24];
 
 /// Newest first, keyset paginated.
 ///
-/// A tenant's page walks `transactions_tenant_time` in order. Across tenants
+/// A tenant's page walks the ledger key (tenant, time, request id) backwards
+/// (rows with the same start time are few and sorted by id). Across tenants
 /// the time index is BRIN, which finds a time range but does not order it,
 /// so the page is read from growing windows [from, ...): a window that holds
 /// `limit` rows holds the page, since every row before it sorts after.
