@@ -49,6 +49,4 @@ FROM usage_hourly
 WHERE hour >= date_trunc('day', now(), 'UTC') AND hour < date_trunc('hour', now(), 'UTC')
 GROUP BY 1, 2, 3, 4 HAVING sum(requests) <> 0;
 
--- The fold reads usage_hourly by hour; rows arrive roughly in hour order,
--- so a BRIN index finds an hour's rows without a per-row index.
-CREATE INDEX usage_hourly_hour ON usage_hourly USING brin (hour);
+-- The fold reads usage_hourly by hour through usage_hourly_time (0001).
