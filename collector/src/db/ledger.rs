@@ -111,17 +111,6 @@ impl Rollup {
 
     /// `SELECT` of the rollup rows of `changed`, aliased by column name.
     fn aggregate(&self) -> String {
-        let mut cols = vec![
-            "tenant_id".to_string(),
-            format!("{} AS {}", self.bucket.1, self.bucket.0),
-        ];
-        cols.extend(self.dims.iter().map(|(c, e)| format!("{e} AS {c}")));
-        let n = cols.len();
-        cols.extend(METRICS.iter().map(|(c, e)| format!("{e} AS {c}")));
-        let by = (1..=n)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
         // Hours at or after the watermark reach a folded table through the
         // fold only. Callers hold the shared fold lock (see `lock_for_write`),
         // so the watermark cannot move under the statement.
@@ -130,9 +119,12 @@ impl Rollup {
         } else {
             ""
         };
-        format!(
-            "SELECT {} FROM changed{only_folded} GROUP BY {by} ORDER BY {by}",
-            cols.join(", ")
+        self.grouped(
+            &format!("changed{only_folded}"),
+            self.bucket.1,
+            |(c, e)| format!("{e} AS {c}"),
+            |(c, e)| format!("{e} AS {c}"),
+            "",
         )
     }
 
@@ -144,22 +136,40 @@ impl Rollup {
 
     /// Adds the hourly groups with $1 <= hour < $2 to a folded table.
     fn fold(&self) -> String {
+        self.add(&self.grouped(
+            "usage_hourly WHERE hour >= $1 AND hour < $2",
+            "(hour AT TIME ZONE 'UTC')::date",
+            |(c, _)| c.to_string(),
+            |(c, _)| format!("sum({c}) AS {c}"),
+            " HAVING sum(requests) <> 0",
+        ))
+    }
+
+    /// `SELECT` of this rollup's key (tenant, `bucket`, dimensions) and
+    /// metrics from `source`, grouped and ordered by the key.
+    fn grouped(
+        &self,
+        source: &str,
+        bucket: &str,
+        dim: fn(&(&str, &str)) -> String,
+        metric: fn(&(&str, &str)) -> String,
+        having: &str,
+    ) -> String {
         let mut cols = vec![
             "tenant_id".to_string(),
-            format!("(hour AT TIME ZONE 'UTC')::date AS {}", self.bucket.0),
+            format!("{bucket} AS {}", self.bucket.0),
         ];
-        cols.extend(self.dims.iter().map(|(c, _)| c.to_string()));
+        cols.extend(self.dims.iter().map(dim));
         let n = cols.len();
-        cols.extend(METRICS.iter().map(|(c, _)| format!("sum({c}) AS {c}")));
+        cols.extend(METRICS.iter().map(metric));
         let by = (1..=n)
             .map(|i| i.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        self.add(&format!(
-            "SELECT {} FROM usage_hourly WHERE hour >= $1 AND hour < $2
-             GROUP BY {by} HAVING sum(requests) <> 0 ORDER BY {by}",
+        format!(
+            "SELECT {} FROM {source} GROUP BY {by}{having} ORDER BY {by}",
             cols.join(", ")
-        ))
+        )
     }
 
     /// `INSERT` of the rows of `select` (key columns, then metrics), adding
