@@ -12,7 +12,7 @@
 use serde_json::{Map, Value};
 
 /// Members kept whole (small and read field by field).
-const WHOLE: &[&str] = &[
+pub(crate) const WHOLE: &[&str] = &[
     "usage",
     "usageMetadata",
     "promptFeedback",
@@ -22,7 +22,7 @@ const WHOLE: &[&str] = &[
 ];
 
 /// Members kept, with their own contents filtered the same way.
-const KEEP: &[&str] = &[
+pub(crate) const KEEP: &[&str] = &[
     "model",
     "modelVersion",
     "type",
@@ -69,23 +69,23 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Invalid> {
     }
 }
 
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
+pub(crate) struct Scanner<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) i: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
+    pub(crate) fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
         self.ws();
         if self.peek() == Some(byte) {
             self.i += 1;
@@ -180,7 +180,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Array elements after `[`, through the closing `]`.
-    fn elements(
+    pub(crate) fn elements(
         &mut self,
         mut each: impl FnMut(&mut Self) -> Result<(), Invalid>,
     ) -> Result<(), Invalid> {
@@ -204,7 +204,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips one value, checking its structure.
-    fn skip(&mut self, depth: usize) -> Result<(), Invalid> {
+    pub(crate) fn skip(&mut self, depth: usize) -> Result<(), Invalid> {
         if depth > MAX_DEPTH {
             return Err(Invalid);
         }
@@ -236,7 +236,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
         if self.b.get(self.i..self.i + word.len()) == Some(word) {
             self.i += word.len();
             Ok(())
@@ -246,7 +246,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at the cursor (the opening quote), through its closing quote.
-    fn string(&mut self) -> Result<(), Invalid> {
+    pub(crate) fn string(&mut self) -> Result<(), Invalid> {
         if self.peek() != Some(b'"') {
             return Err(Invalid);
         }
