@@ -11,7 +11,9 @@
 
 use serde_json::{Map, Value};
 
-/// Members kept whole (small and read field by field).
+/// Members kept whole (small and read field by field). [`class`] is what
+/// the parsers use; tests hold it to this list and `KEEP`.
+#[cfg(test)]
 pub(crate) const WHOLE: &[&str] = &[
     "usage",
     "usageMetadata",
@@ -22,6 +24,7 @@ pub(crate) const WHOLE: &[&str] = &[
 ];
 
 /// Members kept, with their own contents filtered the same way.
+#[cfg(test)]
 pub(crate) const KEEP: &[&str] = &[
     "model",
     "modelVersion",
@@ -40,6 +43,30 @@ pub(crate) const KEEP: &[&str] = &[
     "delta",
     "role",
 ];
+
+/// How [`parse`] treats a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// In `WHOLE`.
+    Whole,
+    /// In `KEEP`.
+    Keep,
+    Skip,
+}
+
+/// The class of a member name: `WHOLE` and `KEEP` as one `match` (a
+/// length switch, not a scan of both lists per member; a test keeps the
+/// two in step).
+pub(crate) fn class(key: &[u8]) -> Class {
+    match key {
+        b"usage" | b"usageMetadata" | b"promptFeedback" | b"error" | b"stream_options"
+        | b"cache_creation" => Class::Whole,
+        b"model" | b"modelVersion" | b"type" | b"object" | b"status" | b"response" | b"message"
+        | b"choices" | b"candidates" | b"finish_reason" | b"finishReason" | b"blockReason"
+        | b"stop_reason" | b"stream" | b"delta" | b"role" => Class::Keep,
+        _ => Class::Skip,
+    }
+}
 
 /// The bytes are not JSON (or nest deeper than [`MAX_DEPTH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,15 +133,16 @@ impl<'a> Scanner<'a> {
                 self.i += 1;
                 let mut out = Map::new();
                 self.members(|s, key| {
-                    let keep = if WHOLE.contains(&key) {
-                        Some(s.whole()?)
-                    } else if KEEP.contains(&key) {
-                        Some(s.kept(depth + 1)?)
-                    } else {
-                        s.skip(depth + 1)?;
-                        None
+                    let keep = match class(key) {
+                        Class::Whole => Some(s.whole()?),
+                        Class::Keep => Some(s.kept(depth + 1)?),
+                        Class::Skip => {
+                            s.skip(depth + 1)?;
+                            None
+                        }
                     };
                     if let Some(v) = keep {
+                        let key = std::str::from_utf8(key).map_err(|_| Invalid)?;
                         out.insert(key.to_owned(), v);
                     }
                     Ok(())
@@ -144,10 +172,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Object members after `{`: calls `each` with the scanner on the
-    /// value and the member name, through the closing `}`.
-    fn members(
+    /// value and the member name (unescaped, valid UTF-8), through the
+    /// closing `}`.
+    pub(crate) fn members(
         &mut self,
-        mut each: impl FnMut(&mut Self, &str) -> Result<(), Invalid>,
+        mut each: impl FnMut(&mut Self, &[u8]) -> Result<(), Invalid>,
     ) -> Result<(), Invalid> {
         self.ws();
         if self.peek() == Some(b'}') {
@@ -163,9 +192,12 @@ impl<'a> Scanner<'a> {
             let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
             if inner.contains(&b'\\') {
                 let key: String = serde_json::from_slice(raw).map_err(|_| Invalid)?;
-                each(self, &key)?;
+                each(self, key.as_bytes())?;
+            } else if inner.is_ascii() || std::str::from_utf8(inner).is_ok() {
+                // (ASCII, the usual case, without `from_utf8`'s set-up.)
+                each(self, inner)?;
             } else {
-                each(self, std::str::from_utf8(inner).map_err(|_| Invalid)?)?;
+                return Err(Invalid);
             }
             self.ws();
             match self.peek() {
@@ -444,6 +476,25 @@ mod tests {
             if let Ok(expected) = reference_parse(&bytes) {
                 prop_assert_eq!(parse(&bytes), Ok(expected));
             }
+        }
+    }
+
+    #[test]
+    fn class_matches_the_lists() {
+        for k in WHOLE {
+            assert_eq!(class(k.as_bytes()), Class::Whole, "{k}");
+        }
+        for k in KEEP {
+            assert_eq!(class(k.as_bytes()), Class::Keep, "{k}");
+        }
+        // Arms of the match not in a list would be classified here.
+        let src = include_str!("sparse.rs");
+        let body = &src[src.find("pub(crate) fn class").unwrap()..];
+        let body = &body[..body.find("_ => Class::Skip").unwrap()];
+        let arms = body.matches("b\"").count();
+        assert_eq!(arms, WHOLE.len() + KEEP.len());
+        for k in ["", "id", "content", "Usage", "usage ", "models", "text"] {
+            assert_eq!(class(k.as_bytes()), Class::Skip, "{k}");
         }
     }
 

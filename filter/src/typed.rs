@@ -5,12 +5,12 @@
 //!
 //! It accepts and rejects exactly what [`crate::sparse::parse`] does, and
 //! each field holds what a lookup in that sparse `Value` would give: the
-//! same scanner walks the same members (`WHOLE` ones and kept scalars go
-//! through `serde_json` with visitors that make the `deserialize_any` calls
-//! a `Value` makes, so they fail on the same inputs); a duplicated member's
-//! last occurrence wins, and presence counts any value, `null` included.
-//! The providers' extraction tests and the oracle tests in
-//! `providers::oracle` hold the two implementations to the same results.
+//! same scanner walks the same members; `WHOLE` members and kept scalars,
+//! which the sparse parser hands to `serde_json`, are walked strictly as
+//! `serde_json` parses them (see "strict walk" below); a duplicated
+//! member's last occurrence wins, and presence counts any value, `null`
+//! included. The tests in `providers::oracle` hold the two implementations
+//! to the same results.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -20,7 +20,7 @@ use serde_json::Number;
 
 use crate::providers::gemini::GeminiStream;
 use crate::providers::{cost_text, number_u64};
-use crate::sparse::{Invalid, Scanner, KEEP, MAX_DEPTH, WHOLE};
+use crate::sparse::{class, Class, Invalid, Scanner, MAX_DEPTH};
 
 /// Token counts of a detail object (`prompt_tokens_details`,
 /// `cache_creation`, ...); every name any provider reads in one.
@@ -178,8 +178,10 @@ pub fn parse(bytes: &[u8]) -> Result<Top<'_>, Invalid> {
 /// Whether `bytes` is one JSON value `serde_json` would parse into a
 /// `Value` (same checks, nothing built).
 pub fn is_valid_json(bytes: &[u8]) -> bool {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    Ignore.deserialize(&mut de).is_ok() && de.end().is_ok()
+    let mut s = Scanner { b: bytes, i: 0 };
+    let valid = strict_skip(&mut s, 0).is_ok();
+    s.ws();
+    valid && s.i == bytes.len()
 }
 
 fn top<'a>(s: &mut Scanner<'a>) -> Result<Top<'a>, Invalid> {
@@ -197,7 +199,7 @@ fn top<'a>(s: &mut Scanner<'a>) -> Result<Top<'a>, Invalid> {
             Ok(Top::Array { last, gemini })
         }
         _ => {
-            whole_valid(s)?;
+            strict_skip(s, 0)?;
             Ok(Top::Scalar)
         }
     }
@@ -226,7 +228,7 @@ fn item<'a>(
             Ok(None)
         }
         _ => {
-            whole_valid(s)?;
+            strict_skip(s, 0)?;
             Ok(None)
         }
     }
@@ -238,14 +240,14 @@ fn item<'a>(
 fn object<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Node<'a>, Invalid> {
     s.i += 1;
     let mut n = Node::default();
-    members(s, |s, key| {
+    s.members(|s, key| {
         match key {
-            b"usage" => n.usage = whole(s, UsageSeed)?,
+            b"usage" => n.usage = usage_block(s)?,
             b"usageMetadata" => {
                 n.has_usage_metadata = true;
-                n.usage_metadata = whole(s, GeminiSeed)?;
+                n.usage_metadata = gemini_meta(s)?;
             }
-            b"promptFeedback" => n.prompt_blocked = whole(s, FeedbackSeed)?,
+            b"promptFeedback" => n.prompt_blocked = feedback(s)?,
             b"model" => n.model = kept_str(s, depth + 1)?,
             b"modelVersion" => n.model_version = Some(kept_str(s, depth + 1)?),
             b"type" => n.ty = kept_str(s, depth + 1)?,
@@ -270,12 +272,10 @@ fn object<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Node<'a>, Invalid> {
 /// A member nothing is read from, of an object at `depth`: checked as the
 /// sparse parser does (kept members strictly, others skipped).
 fn member(s: &mut Scanner<'_>, depth: usize, key: &[u8]) -> Result<(), Invalid> {
-    if WHOLE.iter().any(|w| w.as_bytes() == key) {
-        whole_valid(s)
-    } else if KEEP.iter().any(|k| k.as_bytes() == key) {
-        validate(s, depth + 1)
-    } else {
-        s.skip(depth + 1)
+    match class(key) {
+        Class::Whole => strict_skip(s, 0),
+        Class::Keep => validate(s, depth + 1),
+        Class::Skip => s.skip(depth + 1),
     }
 }
 
@@ -289,13 +289,13 @@ fn validate(s: &mut Scanner<'_>, depth: usize) -> Result<(), Invalid> {
     match s.peek() {
         Some(b'{') => {
             s.i += 1;
-            members(s, |s, key| member(s, depth, key))
+            s.members(|s, key| member(s, depth, key))
         }
         Some(b'[') => {
             s.i += 1;
             s.elements(|s| validate(s, depth + 1))
         }
-        _ => whole_valid(s),
+        _ => strict_skip(s, 0),
     }
 }
 
@@ -307,7 +307,7 @@ fn kept_str<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Option<Cow<'a, str>
     s.ws();
     match s.peek() {
         Some(b'{' | b'[') => validate(s, depth).map(|()| None),
-        _ => Ok(match whole_scalar(s)? {
+        _ => Ok(match strict_scalar(s)? {
             Scalar::Str(text) => Some(text),
             _ => None,
         }),
@@ -325,10 +325,10 @@ fn sub<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Sub<'a>, Invalid> {
     }
     s.i += 1;
     let mut out = Sub::default();
-    members(s, |s, key| {
+    s.members(|s, key| {
         match key {
             b"model" => out.model = kept_str(s, depth + 1)?,
-            b"usage" => out.usage = whole(s, UsageSeed)?,
+            b"usage" => out.usage = usage_block(s)?,
             other => member(s, depth, other)?,
         }
         Ok(())
@@ -364,7 +364,7 @@ fn candidate(s: &mut Scanner<'_>, depth: usize) -> Result<bool, Invalid> {
     }
     s.i += 1;
     let mut reason = None;
-    members(s, |s, key| {
+    s.members(|s, key| {
         if key == b"finishReason" {
             reason = kept_str(s, depth + 1)?;
             Ok(())
@@ -375,61 +375,34 @@ fn candidate(s: &mut Scanner<'_>, depth: usize) -> Result<bool, Invalid> {
     Ok(reason.is_some_and(|r| !r.is_empty() && r != "FINISH_REASON_UNSPECIFIED"))
 }
 
-/// Object members after `{`, through the closing `}`: `each` gets the
-/// scanner on the value and the member name (unescaped), checked as the
-/// sparse parser checks it (escaped names by `serde_json`, others for
-/// UTF-8 only; ASCII, the usual case, without `from_utf8`).
-fn members<'a>(
-    s: &mut Scanner<'a>,
-    mut each: impl FnMut(&mut Scanner<'a>, &[u8]) -> Result<(), Invalid>,
-) -> Result<(), Invalid> {
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-        return Ok(());
-    }
-    loop {
-        s.ws();
-        let start = s.i;
-        s.string()?;
-        let raw = s.b.get(start..s.i).ok_or(Invalid)?;
-        s.expect(b':')?;
-        let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
-        if inner.contains(&b'\\') {
-            let key: String = serde_json::from_slice(raw).map_err(|_| Invalid)?;
-            each(s, key.as_bytes())?;
-        } else if inner.is_ascii() || std::str::from_utf8(inner).is_ok() {
-            each(s, inner)?;
-        } else {
-            return Err(Invalid);
-        }
-        s.ws();
-        match s.peek() {
-            Some(b',') => s.i += 1,
-            Some(b'}') => {
-                s.i += 1;
-                return Ok(());
-            }
-            _ => return Err(Invalid),
-        }
-    }
-}
-
-/// One value handed whole to `serde_json` through `seed`, as the sparse
-/// parser's `whole` does (its span checked by the scanner first).
-fn whole<'a, S: DeserializeSeed<'a>>(s: &mut Scanner<'a>, seed: S) -> Result<S::Value, Invalid> {
-    s.ws();
-    let start = s.i;
-    s.skip(0)?;
-    let span = s.b.get(start..s.i).ok_or(Invalid)?;
-    from_span(span, seed)
-}
-
 fn from_span<'a, S: DeserializeSeed<'a>>(span: &'a [u8], seed: S) -> Result<S::Value, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(span);
     let v = seed.deserialize(&mut de).map_err(|_| Invalid)?;
     de.end().map_err(|_| Invalid)?;
     Ok(v)
+}
+
+// ------------------------------------------------------------ strict walk
+//
+// `WHOLE` members and kept scalars were handed to `serde_json` (after the
+// scanner found their span). They are now walked once, as `serde_json`
+// would parse them: the same grammar and the same nesting limit, with the
+// tokens only it can judge (strings with escapes, control characters or
+// non-ASCII bytes; numbers other than short unsigned integers) handed to it
+// one by one. Whatever either would have rejected is rejected; tests hold
+// [`is_valid_json`] to `serde_json`'s verdict.
+
+/// `serde_json`'s nesting limit: the 128th container inside one value
+/// handed to it fails.
+const SERDE_LEVELS: usize = 128;
+
+/// Opening a container inside `level` open ones.
+fn enter(s: &mut Scanner<'_>, level: usize) -> Result<usize, Invalid> {
+    if level + 1 >= SERDE_LEVELS {
+        return Err(Invalid);
+    }
+    s.i += 1;
+    Ok(level + 1)
 }
 
 /// The text of a scanned string span (quotes included) that `serde_json`
@@ -446,121 +419,309 @@ fn plain_string(span: &[u8]) -> Option<&str> {
     }
 }
 
-/// [`whole`] with [`Ignore`]; plain strings and the literals (which the
-/// scanner matched exactly) need no `serde_json`.
-fn whole_valid(s: &mut Scanner<'_>) -> Result<(), Invalid> {
+/// A scalar, strictly; `Other` for literals.
+fn strict_scalar<'a>(s: &mut Scanner<'a>) -> Result<Scalar<'a>, Invalid> {
     s.ws();
     let start = s.i;
-    s.skip(0)?;
-    let span = s.b.get(start..s.i).ok_or(Invalid)?;
-    match span.first() {
-        Some(b't' | b'f' | b'n') => Ok(()),
-        Some(b'"') if plain_string(span).is_some() => Ok(()),
-        _ => from_span(span, Ignore),
+    match s.peek().ok_or(Invalid)? {
+        b'"' => {
+            s.string()?;
+            let span = s.b.get(start..s.i).ok_or(Invalid)?;
+            match plain_string(span) {
+                Some(text) => Ok(Scalar::Str(Cow::Borrowed(text))),
+                None => from_span(span, ScalarSeed),
+            }
+        }
+        b't' => s.literal(b"true").map(|()| Scalar::Other),
+        b'f' => s.literal(b"false").map(|()| Scalar::Other),
+        b'n' => s.literal(b"null").map(|()| Scalar::Other),
+        b'-' | b'0'..=b'9' => {
+            // The scanner's number span; `serde_json` rejects it unless it
+            // is exactly one number.
+            s.i += 1;
+            while matches!(
+                s.peek(),
+                Some(b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+            ) {
+                s.i += 1;
+            }
+            let span = s.b.get(start..s.i).ok_or(Invalid)?;
+            let short_unsigned = span.len() <= 19
+                && span.iter().all(u8::is_ascii_digit)
+                && (span.len() == 1 || span.first() != Some(&b'0'));
+            if short_unsigned {
+                let n = span.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+                Ok(Scalar::Num(n.into()))
+            } else {
+                from_span(span, ScalarSeed)
+            }
+        }
+        _ => Err(Invalid),
     }
 }
 
-/// [`whole`] with [`ScalarSeed`], plain strings borrowed directly.
-fn whole_scalar<'a>(s: &mut Scanner<'a>) -> Result<Scalar<'a>, Invalid> {
+/// Any value inside `level` open containers, strictly, keeping nothing.
+fn strict_skip(s: &mut Scanner<'_>, level: usize) -> Result<(), Invalid> {
     s.ws();
-    let start = s.i;
-    s.skip(0)?;
-    let span = s.b.get(start..s.i).ok_or(Invalid)?;
-    match plain_string(span) {
-        Some(text) => Ok(Scalar::Str(Cow::Borrowed(text))),
-        None => from_span(span, ScalarSeed),
+    match s.peek() {
+        Some(b'{') => {
+            let level = enter(s, level)?;
+            strict_members(s, |s, _| strict_skip(s, level))
+        }
+        Some(b'[') => {
+            let level = enter(s, level)?;
+            s.elements(|s| strict_skip(s, level))
+        }
+        _ => strict_scalar(s).map(drop),
     }
+}
+
+/// Members of an object entered with [`enter`], strictly: names are
+/// strings, passed unescaped.
+fn strict_members<'a>(
+    s: &mut Scanner<'a>,
+    mut each: impl FnMut(&mut Scanner<'a>, &[u8]) -> Result<(), Invalid>,
+) -> Result<(), Invalid> {
+    s.ws();
+    if s.peek() == Some(b'}') {
+        s.i += 1;
+        return Ok(());
+    }
+    loop {
+        s.ws();
+        let start = s.i;
+        s.string()?;
+        let raw = s.b.get(start..s.i).ok_or(Invalid)?;
+        s.expect(b':')?;
+        match plain_string(raw) {
+            Some(key) => each(s, key.as_bytes())?,
+            None => match from_span(raw, ScalarSeed)? {
+                Scalar::Str(key) => each(s, key.as_bytes())?,
+                _ => return Err(Invalid),
+            },
+        }
+        s.ws();
+        match s.peek() {
+            Some(b',') => s.i += 1,
+            Some(b'}') => {
+                s.i += 1;
+                return Ok(());
+            }
+            _ => return Err(Invalid),
+        }
+    }
+}
+
+/// A value read as an object: `each` per member when it is one (inside
+/// `level + 1` containers), else checked and `false`.
+fn strict_object<'a>(
+    s: &mut Scanner<'a>,
+    level: usize,
+    each: impl FnMut(&mut Scanner<'a>, &[u8]) -> Result<(), Invalid>,
+) -> Result<bool, Invalid> {
+    s.ws();
+    if s.peek() == Some(b'{') {
+        enter(s, level)?;
+        strict_members(s, each)?;
+        Ok(true)
+    } else {
+        strict_skip(s, level).map(|()| false)
+    }
+}
+
+/// A value read as a scalar (containers checked, `Other`).
+fn strict_leaf<'a>(s: &mut Scanner<'a>, level: usize) -> Result<Scalar<'a>, Invalid> {
+    s.ws();
+    if matches!(s.peek(), Some(b'{' | b'[')) {
+        strict_skip(s, level).map(|()| Scalar::Other)
+    } else {
+        strict_scalar(s)
+    }
+}
+
+/// A token count: `get_u64`'s reading of the value.
+fn count(s: &mut Scanner<'_>, level: usize) -> Result<Option<u64>, Invalid> {
+    Ok(match strict_leaf(s, level)? {
+        Scalar::Num(n) => number_u64(&n),
+        _ => None,
+    })
+}
+
+/// A provider-reported cost: `cost_string`'s reading of the value.
+fn cost(s: &mut Scanner<'_>, level: usize) -> Result<Option<String>, Invalid> {
+    Ok(match strict_leaf(s, level)? {
+        Scalar::Num(n) => cost_text(&n.to_string()),
+        Scalar::Str(text) => cost_text(text.trim()),
+        Scalar::Other => None,
+    })
+}
+
+/// A `usage` member: `Some` when it is an object.
+fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
+    let mut u = UsageBlock::default();
+    let is_object = strict_object(s, 0, |s, key| {
+        let (bit, slot) = match key {
+            b"prompt_tokens" => (UsageBlock::HAS_PROMPT_TOKENS, &mut u.prompt_tokens),
+            b"completion_tokens" => (UsageBlock::HAS_COMPLETION_TOKENS, &mut u.completion_tokens),
+            b"input_tokens" => (UsageBlock::HAS_INPUT_TOKENS, &mut u.input_tokens),
+            b"output_tokens" => (0, &mut u.output_tokens),
+            b"cache_read_input_tokens" => (
+                UsageBlock::HAS_CACHE_READ_INPUT_TOKENS,
+                &mut u.cache_read_input_tokens,
+            ),
+            b"cache_creation_input_tokens" => (
+                UsageBlock::HAS_CACHE_CREATION_INPUT_TOKENS,
+                &mut u.cache_creation_input_tokens,
+            ),
+            _ => {
+                let (bit, details) = match key {
+                    b"prompt_tokens_details" => (0, &mut u.prompt_tokens_details),
+                    b"completion_tokens_details" => (0, &mut u.completion_tokens_details),
+                    b"input_tokens_details" => (
+                        UsageBlock::HAS_INPUT_TOKENS_DETAILS,
+                        &mut u.input_tokens_details,
+                    ),
+                    b"output_tokens_details" => (
+                        UsageBlock::HAS_OUTPUT_TOKENS_DETAILS,
+                        &mut u.output_tokens_details,
+                    ),
+                    b"cache_creation" => (0, &mut u.cache_creation),
+                    b"cost" => {
+                        u.cost = cost(s, 1)?;
+                        return Ok(());
+                    }
+                    b"total_tokens" => {
+                        u.present |= UsageBlock::HAS_TOTAL_TOKENS;
+                        return strict_skip(s, 1);
+                    }
+                    _ => return strict_skip(s, 1),
+                };
+                u.present |= bit;
+                // The last occurrence replaces the whole object.
+                *details = Details::default();
+                strict_object(s, 1, |s, key| {
+                    let slot = match key {
+                        b"cached_tokens" => &mut details.cached_tokens,
+                        b"cache_write_tokens" => &mut details.cache_write_tokens,
+                        b"reasoning_tokens" => &mut details.reasoning_tokens,
+                        b"ephemeral_5m_input_tokens" => &mut details.ephemeral_5m_input_tokens,
+                        b"ephemeral_1h_input_tokens" => &mut details.ephemeral_1h_input_tokens,
+                        _ => return strict_skip(s, 2),
+                    };
+                    *slot = count(s, 2)?;
+                    Ok(())
+                })?;
+                return Ok(());
+            }
+        };
+        u.present |= bit;
+        *slot = count(s, 1)?;
+        Ok(())
+    })?;
+    Ok(is_object.then_some(u))
+}
+
+/// A `usageMetadata` member: `Some` when it is an object.
+fn gemini_meta(s: &mut Scanner<'_>) -> Result<Option<GeminiMeta>, Invalid> {
+    let mut m = GeminiMeta::default();
+    let is_object = strict_object(s, 0, |s, key| {
+        let slot = match key {
+            b"promptTokenCount" => &mut m.prompt_token_count,
+            b"candidatesTokenCount" => &mut m.candidates_token_count,
+            b"cachedContentTokenCount" => &mut m.cached_content_token_count,
+            b"thoughtsTokenCount" => &mut m.thoughts_token_count,
+            b"toolUsePromptTokenCount" => &mut m.tool_use_prompt_token_count,
+            b"totalTokenCount" => &mut m.total_token_count,
+            _ => return strict_skip(s, 1),
+        };
+        *slot = count(s, 1)?;
+        Ok(())
+    })?;
+    Ok(is_object.then_some(m))
+}
+
+/// A `promptFeedback` member: whether it is an object with a `blockReason`.
+fn feedback(s: &mut Scanner<'_>) -> Result<bool, Invalid> {
+    let mut blocked = false;
+    strict_object(s, 0, |s, key| {
+        blocked |= key == b"blockReason";
+        strict_skip(s, 1)
+    })?;
+    Ok(blocked)
 }
 
 // ------------------------------------------------------------ serde seeds
 //
-// Every seed deserializes with `deserialize_any` and walks nested arrays and
-// objects to their end (map keys through `deserialize_str`), which is what
-// deserializing a `serde_json::Value` does: the parser then performs the
-// same checks (string escapes and UTF-8, number grammar and range, nesting
-// limit) and fails exactly where it would.
+// For the tokens handed to `serde_json`. Both deserialize with
+// `deserialize_any` and walk nested values to their end (map keys through
+// `deserialize_str`), which is what deserializing a `serde_json::Value`
+// does: the parser makes the same checks and fails where it would.
 
 /// Validates a value and keeps nothing.
 #[derive(Clone, Copy)]
 struct Ignore;
 
-/// A member name, classified by the function.
-struct Key<K>(fn(&str) -> K);
+/// A member name, ignored.
+struct Key;
 
-impl<'de, K> DeserializeSeed<'de> for Key<K> {
-    type Value = K;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<K, D::Error> {
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
         d.deserialize_str(self)
     }
 }
 
-impl<K> Visitor<'_> for Key<K> {
-    type Value = K;
+impl Visitor<'_> for Key {
+    type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member name")
     }
-    fn visit_str<E>(self, v: &str) -> Result<K, E> {
-        Ok((self.0)(v))
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 }
-
-/// Visitor methods for the values a seed has no use for: `$v` after
-/// consuming them (arrays element by element). `visit_map` is the seed's.
-macro_rules! others {
-    ($v:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok($v)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element_seed(Ignore)?.is_some() {}
-            Ok($v)
-        }
-    };
-}
-
-/// Implements `DeserializeSeed` through `deserialize_any` for a visitor.
-macro_rules! seed {
-    ($t:ty) => {
-        impl<'de> DeserializeSeed<'de> for $t {
-            type Value = <$t as Visitor<'de>>::Value;
-            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-                d.deserialize_any(self)
-            }
-        }
-    };
-}
-
-fn ignore_key(_: &str) {}
 
 impl<'de> Visitor<'de> for Ignore {
     type Value = ();
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    others!(());
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Ignore)?.is_some() {}
+        Ok(())
+    }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_key_seed(Key(ignore_key))?.is_some() {
+        while map.next_key_seed(Key)?.is_some() {
             map.next_value_seed(Ignore)?;
         }
         Ok(())
     }
 }
-seed!(Ignore);
+
+impl<'de> DeserializeSeed<'de> for Ignore {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
 
 /// A scalar: what `Value::as_str` or a number lookup would see.
 enum Scalar<'a> {
@@ -605,268 +766,19 @@ impl<'de> Visitor<'de> for ScalarSeed {
         Ignore.visit_map(map).map(|()| Scalar::Other)
     }
 }
-seed!(ScalarSeed);
 
-/// A token count: `get_u64`'s reading of the value.
-struct Count;
-
-impl<'de> DeserializeSeed<'de> for Count {
-    type Value = Option<u64>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
-        Ok(match ScalarSeed.deserialize(d)? {
-            Scalar::Num(n) => number_u64(&n),
-            _ => None,
-        })
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Scalar<'de>, D::Error> {
+        d.deserialize_any(self)
     }
 }
-
-/// A provider-reported cost: `cost_string`'s reading of the value.
-struct Cost;
-
-impl<'de> DeserializeSeed<'de> for Cost {
-    type Value = Option<String>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<String>, D::Error> {
-        Ok(match ScalarSeed.deserialize(d)? {
-            Scalar::Num(n) => cost_text(&n.to_string()),
-            Scalar::Str(s) => cost_text(s.trim()),
-            Scalar::Other => None,
-        })
-    }
-}
-
-#[derive(Clone, Copy)]
-enum UsageKey {
-    PromptTokens,
-    CompletionTokens,
-    InputTokens,
-    OutputTokens,
-    CacheReadInputTokens,
-    CacheCreationInputTokens,
-    TotalTokens,
-    PromptTokensDetails,
-    CompletionTokensDetails,
-    InputTokensDetails,
-    OutputTokensDetails,
-    CacheCreation,
-    Cost,
-    Other,
-}
-
-fn usage_key(k: &str) -> UsageKey {
-    match k {
-        "prompt_tokens" => UsageKey::PromptTokens,
-        "completion_tokens" => UsageKey::CompletionTokens,
-        "input_tokens" => UsageKey::InputTokens,
-        "output_tokens" => UsageKey::OutputTokens,
-        "cache_read_input_tokens" => UsageKey::CacheReadInputTokens,
-        "cache_creation_input_tokens" => UsageKey::CacheCreationInputTokens,
-        "total_tokens" => UsageKey::TotalTokens,
-        "prompt_tokens_details" => UsageKey::PromptTokensDetails,
-        "completion_tokens_details" => UsageKey::CompletionTokensDetails,
-        "input_tokens_details" => UsageKey::InputTokensDetails,
-        "output_tokens_details" => UsageKey::OutputTokensDetails,
-        "cache_creation" => UsageKey::CacheCreation,
-        "cost" => UsageKey::Cost,
-        _ => UsageKey::Other,
-    }
-}
-
-/// A `usage` member: `Some` when it is an object.
-struct UsageSeed;
-
-impl<'de> Visitor<'de> for UsageSeed {
-    type Value = Option<UsageBlock>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    others!(None);
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut u = UsageBlock::default();
-        while let Some(key) = map.next_key_seed(Key(usage_key))? {
-            use UsageKey as K;
-            match key {
-                K::PromptTokens => {
-                    u.present |= UsageBlock::HAS_PROMPT_TOKENS;
-                    u.prompt_tokens = map.next_value_seed(Count)?;
-                }
-                K::CompletionTokens => {
-                    u.present |= UsageBlock::HAS_COMPLETION_TOKENS;
-                    u.completion_tokens = map.next_value_seed(Count)?;
-                }
-                K::InputTokens => {
-                    u.present |= UsageBlock::HAS_INPUT_TOKENS;
-                    u.input_tokens = map.next_value_seed(Count)?;
-                }
-                K::OutputTokens => u.output_tokens = map.next_value_seed(Count)?,
-                K::CacheReadInputTokens => {
-                    u.present |= UsageBlock::HAS_CACHE_READ_INPUT_TOKENS;
-                    u.cache_read_input_tokens = map.next_value_seed(Count)?;
-                }
-                K::CacheCreationInputTokens => {
-                    u.present |= UsageBlock::HAS_CACHE_CREATION_INPUT_TOKENS;
-                    u.cache_creation_input_tokens = map.next_value_seed(Count)?;
-                }
-                K::TotalTokens => {
-                    u.present |= UsageBlock::HAS_TOTAL_TOKENS;
-                    map.next_value_seed(Ignore)?;
-                }
-                K::PromptTokensDetails => {
-                    u.prompt_tokens_details = map.next_value_seed(DetailsSeed)?;
-                }
-                K::CompletionTokensDetails => {
-                    u.completion_tokens_details = map.next_value_seed(DetailsSeed)?;
-                }
-                K::InputTokensDetails => {
-                    u.present |= UsageBlock::HAS_INPUT_TOKENS_DETAILS;
-                    u.input_tokens_details = map.next_value_seed(DetailsSeed)?;
-                }
-                K::OutputTokensDetails => {
-                    u.present |= UsageBlock::HAS_OUTPUT_TOKENS_DETAILS;
-                    u.output_tokens_details = map.next_value_seed(DetailsSeed)?;
-                }
-                K::CacheCreation => u.cache_creation = map.next_value_seed(DetailsSeed)?,
-                K::Cost => u.cost = map.next_value_seed(Cost)?,
-                K::Other => map.next_value_seed(Ignore)?,
-            }
-        }
-        Ok(Some(u))
-    }
-}
-seed!(UsageSeed);
-
-#[derive(Clone, Copy)]
-enum DetailKey {
-    Cached,
-    CacheWrite,
-    Reasoning,
-    Ephemeral5m,
-    Ephemeral1h,
-    Other,
-}
-
-fn detail_key(k: &str) -> DetailKey {
-    match k {
-        "cached_tokens" => DetailKey::Cached,
-        "cache_write_tokens" => DetailKey::CacheWrite,
-        "reasoning_tokens" => DetailKey::Reasoning,
-        "ephemeral_5m_input_tokens" => DetailKey::Ephemeral5m,
-        "ephemeral_1h_input_tokens" => DetailKey::Ephemeral1h,
-        _ => DetailKey::Other,
-    }
-}
-
-/// A detail object; all `None` when it is not an object (a lookup in a
-/// non-object finds nothing).
-struct DetailsSeed;
-
-impl<'de> Visitor<'de> for DetailsSeed {
-    type Value = Details;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    others!(Details::default());
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
-        let mut d = Details::default();
-        while let Some(key) = map.next_key_seed(Key(detail_key))? {
-            let slot = match key {
-                DetailKey::Cached => &mut d.cached_tokens,
-                DetailKey::CacheWrite => &mut d.cache_write_tokens,
-                DetailKey::Reasoning => &mut d.reasoning_tokens,
-                DetailKey::Ephemeral5m => &mut d.ephemeral_5m_input_tokens,
-                DetailKey::Ephemeral1h => &mut d.ephemeral_1h_input_tokens,
-                DetailKey::Other => {
-                    map.next_value_seed(Ignore)?;
-                    continue;
-                }
-            };
-            *slot = map.next_value_seed(Count)?;
-        }
-        Ok(d)
-    }
-}
-seed!(DetailsSeed);
-
-#[derive(Clone, Copy)]
-enum GeminiKey {
-    Prompt,
-    Candidates,
-    Cached,
-    Thoughts,
-    ToolUse,
-    Total,
-    Other,
-}
-
-fn gemini_key(k: &str) -> GeminiKey {
-    match k {
-        "promptTokenCount" => GeminiKey::Prompt,
-        "candidatesTokenCount" => GeminiKey::Candidates,
-        "cachedContentTokenCount" => GeminiKey::Cached,
-        "thoughtsTokenCount" => GeminiKey::Thoughts,
-        "toolUsePromptTokenCount" => GeminiKey::ToolUse,
-        "totalTokenCount" => GeminiKey::Total,
-        _ => GeminiKey::Other,
-    }
-}
-
-/// A `usageMetadata` member: `Some` when it is an object.
-struct GeminiSeed;
-
-impl<'de> Visitor<'de> for GeminiSeed {
-    type Value = Option<GeminiMeta>;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    others!(None);
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut m = GeminiMeta::default();
-        while let Some(key) = map.next_key_seed(Key(gemini_key))? {
-            let slot = match key {
-                GeminiKey::Prompt => &mut m.prompt_token_count,
-                GeminiKey::Candidates => &mut m.candidates_token_count,
-                GeminiKey::Cached => &mut m.cached_content_token_count,
-                GeminiKey::Thoughts => &mut m.thoughts_token_count,
-                GeminiKey::ToolUse => &mut m.tool_use_prompt_token_count,
-                GeminiKey::Total => &mut m.total_token_count,
-                GeminiKey::Other => {
-                    map.next_value_seed(Ignore)?;
-                    continue;
-                }
-            };
-            *slot = map.next_value_seed(Count)?;
-        }
-        Ok(Some(m))
-    }
-}
-seed!(GeminiSeed);
-
-fn block_reason_key(k: &str) -> bool {
-    k == "blockReason"
-}
-
-/// A `promptFeedback` member: whether it is an object with a `blockReason`.
-struct FeedbackSeed;
-
-impl<'de> Visitor<'de> for FeedbackSeed {
-    type Value = bool;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    others!(false);
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        let mut blocked = false;
-        while let Some(is_reason) = map.next_key_seed(Key(block_reason_key))? {
-            blocked |= is_reason;
-            map.next_value_seed(Ignore)?;
-        }
-        Ok(blocked)
-    }
-}
-seed!(FeedbackSeed);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::sparse::{KEEP, WHOLE};
 
     #[test]
     fn members_read_here_are_classified_as_the_sparse_parser_does() {

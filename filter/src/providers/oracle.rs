@@ -779,6 +779,8 @@ mod agreement {
 
     use proptest::prelude::*;
 
+    use serde_json::Value;
+
     use super::OldAccumulator;
     use crate::providers::{self, ApiShape, StreamAccumulator};
     use crate::sse::SseFramer;
@@ -792,6 +794,12 @@ mod agreement {
     ];
 
     fn check_json(bytes: &[u8]) {
+        assert_eq!(
+            crate::typed::is_valid_json(bytes),
+            serde_json::from_slice::<Value>(bytes).is_ok(),
+            "validity of {:?}",
+            String::from_utf8_lossy(bytes)
+        );
         let old = crate::sparse::parse(bytes).ok().map(|v| {
             let shapes = SHAPES.map(|s| super::extract_json(s, &v));
             (super::infer_shape_from_json(&v), shapes)
@@ -912,6 +920,27 @@ mod agreement {
             }
         }
         out
+    }
+
+    #[test]
+    fn nesting_limit_is_serde_json_limit() {
+        for levels in 120..=132 {
+            for (open, close) in [("[", "]"), ("{\"a\":", "}")] {
+                let mut text = open.repeat(levels);
+                text.push('1');
+                for _ in 0..levels {
+                    text.push_str(close);
+                }
+                assert_eq!(
+                    crate::typed::is_valid_json(text.as_bytes()),
+                    serde_json::from_slice::<Value>(text.as_bytes()).is_ok(),
+                    "{levels} levels of {open}"
+                );
+                // Inside a usage member, where it decides the whole body.
+                let body = format!("{{\"usage\":{{\"prompt_tokens\":{text}}}}}");
+                check_json(body.as_bytes());
+            }
+        }
     }
 
     #[test]
@@ -1142,7 +1171,7 @@ mod agreement {
         #[test]
         fn validity_is_serde_json_validity(
             bytes in prop::collection::vec(prop::sample::select(
-                b"{}[]:,\"\\ 0-1.e9truefalsnu\x01\xc3\xa9\xff".to_vec()), 0..40),
+                b"{}[]:,\"\\ 0-1.e9E+truefalsnu\x01\t\xc3\xa9\xff".to_vec()), 0..40),
         ) {
             prop_assert_eq!(
                 crate::typed::is_valid_json(&bytes),
