@@ -405,18 +405,19 @@ fn enter(s: &mut Scanner<'_>, level: usize) -> Result<usize, Invalid> {
     Ok(level + 1)
 }
 
-/// The text of a scanned string span (quotes included) that `serde_json`
-/// could only accept as is: printable ASCII without escapes.
-fn plain_string(span: &[u8]) -> Option<&str> {
+/// The bytes between the quotes of a scanned string span that `serde_json`
+/// could only accept as they are: printable ASCII without escapes.
+fn plain_bytes(span: &[u8]) -> Option<&[u8]> {
     let inner = span.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    if inner
+    inner
         .iter()
         .all(|&b| (0x20..0x80).contains(&b) && b != b'\\')
-    {
-        std::str::from_utf8(inner).ok()
-    } else {
-        None
-    }
+        .then_some(inner)
+}
+
+/// [`plain_bytes`] as text.
+fn plain_string(span: &[u8]) -> Option<&str> {
+    plain_bytes(span).and_then(|b| std::str::from_utf8(b).ok())
 }
 
 /// A scalar, strictly; `Other` for literals.
@@ -472,6 +473,16 @@ fn strict_skip(s: &mut Scanner<'_>, level: usize) -> Result<(), Invalid> {
             let level = enter(s, level)?;
             s.elements(|s| strict_skip(s, level))
         }
+        Some(b'"') => {
+            // As `strict_scalar`, without making text of it.
+            let start = s.i;
+            s.string()?;
+            let span = s.b.get(start..s.i).ok_or(Invalid)?;
+            match plain_bytes(span) {
+                Some(_) => Ok(()),
+                None => from_span(span, Ignore),
+            }
+        }
         _ => strict_scalar(s).map(drop),
     }
 }
@@ -493,8 +504,8 @@ fn strict_members<'a>(
         s.string()?;
         let raw = s.b.get(start..s.i).ok_or(Invalid)?;
         s.expect(b':')?;
-        match plain_string(raw) {
-            Some(key) => each(s, key.as_bytes())?,
+        match plain_bytes(raw) {
+            Some(key) => each(s, key)?,
             None => match from_span(raw, ScalarSeed)? {
                 Scalar::Str(key) => each(s, key.as_bytes())?,
                 _ => return Err(Invalid),
