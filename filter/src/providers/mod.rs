@@ -67,11 +67,13 @@ pub fn strip_query(path: &str) -> &str {
 /// The API shape of a request path.
 pub fn detect_shape(path: &str) -> ApiShape {
     let p = strip_query(path).trim_end_matches('/');
-    if p.contains(":generateContent") || p.contains(":streamGenerateContent") {
+    // Cheap tests first: each substring search sets up a searcher, and this
+    // runs a few times per request.
+    if p.contains(':') && (p.contains(":generateContent") || p.contains(":streamGenerateContent")) {
         return ApiShape::Gemini;
     }
-    if p.contains("/publishers/anthropic/")
-        && (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
+    if (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
+        && p.contains("/publishers/anthropic/")
     {
         return ApiShape::Anthropic;
     }
