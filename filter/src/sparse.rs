@@ -8,6 +8,9 @@
 //! their exact text). It is a little laxer than `serde_json` inside skipped
 //! strings and numbers (control characters, escape and number grammar are
 //! not checked there); structure, literals and trailing bytes are.
+//!
+//! The filter reads bodies with [`crate::typed`], which shares this scanner
+//! and member classes; `parse` is the reference its tests compare against.
 
 use serde_json::{Map, Value};
 

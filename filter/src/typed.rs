@@ -118,6 +118,11 @@ pub struct Node<'a> {
     pub response: Option<Box<Sub<'a>>>,
     /// `message` present (any value).
     pub message: Option<Box<Sub<'a>>>,
+    /// `stream` when it is a boolean (request bodies).
+    pub stream: Option<bool>,
+    /// `stream_options` present; inside, whether it is an object whose
+    /// `include_usage` is `true` (request bodies).
+    pub stream_options: Option<bool>,
 }
 
 /// A parsed document.
@@ -154,6 +159,8 @@ impl Top<'_> {
             prompt_blocked: false,
             response: None,
             message: None,
+            stream: None,
+            stream_options: None,
         };
         match self {
             Top::Object(n) => n,
@@ -248,6 +255,8 @@ fn object<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Node<'a>, Invalid> {
                 n.usage_metadata = gemini_meta(s)?;
             }
             b"promptFeedback" => n.prompt_blocked = feedback(s)?,
+            b"stream_options" => n.stream_options = Some(include_usage(s)?),
+            b"stream" => n.stream = kept_bool(s, depth + 1)?,
             b"model" => n.model = kept_str(s, depth + 1)?,
             b"modelVersion" => n.model_version = Some(kept_str(s, depth + 1)?),
             b"type" => n.ty = kept_str(s, depth + 1)?,
@@ -309,6 +318,21 @@ fn kept_str<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Option<Cow<'a, str>
         Some(b'{' | b'[') => validate(s, depth).map(|()| None),
         _ => Ok(match strict_scalar(s)? {
             Scalar::Str(text) => Some(text),
+            _ => None,
+        }),
+    }
+}
+
+/// A kept value read as a boolean (`None` when it is anything else).
+fn kept_bool(s: &mut Scanner<'_>, depth: usize) -> Result<Option<bool>, Invalid> {
+    if depth > MAX_DEPTH {
+        return Err(Invalid);
+    }
+    s.ws();
+    match s.peek() {
+        Some(b'{' | b'[') => validate(s, depth).map(|()| None),
+        _ => Ok(match strict_scalar(s)? {
+            Scalar::Bool(b) => Some(b),
             _ => None,
         }),
     }
@@ -420,7 +444,7 @@ fn plain_string(span: &[u8]) -> Option<&str> {
     plain_bytes(span).and_then(|b| std::str::from_utf8(b).ok())
 }
 
-/// A scalar, strictly; `Other` for literals.
+/// A scalar, strictly.
 fn strict_scalar<'a>(s: &mut Scanner<'a>) -> Result<Scalar<'a>, Invalid> {
     s.ws();
     let start = s.i;
@@ -433,8 +457,8 @@ fn strict_scalar<'a>(s: &mut Scanner<'a>) -> Result<Scalar<'a>, Invalid> {
                 None => from_span(span, ScalarSeed),
             }
         }
-        b't' => s.literal(b"true").map(|()| Scalar::Other),
-        b'f' => s.literal(b"false").map(|()| Scalar::Other),
+        b't' => s.literal(b"true").map(|()| Scalar::Bool(true)),
+        b'f' => s.literal(b"false").map(|()| Scalar::Bool(false)),
         b'n' => s.literal(b"null").map(|()| Scalar::Other),
         b'-' | b'0'..=b'9' => {
             // The scanner's number span; `serde_json` rejects it unless it
@@ -563,7 +587,7 @@ fn cost(s: &mut Scanner<'_>, level: usize) -> Result<Option<String>, Invalid> {
     Ok(match strict_leaf(s, level)? {
         Scalar::Num(n) => cost_text(&n.to_string()),
         Scalar::Str(text) => cost_text(text.trim()),
-        Scalar::Other => None,
+        Scalar::Bool(_) | Scalar::Other => None,
     })
 }
 
@@ -649,6 +673,21 @@ fn gemini_meta(s: &mut Scanner<'_>) -> Result<Option<GeminiMeta>, Invalid> {
         Ok(())
     })?;
     Ok(is_object.then_some(m))
+}
+
+/// A `stream_options` member: whether it is an object whose (last)
+/// `include_usage` is `true`.
+fn include_usage(s: &mut Scanner<'_>) -> Result<bool, Invalid> {
+    let mut include = false;
+    strict_object(s, 0, |s, key| {
+        if key == b"include_usage" {
+            include = matches!(strict_leaf(s, 1)?, Scalar::Bool(true));
+            Ok(())
+        } else {
+            strict_skip(s, 1)
+        }
+    })?;
+    Ok(include)
 }
 
 /// A `promptFeedback` member: whether it is an object with a `blockReason`.
@@ -738,6 +777,8 @@ impl<'de> DeserializeSeed<'de> for Ignore {
 enum Scalar<'a> {
     Num(Number),
     Str(Cow<'a, str>),
+    Bool(bool),
+    /// `null`, or a container.
     Other,
 }
 
@@ -748,8 +789,8 @@ impl<'de> Visitor<'de> for ScalarSeed {
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("any JSON value")
     }
-    fn visit_bool<E>(self, _: bool) -> Result<Scalar<'de>, E> {
-        Ok(Scalar::Other)
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar<'de>, E> {
+        Ok(Scalar::Bool(v))
     }
     fn visit_i64<E>(self, v: i64) -> Result<Scalar<'de>, E> {
         Ok(Scalar::Num(v.into()))
@@ -793,7 +834,7 @@ mod tests {
 
     #[test]
     fn members_read_here_are_classified_as_the_sparse_parser_does() {
-        for key in ["usage", "usageMetadata", "promptFeedback"] {
+        for key in ["usage", "usageMetadata", "promptFeedback", "stream_options"] {
             assert!(WHOLE.contains(&key), "{key}");
         }
         for key in [
@@ -806,6 +847,7 @@ mod tests {
             "response",
             "message",
             "finishReason",
+            "stream",
         ] {
             assert!(KEEP.contains(&key), "{key}");
         }
