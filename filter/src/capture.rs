@@ -9,8 +9,6 @@
 //! string inside such a window without parsing the whole document, for
 //! bodies and SSE events too large to keep.
 
-use serde_json::Value;
-
 /// Longest model string kept, in bytes.
 pub const MAX_MODEL_BYTES: usize = 256;
 
@@ -317,7 +315,14 @@ fn object_end(hay: &[u8], start: usize) -> Option<usize> {
 }
 
 /// The last `"key": {...}` object in `window` that is complete and parses.
-pub fn find_last_object(window: &[u8], key: &str) -> Option<Value> {
+#[cfg(test)]
+pub fn find_last_object(window: &[u8], key: &str) -> Option<serde_json::Value> {
+    find_last_object_span(window, key).and_then(|s| serde_json::from_slice(s).ok())
+}
+
+/// The text of [`find_last_object`]'s object (checked as `serde_json`
+/// checks a `Value`, without building one).
+pub fn find_last_object_span<'a>(window: &'a [u8], key: &str) -> Option<&'a [u8]> {
     let k = quoted_key(key);
     let mut end = window.len();
     let mut tried = 0;
@@ -329,8 +334,9 @@ pub fn find_last_object(window: &[u8], key: &str) -> Option<Value> {
         tried += 1;
         if let Some(close) = object_end(window, open) {
             if let Some(slice) = window.get(open..close) {
-                if let Ok(v @ Value::Object(_)) = serde_json::from_slice::<Value>(slice) {
-                    return Some(v);
+                // `value_start` found its `{`: valid JSON is an object.
+                if crate::typed::is_valid_json(slice) {
+                    return Some(slice);
                 }
             }
         }

@@ -15,5 +15,6 @@ pub mod request;
 pub mod sparse;
 pub mod sse;
 pub mod tracker;
+pub mod typed;
 
 mod host;

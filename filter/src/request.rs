@@ -140,31 +140,29 @@ pub fn prepare_request_body(
     inject_include_usage: bool,
 ) -> RequestBodyInfo {
     let path_streams = strip_query(path).contains(":streamGenerateContent");
-    // Only model, stream and stream_options matter: a sparse parse skips the
-    // prompt (the bulk of the body) without copying it.
-    let Ok(mut v) = crate::sparse::parse(body) else {
+    // Only model, stream and stream_options matter: a typed parse skips the
+    // prompt (the bulk of the body) without copying it, and builds nothing.
+    let Ok(top) = crate::typed::parse(body) else {
         return RequestBodyInfo {
             stream: path_streams,
             ..Default::default()
         };
     };
-    let model = v.get("model").and_then(Value::as_str).and_then(cap_model);
-    let stream = path_streams || v.get("stream").and_then(Value::as_bool) == Some(true);
+    let v = top.object();
+    let model = v.model.as_deref().and_then(cap_model);
+    let stream = path_streams || v.stream == Some(true);
     let mut info = RequestBodyInfo {
         model,
         stream,
         rewritten: None,
     };
-    if !inject_include_usage
-        || !stream_usage_injectable(path)
-        || v.get("stream").and_then(Value::as_bool) != Some(true)
-    {
+    if !inject_include_usage || !stream_usage_injectable(path) || v.stream != Some(true) {
         return info;
     }
-    let Some(obj) = v.as_object_mut() else {
+    if !matches!(top, crate::typed::Top::Object(_)) {
         return info;
-    };
-    match obj.get_mut("stream_options") {
+    }
+    match v.stream_options {
         None => {
             let start = body
                 .iter()
@@ -178,10 +176,8 @@ pub fn prepare_request_body(
                 info.rewritten = Some(out);
             }
         }
-        Some(opts) => {
-            if opts.get("include_usage").and_then(Value::as_bool) == Some(true) {
-                return info;
-            }
+        Some(true) => {}
+        Some(false) => {
             // Rare: rewrite an existing stream_options, which needs the whole body.
             let Ok(mut whole) = serde_json::from_slice::<Value>(body) else {
                 return info;
@@ -205,6 +201,75 @@ pub fn prepare_request_body(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The implementation on the sparse `Value` this one replaced: the
+    /// oracle it must agree with.
+    fn old_prepare_request_body(
+        path: &str,
+        body: &[u8],
+        inject_include_usage: bool,
+    ) -> RequestBodyInfo {
+        let path_streams = strip_query(path).contains(":streamGenerateContent");
+        // Only model, stream and stream_options matter: a sparse parse skips the
+        // prompt (the bulk of the body) without copying it.
+        let Ok(mut v) = crate::sparse::parse(body) else {
+            return RequestBodyInfo {
+                stream: path_streams,
+                ..Default::default()
+            };
+        };
+        let model = v.get("model").and_then(Value::as_str).and_then(cap_model);
+        let stream = path_streams || v.get("stream").and_then(Value::as_bool) == Some(true);
+        let mut info = RequestBodyInfo {
+            model,
+            stream,
+            rewritten: None,
+        };
+        if !inject_include_usage
+            || !stream_usage_injectable(path)
+            || v.get("stream").and_then(Value::as_bool) != Some(true)
+        {
+            return info;
+        }
+        let Some(obj) = v.as_object_mut() else {
+            return info;
+        };
+        match obj.get_mut("stream_options") {
+            None => {
+                let start = body
+                    .iter()
+                    .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+                if let Some(open) = start.filter(|&i| body.get(i) == Some(&b'{')) {
+                    let insert = br#""stream_options":{"include_usage":true},"#;
+                    let mut out = Vec::with_capacity(body.len() + insert.len());
+                    out.extend_from_slice(body.get(..=open).unwrap_or_default());
+                    out.extend_from_slice(insert);
+                    out.extend_from_slice(body.get(open + 1..).unwrap_or_default());
+                    info.rewritten = Some(out);
+                }
+            }
+            Some(opts) => {
+                if opts.get("include_usage").and_then(Value::as_bool) == Some(true) {
+                    return info;
+                }
+                // Rare: rewrite an existing stream_options, which needs the whole body.
+                let Ok(mut whole) = serde_json::from_slice::<Value>(body) else {
+                    return info;
+                };
+                let Some(opts) = whole.get_mut("stream_options") else {
+                    return info;
+                };
+                match opts.as_object_mut() {
+                    Some(o) => {
+                        o.insert("include_usage".to_owned(), Value::Bool(true));
+                    }
+                    None => *opts = serde_json::json!({ "include_usage": true }),
+                }
+                info.rewritten = serde_json::to_vec(&whole).ok();
+            }
+        }
+        info
+    }
 
     const SK: &str = "sk-proj-abc123";
     // printf %s sk-proj-abc123 | sha256sum
@@ -386,6 +451,25 @@ mod tests {
     }
 
     #[test]
+    fn duplicated_members_last_wins_as_before() {
+        for body in [
+            &br#"{"stream":false,"model":"a","stream":true,"model":"b"}"#[..],
+            br#"{"stream":true,"stream":null}"#,
+            br#"{"stream":true,"stream_options":{"include_usage":true},"stream_options":null}"#,
+            br#"{"stream":true,"stream_options":{"include_usage":true,"include_usage":false}}"#,
+            br#"{"\u0073tream":true,"m\u006fdel":"x"}"#,
+        ] {
+            let path = "/v1/chat/completions";
+            assert_eq!(
+                prepare_request_body(path, body, true),
+                old_prepare_request_body(path, body, true),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
     fn gemini_stream_from_path() {
         let info = prepare_request_body(
             "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
@@ -397,7 +481,92 @@ mod tests {
         assert_eq!(info.rewritten, None);
     }
 
+    const NAMES: &[&str] = &[
+        "model",
+        "stream",
+        "stream_options",
+        "include_usage",
+        "messages",
+        "n",
+    ];
+    const VALUES: &[&str] = &[
+        "true",
+        "false",
+        "null",
+        "\"gpt-4o\"",
+        "\"\"",
+        "\" m\\u00e9 \"",
+        "1",
+        "{\"include_usage\":true}",
+        "{\"include_usage\":false,\"x\":[1]}",
+        "{\"include_usage\":\"true\"}",
+        "{\"include_usage\":true,\"include_usage\":null}",
+        "[true]",
+        "[]",
+        "{}",
+        "\"bad\\q\"",
+        "1e400",
+        "{\"x\":1e400}",
+    ];
+    const PATHS: &[&str] = &[
+        "/v1/chat/completions",
+        "/v1/embeddings",
+        "/v1/responses",
+        "/v1beta/models/g:streamGenerateContent",
+    ];
+
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn agrees_with_the_sparse_value_version(
+            members in proptest::collection::vec(
+                prop_oneof![
+                    (Just("stream"), proptest::sample::select(&["true", "true", "false", "null", "\"true\""][..]), any::<bool>()),
+                    (Just("stream_options"), proptest::sample::select(VALUES), any::<bool>()),
+                    (Just("model"), proptest::sample::select(VALUES), any::<bool>()),
+                    (proptest::sample::select(NAMES), proptest::sample::select(VALUES), any::<bool>()),
+                ],
+                0..6,
+            ),
+            path in proptest::sample::select(PATHS),
+            inject in any::<bool>(),
+            top_array in proptest::bool::weighted(0.1),
+        ) {
+            let mut body = String::from(if top_array { "[{" } else { " {" });
+            for (i, (name, value, escaped)) in members.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                match name.split_at_checked(1) {
+                    Some((first, rest)) if *escaped => {
+                        body.push_str(&format!("\"\\u{:04x}{rest}\":", first.as_bytes()[0]));
+                    }
+                    _ => body.push_str(&format!("\"{name}\":")),
+                }
+                body.push_str(value);
+            }
+            body.push_str(if top_array { "}]" } else { "}" });
+            prop_assert_eq!(
+                prepare_request_body(path, body.as_bytes(), inject),
+                old_prepare_request_body(path, body.as_bytes(), inject),
+                "{}", body
+            );
+        }
+
+        #[test]
+        fn agrees_with_the_sparse_value_version_on_bytes(
+            body in proptest::collection::vec(proptest::sample::select(
+                b"{}[]:,\"\\ 0-1.e9truefalsnu\"model\"\"stream\"\"stream_options\"\"include_usage\"".to_vec()), 0..64),
+        ) {
+            for path in PATHS {
+                prop_assert_eq!(
+                    prepare_request_body(path, &body, true),
+                    old_prepare_request_body(path, &body, true)
+                );
+            }
+        }
+
         #[test]
         fn never_panics(body in proptest::collection::vec(any::<u8>(), 0..512), inject in any::<bool>()) {
             let _ = prepare_request_body("/v1/chat/completions", &body, inject);

@@ -8,11 +8,16 @@
 //! their exact text). It is a little laxer than `serde_json` inside skipped
 //! strings and numbers (control characters, escape and number grammar are
 //! not checked there); structure, literals and trailing bytes are.
+//!
+//! The filter reads bodies with [`crate::typed`], which shares this scanner
+//! and member classes; `parse` is the reference its tests compare against.
 
 use serde_json::{Map, Value};
 
-/// Members kept whole (small and read field by field).
-const WHOLE: &[&str] = &[
+/// Members kept whole (small and read field by field). [`class`] is what
+/// the parsers use; tests hold it to this list and `KEEP`.
+#[cfg(test)]
+pub(crate) const WHOLE: &[&str] = &[
     "usage",
     "usageMetadata",
     "promptFeedback",
@@ -22,7 +27,8 @@ const WHOLE: &[&str] = &[
 ];
 
 /// Members kept, with their own contents filtered the same way.
-const KEEP: &[&str] = &[
+#[cfg(test)]
+pub(crate) const KEEP: &[&str] = &[
     "model",
     "modelVersion",
     "type",
@@ -40,6 +46,30 @@ const KEEP: &[&str] = &[
     "delta",
     "role",
 ];
+
+/// How [`parse`] treats a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// In `WHOLE`.
+    Whole,
+    /// In `KEEP`.
+    Keep,
+    Skip,
+}
+
+/// The class of a member name: `WHOLE` and `KEEP` as one `match` (a
+/// length switch, not a scan of both lists per member; a test keeps the
+/// two in step).
+pub(crate) fn class(key: &[u8]) -> Class {
+    match key {
+        b"usage" | b"usageMetadata" | b"promptFeedback" | b"error" | b"stream_options"
+        | b"cache_creation" => Class::Whole,
+        b"model" | b"modelVersion" | b"type" | b"object" | b"status" | b"response" | b"message"
+        | b"choices" | b"candidates" | b"finish_reason" | b"finishReason" | b"blockReason"
+        | b"stop_reason" | b"stream" | b"delta" | b"role" => Class::Keep,
+        _ => Class::Skip,
+    }
+}
 
 /// The bytes are not JSON (or nest deeper than [`MAX_DEPTH`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,23 +99,23 @@ pub fn parse(bytes: &[u8]) -> Result<Value, Invalid> {
     }
 }
 
-struct Scanner<'a> {
-    b: &'a [u8],
-    i: usize,
+pub(crate) struct Scanner<'a> {
+    pub(crate) b: &'a [u8],
+    pub(crate) i: usize,
 }
 
 impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
+    pub(crate) fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
     }
 
-    fn ws(&mut self) {
+    pub(crate) fn ws(&mut self) {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
+    pub(crate) fn expect(&mut self, byte: u8) -> Result<(), Invalid> {
         self.ws();
         if self.peek() == Some(byte) {
             self.i += 1;
@@ -106,15 +136,16 @@ impl<'a> Scanner<'a> {
                 self.i += 1;
                 let mut out = Map::new();
                 self.members(|s, key| {
-                    let keep = if WHOLE.contains(&key) {
-                        Some(s.whole()?)
-                    } else if KEEP.contains(&key) {
-                        Some(s.kept(depth + 1)?)
-                    } else {
-                        s.skip(depth + 1)?;
-                        None
+                    let keep = match class(key) {
+                        Class::Whole => Some(s.whole()?),
+                        Class::Keep => Some(s.kept(depth + 1)?),
+                        Class::Skip => {
+                            s.skip(depth + 1)?;
+                            None
+                        }
                     };
                     if let Some(v) = keep {
+                        let key = std::str::from_utf8(key).map_err(|_| Invalid)?;
                         out.insert(key.to_owned(), v);
                     }
                     Ok(())
@@ -144,10 +175,11 @@ impl<'a> Scanner<'a> {
     }
 
     /// Object members after `{`: calls `each` with the scanner on the
-    /// value and the member name, through the closing `}`.
-    fn members(
+    /// value and the member name (unescaped, valid UTF-8), through the
+    /// closing `}`.
+    pub(crate) fn members(
         &mut self,
-        mut each: impl FnMut(&mut Self, &str) -> Result<(), Invalid>,
+        mut each: impl FnMut(&mut Self, &[u8]) -> Result<(), Invalid>,
     ) -> Result<(), Invalid> {
         self.ws();
         if self.peek() == Some(b'}') {
@@ -163,9 +195,12 @@ impl<'a> Scanner<'a> {
             let inner = raw.get(1..raw.len().saturating_sub(1)).unwrap_or_default();
             if inner.contains(&b'\\') {
                 let key: String = serde_json::from_slice(raw).map_err(|_| Invalid)?;
-                each(self, &key)?;
+                each(self, key.as_bytes())?;
+            } else if inner.is_ascii() || std::str::from_utf8(inner).is_ok() {
+                // (ASCII, the usual case, without `from_utf8`'s set-up.)
+                each(self, inner)?;
             } else {
-                each(self, std::str::from_utf8(inner).map_err(|_| Invalid)?)?;
+                return Err(Invalid);
             }
             self.ws();
             match self.peek() {
@@ -180,7 +215,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Array elements after `[`, through the closing `]`.
-    fn elements(
+    pub(crate) fn elements(
         &mut self,
         mut each: impl FnMut(&mut Self) -> Result<(), Invalid>,
     ) -> Result<(), Invalid> {
@@ -204,7 +239,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips one value, checking its structure.
-    fn skip(&mut self, depth: usize) -> Result<(), Invalid> {
+    pub(crate) fn skip(&mut self, depth: usize) -> Result<(), Invalid> {
         if depth > MAX_DEPTH {
             return Err(Invalid);
         }
@@ -236,7 +271,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
+    pub(crate) fn literal(&mut self, word: &[u8]) -> Result<(), Invalid> {
         if self.b.get(self.i..self.i + word.len()) == Some(word) {
             self.i += word.len();
             Ok(())
@@ -246,7 +281,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at the cursor (the opening quote), through its closing quote.
-    fn string(&mut self) -> Result<(), Invalid> {
+    pub(crate) fn string(&mut self) -> Result<(), Invalid> {
         if self.peek() != Some(b'"') {
             return Err(Invalid);
         }
@@ -444,6 +479,25 @@ mod tests {
             if let Ok(expected) = reference_parse(&bytes) {
                 prop_assert_eq!(parse(&bytes), Ok(expected));
             }
+        }
+    }
+
+    #[test]
+    fn class_matches_the_lists() {
+        for k in WHOLE {
+            assert_eq!(class(k.as_bytes()), Class::Whole, "{k}");
+        }
+        for k in KEEP {
+            assert_eq!(class(k.as_bytes()), Class::Keep, "{k}");
+        }
+        // Arms of the match not in a list would be classified here.
+        let src = include_str!("sparse.rs");
+        let body = &src[src.find("pub(crate) fn class").unwrap()..];
+        let body = &body[..body.find("_ => Class::Skip").unwrap()];
+        let arms = body.matches("b\"").count();
+        assert_eq!(arms, WHOLE.len() + KEEP.len());
+        for k in ["", "id", "content", "Usage", "usage ", "models", "text"] {
+            assert_eq!(class(k.as_bytes()), Class::Skip, "{k}");
         }
     }
 

@@ -343,7 +343,7 @@ impl ResponseTracker {
                         flag(Flag::NoUsage);
                     }
                 } else if let Some(whole) = buf.whole() {
-                    match crate::sparse::parse(whole) {
+                    match crate::typed::parse(whole) {
                         Ok(v) => {
                             if shape == ApiShape::Unknown {
                                 shape = infer_shape_from_json(&v);

@@ -8,10 +8,9 @@
 //! cumulative `output_tokens` and sometimes input/cache fields, merged field
 //! by field (present replaces, absent keeps).
 
-use serde_json::Value;
-
-use super::{clamp, cost_string, get_u64, model_of, Extraction};
+use super::{clamp, model_of, Extraction};
 use crate::record::Usage;
+use crate::typed::{Node, UsageBlock};
 
 /// Raw Anthropic usage fields, `None` until seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,23 +23,28 @@ pub struct UsageFields {
     pub output: Option<u64>,
 }
 
-fn set(slot: &mut Option<u64>, v: &Value, key: &str) {
-    if let Some(n) = get_u64(v, key) {
+fn set(slot: &mut Option<u64>, v: Option<u64>) {
+    if let Some(n) = v {
         *slot = Some(n);
     }
 }
 
 impl UsageFields {
     /// Merge a `usage` object: fields present in it replace earlier values.
-    pub fn merge(&mut self, u: &Value) {
-        set(&mut self.input, u, "input_tokens");
-        set(&mut self.cache_read, u, "cache_read_input_tokens");
-        set(&mut self.cache_creation, u, "cache_creation_input_tokens");
-        set(&mut self.output, u, "output_tokens");
-        if let Some(cc) = u.get("cache_creation").filter(|c| c.is_object()) {
-            set(&mut self.cache_5m, cc, "ephemeral_5m_input_tokens");
-            set(&mut self.cache_1h, cc, "ephemeral_1h_input_tokens");
-        }
+    pub fn merge(&mut self, u: &UsageBlock) {
+        set(&mut self.input, u.input_tokens);
+        set(&mut self.cache_read, u.cache_read_input_tokens);
+        set(&mut self.cache_creation, u.cache_creation_input_tokens);
+        set(&mut self.output, u.output_tokens);
+        // All `None` unless `cache_creation` is an object.
+        set(
+            &mut self.cache_5m,
+            u.cache_creation.ephemeral_5m_input_tokens,
+        );
+        set(
+            &mut self.cache_1h,
+            u.cache_creation.ephemeral_1h_input_tokens,
+        );
     }
 
     /// Normalize to the record's convention.
@@ -65,21 +69,17 @@ impl UsageFields {
     }
 }
 
-fn usage_obj(v: &Value) -> Option<&Value> {
-    v.get("usage").filter(|u| u.is_object())
-}
-
 /// A non-streamed Messages API body.
-pub fn extract(v: &Value) -> Extraction {
+pub fn extract(v: &Node<'_>) -> Extraction {
     let mut ext = Extraction {
-        model: model_of(v, "model"),
+        model: model_of(&v.model),
         ..Default::default()
     };
-    if let Some(u) = usage_obj(v) {
+    if let Some(u) = &v.usage {
         let mut f = UsageFields::default();
         f.merge(u);
         ext.usage = f.usage();
-        ext.reported_cost = u.get("cost").and_then(cost_string);
+        ext.reported_cost.clone_from(&u.cost);
         ext.usage_seen = true;
     }
     ext
@@ -98,27 +98,23 @@ pub struct MessagesStream {
 }
 
 impl MessagesStream {
-    pub fn on_value(&mut self, event_name: Option<&str>, v: &Value) {
-        let ty = v
-            .get("type")
-            .and_then(Value::as_str)
-            .or(event_name)
-            .unwrap_or("");
+    pub fn on_node(&mut self, event_name: Option<&str>, v: &Node<'_>) {
+        let ty = v.ty.as_deref().or(event_name).unwrap_or("");
         match ty {
             "message_start" => {
-                let Some(msg) = v.get("message") else {
+                let Some(msg) = &v.message else {
                     return;
                 };
-                if let Some(m) = model_of(msg, "model") {
+                if let Some(m) = model_of(&msg.model) {
                     self.model = Some(m);
                 }
-                if let Some(u) = usage_obj(msg) {
+                if let Some(u) = &msg.usage {
                     self.merge(u);
                 }
             }
             "message_delta" => {
                 self.delta_seen = true;
-                if let Some(u) = usage_obj(v) {
+                if let Some(u) = &v.usage {
                     self.merge(u);
                 }
             }
@@ -127,11 +123,11 @@ impl MessagesStream {
         }
     }
 
-    fn merge(&mut self, u: &Value) {
+    fn merge(&mut self, u: &UsageBlock) {
         self.fields.merge(u);
         self.usage_seen = true;
-        if let Some(c) = u.get("cost").and_then(cost_string) {
-            self.reported_cost = Some(c);
+        if let Some(c) = &u.cost {
+            self.reported_cost = Some(c.clone());
         }
     }
 
@@ -149,9 +145,10 @@ impl MessagesStream {
 mod tests {
     use super::*;
     use crate::providers::{extract_json, extract_windows, ApiShape};
+    use crate::typed::Top;
 
-    fn j(s: &str) -> Value {
-        serde_json::from_str(s).unwrap()
+    fn j(s: &str) -> Top<'_> {
+        crate::typed::parse(s.as_bytes()).unwrap()
     }
 
     #[test]
@@ -180,9 +177,10 @@ mod tests {
 
     #[test]
     fn cache_creation_breakdown_without_total() {
-        let e = extract(&j(
-            r#"{"usage":{"input_tokens":10,"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":4},"output_tokens":1}}"#,
-        ));
+        let e = extract(
+            j(r#"{"usage":{"input_tokens":10,"cache_creation":{"ephemeral_5m_input_tokens":3,"ephemeral_1h_input_tokens":4},"output_tokens":1}}"#)
+                .object(),
+        );
         assert_eq!(e.usage.input_tokens, 17);
         assert_eq!(e.usage.cache_write_tokens, 7);
         assert_eq!(e.usage.cache_write_1h_tokens, 4);
@@ -191,17 +189,17 @@ mod tests {
     #[test]
     fn stream_merge_present_replaces_absent_keeps() {
         let mut s = MessagesStream::default();
-        s.on_value(
+        s.on_node(
             None,
-            &j(r#"{"type":"message_start","message":{"model":"claude-3-5-haiku-20241022","usage":{"input_tokens":25,"cache_read_input_tokens":100,"cache_creation_input_tokens":0,"output_tokens":1}}}"#),
+            j(r#"{"type":"message_start","message":{"model":"claude-3-5-haiku-20241022","usage":{"input_tokens":25,"cache_read_input_tokens":100,"cache_creation_input_tokens":0,"output_tokens":1}}}"#).object(),
         );
         let e = s.extraction();
         assert_eq!(e.usage.input_tokens, 125);
         assert_eq!(e.usage.output_tokens, 1);
         assert!(!s.delta_seen);
-        s.on_value(
+        s.on_node(
             Some("message_delta"),
-            &j(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15,"cache_read_input_tokens":null}}"#),
+            j(r#"{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":15,"cache_read_input_tokens":null}}"#).object(),
         );
         let e = s.extraction();
         assert_eq!(e.model.as_deref(), Some("claude-3-5-haiku-20241022"));

@@ -8,20 +8,19 @@
 //! (`?alt=sse`, or a JSON array without it) repeat `usageMetadata` in every
 //! chunk; the last one wins.
 
-use serde_json::Value;
-
-use super::{clamp, get_u64, u64_or0, Extraction};
+use super::{clamp, Extraction};
 use crate::capture::cap_model;
 use crate::record::Usage;
+use crate::typed::{GeminiMeta, Node, Top};
 
 /// Normalize a `usageMetadata` object.
-pub fn gemini_usage(m: &Value) -> Usage {
-    let prompt = u64_or0(m, "promptTokenCount");
-    let candidates = u64_or0(m, "candidatesTokenCount");
-    let cached = u64_or0(m, "cachedContentTokenCount");
-    let thoughts = u64_or0(m, "thoughtsTokenCount");
-    let tool = u64_or0(m, "toolUsePromptTokenCount");
-    let folded = get_u64(m, "totalTokenCount").is_some_and(|total| {
+pub fn gemini_usage(m: &GeminiMeta) -> Usage {
+    let prompt = m.prompt_token_count.unwrap_or(0);
+    let candidates = m.candidates_token_count.unwrap_or(0);
+    let cached = m.cached_content_token_count.unwrap_or(0);
+    let thoughts = m.thoughts_token_count.unwrap_or(0);
+    let tool = m.tool_use_prompt_token_count.unwrap_or(0);
+    let folded = m.total_token_count.is_some_and(|total| {
         thoughts > 0 && prompt.saturating_add(candidates).saturating_add(tool) == total
     });
     let output = if folded {
@@ -39,64 +38,62 @@ pub fn gemini_usage(m: &Value) -> Usage {
     })
 }
 
-fn model_version(v: &Value) -> Option<String> {
-    let m = v.get("modelVersion")?.as_str()?;
+fn model_version(v: &Node<'_>) -> Option<String> {
+    let m = v.model_version.as_ref()?.as_deref()?;
     cap_model(m.strip_prefix("models/").unwrap_or(m))
-}
-
-/// Whether a response chunk ends the response (a candidate finished, or
-/// the prompt was blocked).
-fn is_final(v: &Value) -> bool {
-    let finished = v
-        .get("candidates")
-        .and_then(Value::as_array)
-        .is_some_and(|cands| {
-            cands.iter().any(|c| {
-                c.get("finishReason")
-                    .and_then(Value::as_str)
-                    .is_some_and(|r| !r.is_empty() && r != "FINISH_REASON_UNSPECIFIED")
-            })
-        });
-    finished
-        || v.get("promptFeedback")
-            .and_then(|p| p.get("blockReason"))
-            .is_some()
 }
 
 /// A non-streamed body: one response object, or the JSON array
 /// `streamGenerateContent` returns without `alt=sse`.
-pub fn extract(v: &Value) -> Extraction {
+pub fn extract(v: &Top<'_>) -> Extraction {
     let mut s = GeminiStream::default();
-    match v {
-        Value::Array(items) => items.iter().for_each(|i| s.on_value(i)),
-        other => s.on_value(other),
-    }
+    s.on_top(v);
     s.ext
 }
 
 /// Gemini stream state.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GeminiStream {
     pub ext: Extraction,
     pub finished: bool,
 }
 
 impl GeminiStream {
-    pub fn on_value(&mut self, v: &Value) {
-        if let Value::Array(items) = v {
-            items.iter().for_each(|i| self.on_value(i));
-            return;
+    /// One response chunk (an array holds several, in order).
+    pub fn on_top(&mut self, v: &Top<'_>) {
+        match v {
+            Top::Object(node) => self.on_node(node),
+            Top::Array { gemini, .. } => self.then(gemini),
+            Top::Scalar => {}
         }
+    }
+
+    /// One response object: the first model wins, the last usage wins; a
+    /// finished candidate or a blocked prompt ends the response.
+    pub fn on_node(&mut self, v: &Node<'_>) {
         if self.ext.model.is_none() {
             self.ext.model = model_version(v);
         }
-        if let Some(m) = v.get("usageMetadata").filter(|m| m.is_object()) {
+        if let Some(m) = &v.usage_metadata {
             self.ext.usage = gemini_usage(m);
             self.ext.usage_seen = true;
         }
-        if is_final(v) {
+        if v.candidates_final || v.prompt_blocked {
             self.finished = true;
         }
+    }
+
+    /// Continue with what `later` folded from the following objects: the
+    /// same as feeding them here one by one.
+    fn then(&mut self, later: &GeminiStream) {
+        if self.ext.model.is_none() {
+            self.ext.model.clone_from(&later.ext.model);
+        }
+        if later.ext.usage_seen {
+            self.ext.usage = later.ext.usage;
+            self.ext.usage_seen = true;
+        }
+        self.finished |= later.finished;
     }
 }
 
@@ -105,8 +102,8 @@ mod tests {
     use super::*;
     use crate::providers::{extract_json, extract_windows, ApiShape};
 
-    fn j(s: &str) -> Value {
-        serde_json::from_str(s).unwrap()
+    fn j(s: &str) -> Top<'_> {
+        crate::typed::parse(s.as_bytes()).unwrap()
     }
 
     #[test]
@@ -166,7 +163,7 @@ mod tests {
     #[test]
     fn blocked_prompt_is_final_without_candidates() {
         let mut s = GeminiStream::default();
-        s.on_value(&j(
+        s.on_top(&j(
             r#"{"promptFeedback":{"blockReason":"SAFETY"},"usageMetadata":{"promptTokenCount":8,"totalTokenCount":8}}"#,
         ));
         assert!(s.finished);
@@ -176,9 +173,10 @@ mod tests {
 
     #[test]
     fn tool_use_equal_total_without_thoughts() {
-        let u = gemini_usage(&j(
-            r#"{"promptTokenCount":10,"candidatesTokenCount":5,"toolUsePromptTokenCount":3,"totalTokenCount":18}"#,
-        ));
+        let v = j(
+            r#"{"usageMetadata":{"promptTokenCount":10,"candidatesTokenCount":5,"toolUsePromptTokenCount":3,"totalTokenCount":18}}"#,
+        );
+        let u = gemini_usage(v.object().usage_metadata.as_ref().unwrap());
         assert_eq!(u.input_tokens, 13);
         assert_eq!(u.output_tokens, 5);
         assert_eq!(u.reasoning_tokens, 0);

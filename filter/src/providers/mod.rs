@@ -7,12 +7,17 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+#[cfg(test)]
+mod oracle;
 
-use serde_json::Value;
+use std::borrow::Cow;
 
-use crate::capture::{cap_model, contains, find_last_object, find_string_field};
+use serde_json::{Number, Value};
+
+use crate::capture::{cap_model, contains, find_last_object_span, find_string_field};
 use crate::record::{Provider, Usage};
 use crate::sse::SseEvent;
+use crate::typed::{Node, Top, UsageBlock};
 
 /// The response shape (API family) of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -62,11 +67,13 @@ pub fn strip_query(path: &str) -> &str {
 /// The API shape of a request path.
 pub fn detect_shape(path: &str) -> ApiShape {
     let p = strip_query(path).trim_end_matches('/');
-    if p.contains(":generateContent") || p.contains(":streamGenerateContent") {
+    // Cheap tests first: each substring search sets up a searcher, and this
+    // runs a few times per request.
+    if p.contains(':') && (p.contains(":generateContent") || p.contains(":streamGenerateContent")) {
         return ApiShape::Gemini;
     }
-    if p.contains("/publishers/anthropic/")
-        && (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
+    if (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
+        && p.contains("/publishers/anthropic/")
     {
         return ApiShape::Anthropic;
     }
@@ -124,57 +131,52 @@ pub fn model_from_path(path: &str) -> Option<String> {
     None
 }
 
-/// Guess the shape of a parsed, non-streamed body.
-pub fn infer_shape_from_json(v: &Value) -> ApiShape {
-    let v = match v {
-        Value::Array(items) => match items.last() {
-            Some(last) => last,
-            None => return ApiShape::Unknown,
-        },
-        other => other,
-    };
-    let Some(obj) = v.as_object() else {
-        return ApiShape::Unknown;
-    };
-    if obj.contains_key("usageMetadata")
-        || obj.contains_key("candidates")
-        || obj.contains_key("modelVersion")
-    {
+/// Guess the shape of a parsed, non-streamed body (an array by its last
+/// element).
+pub fn infer_shape_from_json(v: &Top<'_>) -> ApiShape {
+    match v {
+        Top::Object(node)
+        | Top::Array {
+            last: Some(node), ..
+        } => infer_shape_from_node(node),
+        Top::Array { last: None, .. } | Top::Scalar => ApiShape::Unknown,
+    }
+}
+
+fn infer_shape_from_node(obj: &Node<'_>) -> ApiShape {
+    if obj.has_usage_metadata || obj.has_candidates || obj.model_version.is_some() {
         return ApiShape::Gemini;
     }
-    let ty = obj.get("type").and_then(Value::as_str).unwrap_or("");
-    let object = obj.get("object").and_then(Value::as_str).unwrap_or("");
+    let ty = obj.ty.as_deref().unwrap_or("");
+    let object = obj.object.as_deref().unwrap_or("");
     if ty == "message" {
         return ApiShape::Anthropic;
     }
     if object == "response" {
         return ApiShape::OpenaiResponses;
     }
-    if object.starts_with("chat.completion")
-        || object == "text_completion"
-        || obj.contains_key("choices")
-    {
+    if object.starts_with("chat.completion") || object == "text_completion" || obj.has_choices {
         return ApiShape::OpenaiChat;
     }
-    match obj.get("usage") {
-        Some(u) if u.is_object() => infer_shape_from_usage(u),
-        _ => ApiShape::Unknown,
+    match &obj.usage {
+        Some(u) => infer_shape_from_usage(u),
+        None => ApiShape::Unknown,
     }
 }
 
-fn infer_shape_from_usage(u: &Value) -> ApiShape {
-    if u.get("prompt_tokens").is_some() || u.get("completion_tokens").is_some() {
+fn infer_shape_from_usage(u: &UsageBlock) -> ApiShape {
+    if u.has(UsageBlock::HAS_PROMPT_TOKENS) || u.has(UsageBlock::HAS_COMPLETION_TOKENS) {
         ApiShape::OpenaiChat
-    } else if u.get("cache_creation_input_tokens").is_some()
-        || u.get("cache_read_input_tokens").is_some()
+    } else if u.has(UsageBlock::HAS_CACHE_CREATION_INPUT_TOKENS)
+        || u.has(UsageBlock::HAS_CACHE_READ_INPUT_TOKENS)
     {
         ApiShape::Anthropic
-    } else if u.get("input_tokens_details").is_some()
-        || u.get("output_tokens_details").is_some()
-        || u.get("total_tokens").is_some()
+    } else if u.has(UsageBlock::HAS_INPUT_TOKENS_DETAILS)
+        || u.has(UsageBlock::HAS_OUTPUT_TOKENS_DETAILS)
+        || u.has(UsageBlock::HAS_TOTAL_TOKENS)
     {
         ApiShape::OpenaiResponses
-    } else if u.get("input_tokens").is_some() {
+    } else if u.has(UsageBlock::HAS_INPUT_TOKENS) {
         ApiShape::Anthropic
     } else {
         ApiShape::Unknown
@@ -203,15 +205,12 @@ pub fn infer_shape_from_bytes(head: &[u8], tail: &[u8]) -> ApiShape {
 }
 
 /// Guess the shape from one streamed event.
-pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Value>) -> ApiShape {
+pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Top<'_>>) -> ApiShape {
     if ev.data.trim() == "[DONE]" {
         return ApiShape::OpenaiChat;
     }
-    let ty = v
-        .and_then(|v| v.get("type"))
-        .and_then(Value::as_str)
-        .or(ev.event)
-        .unwrap_or("");
+    let v = v.map(Top::object);
+    let ty = v.and_then(|v| v.ty.as_deref()).or(ev.event).unwrap_or("");
     if ty.starts_with("message_") || ty.starts_with("content_block_") || ty == "ping" {
         return ApiShape::Anthropic;
     }
@@ -221,11 +220,11 @@ pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Value>) -> ApiShape 
     let Some(v) = v else {
         return ApiShape::Unknown;
     };
-    if v.get("usageMetadata").is_some() || v.get("candidates").is_some() {
+    if v.has_usage_metadata || v.has_candidates {
         return ApiShape::Gemini;
     }
-    let object = v.get("object").and_then(Value::as_str).unwrap_or("");
-    if object.starts_with("chat.completion") || v.get("choices").is_some() {
+    let object = v.object.as_deref().unwrap_or("");
+    if object.starts_with("chat.completion") || v.has_choices {
         return ApiShape::OpenaiChat;
     }
     ApiShape::Unknown
@@ -233,18 +232,46 @@ pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Value>) -> ApiShape 
 
 /// Extract usage from a parsed, non-streamed body (`Unknown` infers the
 /// shape first).
-pub fn extract_json(shape: ApiShape, v: &Value) -> Extraction {
+pub fn extract_json(shape: ApiShape, v: &Top<'_>) -> Extraction {
     let shape = if shape == ApiShape::Unknown {
         infer_shape_from_json(v)
     } else {
         shape
     };
     match shape {
-        ApiShape::OpenaiChat => openai::extract_chat(v),
-        ApiShape::OpenaiResponses => openai::extract_responses(v),
-        ApiShape::Anthropic => anthropic::extract(v),
+        ApiShape::OpenaiChat => openai::extract_chat(v.object()),
+        ApiShape::OpenaiResponses => openai::extract_responses(v.object()),
+        ApiShape::Anthropic => anthropic::extract(v.object()),
         ApiShape::Gemini => gemini::extract(v),
         ApiShape::Unknown => Extraction::default(),
+    }
+}
+
+/// JSON text of a stand-in object built from found pieces (raw values
+/// already checked to be valid JSON, and strings), parsed like a body.
+#[derive(Default)]
+struct Synth(Vec<u8>);
+
+impl Synth {
+    fn raw(&mut self, key: &str, value: &[u8]) {
+        self.0.push(if self.0.is_empty() { b'{' } else { b',' });
+        self.0.push(b'"');
+        self.0.extend_from_slice(key.as_bytes());
+        self.0.extend_from_slice(b"\":");
+        self.0.extend_from_slice(value);
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        let quoted = serde_json::to_vec(value).unwrap_or_else(|_| b"null".to_vec());
+        self.raw(key, &quoted);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.0.is_empty() {
+            self.0.push(b'{');
+        }
+        self.0.push(b'}');
+        self.0
     }
 }
 
@@ -262,29 +289,27 @@ pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction 
         ApiShape::Unknown => return Extraction::default(),
         _ => ("usage", "model"),
     };
-    let usage = find_last_object(tail, usage_key).or_else(|| find_last_object(head, usage_key));
+    let usage =
+        find_last_object_span(tail, usage_key).or_else(|| find_last_object_span(head, usage_key));
     let model = find_string_field(head, model_key, true)
         .or_else(|| find_string_field(tail, model_key, false));
-    let mut synth = serde_json::Map::new();
+    let mut synth = Synth::default();
     if let Some(u) = usage {
-        synth.insert(usage_key.to_owned(), u);
+        synth.raw(usage_key, u);
     }
     if let Some(m) = model {
-        synth.insert(model_key.to_owned(), Value::String(m));
+        synth.string(model_key, &m);
     }
-    let synth = Value::Object(synth);
-    match shape {
-        ApiShape::OpenaiChat => openai::extract_chat(&synth),
-        ApiShape::OpenaiResponses => openai::extract_responses(&synth),
-        ApiShape::Anthropic => anthropic::extract(&synth),
-        ApiShape::Gemini => gemini::extract(&synth),
-        ApiShape::Unknown => Extraction::default(),
+    let synth = synth.finish();
+    match crate::typed::parse(&synth) {
+        Ok(v) => extract_json(shape, &v),
+        Err(_) => Extraction::default(),
     }
 }
 
-/// A non-negative integer field (floats are truncated, negatives ignored).
-pub(crate) fn get_u64(v: &Value, key: &str) -> Option<u64> {
-    let n = v.get(key)?;
+/// A token count: a non-negative integer (floats are truncated, negatives
+/// ignored).
+pub(crate) fn number_u64(n: &Number) -> Option<u64> {
     if let Some(u) = n.as_u64() {
         return Some(u);
     }
@@ -294,12 +319,18 @@ pub(crate) fn get_u64(v: &Value, key: &str) -> Option<u64> {
     }
 }
 
-pub(crate) fn u64_or0(v: &Value, key: &str) -> u64 {
-    get_u64(v, key).unwrap_or(0)
+/// [`number_u64`] of a member, `None` unless it is a number.
+#[cfg(test)]
+pub(crate) fn get_u64(v: &Value, key: &str) -> Option<u64> {
+    match v.get(key)? {
+        Value::Number(n) => number_u64(n),
+        _ => None,
+    }
 }
 
-pub(crate) fn model_of(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).and_then(cap_model)
+/// A model string, capped.
+pub(crate) fn model_of(v: &Option<Cow<'_, str>>) -> Option<String> {
+    v.as_deref().and_then(cap_model)
 }
 
 /// Clamp subsets to their supersets so `input - cache_read - cache_write`
@@ -320,15 +351,19 @@ const MAX_COST_TEXT: usize = 64;
 /// A provider-reported cost as a plain decimal string, without going
 /// through a float: the number's own text (scientific notation expanded).
 pub fn cost_string(v: &Value) -> Option<String> {
-    let text = match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.trim().to_owned(),
-        _ => return None,
-    };
+    match v {
+        Value::Number(n) => cost_text(&n.to_string()),
+        Value::String(s) => cost_text(s.trim()),
+        _ => None,
+    }
+}
+
+/// [`cost_string`] of a number's text or a trimmed string.
+pub(crate) fn cost_text(text: &str) -> Option<String> {
     if text.len() > MAX_COST_TEXT {
         return None;
     }
-    plain_decimal(&text)
+    plain_decimal(text)
 }
 
 /// Expand `text` (`-?digits[.digits][e[+-]digits]`) into plain decimal
@@ -481,42 +516,50 @@ impl StreamAccumulator {
             // Keep-alive or empty `data:` line; nothing to parse.
             return;
         }
+        // The parse made to recognize the stream, reused below.
+        let mut parsed = None;
         if self.shape == ApiShape::Unknown {
             let v = if ev.truncated {
                 None
             } else {
-                crate::sparse::parse(ev.data.as_bytes()).ok()
+                Some(crate::typed::parse(ev.data.as_bytes()))
             };
-            let shape = infer_shape_from_event(ev, v.as_ref());
+            let ok = v.as_ref().and_then(|r| r.as_ref().ok());
+            let shape = infer_shape_from_event(ev, ok);
             if shape == ApiShape::Unknown {
-                if v.is_none() && !ev.truncated && ev.terminated && !ev.data.trim().is_empty() {
+                if ok.is_none() && !ev.truncated && ev.terminated && !ev.data.trim().is_empty() {
                     self.parse_errors = self.parse_errors.saturating_add(1);
                 }
                 return;
             }
             self.shape = shape;
+            parsed = v;
         }
         if !self.wants(ev) {
             return;
         }
-        let v = if ev.truncated {
-            self.synthesize(ev)
+        let synth;
+        let parsed = if ev.truncated {
+            synth = self.synthesize(ev);
+            crate::typed::parse(&synth)
         } else {
-            match crate::sparse::parse(ev.data.as_bytes()) {
-                Ok(v) => v,
-                Err(_) => {
-                    if ev.terminated {
-                        self.parse_errors = self.parse_errors.saturating_add(1);
-                    }
-                    return;
+            parsed.unwrap_or_else(|| crate::typed::parse(ev.data.as_bytes()))
+        };
+        let v = match parsed {
+            Ok(v) => v,
+            Err(_) => {
+                // (A stand-in is built from checked pieces and parses.)
+                if ev.terminated && !ev.truncated {
+                    self.parse_errors = self.parse_errors.saturating_add(1);
                 }
+                return;
             }
         };
         match self.shape {
-            ApiShape::OpenaiChat => self.chat.on_value(&v),
-            ApiShape::OpenaiResponses => self.responses.on_value(ev.event, &v),
-            ApiShape::Anthropic => self.anthropic.on_value(ev.event, &v),
-            ApiShape::Gemini => self.gemini.on_value(&v),
+            ApiShape::OpenaiChat => self.chat.on_node(v.object()),
+            ApiShape::OpenaiResponses => self.responses.on_node(ev.event, v.object()),
+            ApiShape::Anthropic => self.anthropic.on_node(ev.event, v.object()),
+            ApiShape::Gemini => self.gemini.on_top(&v),
             ApiShape::Unknown => {}
         }
     }
@@ -558,8 +601,8 @@ impl StreamAccumulator {
         }
     }
 
-    /// A stand-in JSON value for an event too large to keep whole.
-    fn synthesize(&self, ev: &SseEvent<'_>) -> Value {
+    /// A stand-in JSON object for an event too large to keep whole.
+    fn synthesize(&self, ev: &SseEvent<'_>) -> Vec<u8> {
         let head = ev.data.as_bytes();
         let tail = ev.tail.as_bytes();
         let ty = ev
@@ -571,37 +614,45 @@ impl StreamAccumulator {
             ApiShape::Gemini => ("usageMetadata", "modelVersion"),
             _ => ("usage", "model"),
         };
-        let usage = find_last_object(tail, usage_key).or_else(|| find_last_object(head, usage_key));
+        let usage = find_last_object_span(tail, usage_key)
+            .or_else(|| find_last_object_span(head, usage_key));
         let model = find_string_field(head, model_key, true)
             .or_else(|| find_string_field(tail, model_key, false));
-        let mut inner = serde_json::Map::new();
+        let mut inner = Synth::default();
         if let Some(u) = usage {
-            inner.insert(usage_key.to_owned(), u);
+            inner.raw(usage_key, u);
         }
-        if let Some(m) = model {
-            inner.insert(model_key.to_owned(), Value::String(m));
+        if let Some(m) = &model {
+            inner.string(model_key, m);
         }
-        let mut outer = serde_json::Map::new();
-        match self.shape {
+        let mut outer = match self.shape {
             ApiShape::OpenaiResponses => {
-                outer.insert("response".to_owned(), Value::Object(inner));
+                let mut outer = Synth::default();
+                outer.raw("response", &inner.finish());
+                outer
             }
             ApiShape::Anthropic if ty.as_deref() == Some("message_start") => {
-                outer.insert("message".to_owned(), Value::Object(inner));
+                let mut outer = Synth::default();
+                outer.raw("message", &inner.finish());
+                outer
             }
             ApiShape::Gemini => {
                 if let Some(reason) = find_string_field(tail, "finishReason", false) {
-                    let cand = serde_json::json!([{ "finishReason": reason }]);
-                    inner.insert("candidates".to_owned(), cand);
+                    let mut cand = Synth::default();
+                    cand.string("finishReason", &reason);
+                    let mut list = vec![b'['];
+                    list.extend_from_slice(&cand.finish());
+                    list.push(b']');
+                    inner.raw("candidates", &list);
                 }
-                outer = inner;
+                inner
             }
-            _ => outer = inner,
+            _ => inner,
+        };
+        if let Some(t) = &ty {
+            outer.string("type", t);
         }
-        if let Some(t) = ty {
-            outer.insert("type".to_owned(), Value::String(t));
-        }
-        Value::Object(outer)
+        outer.finish()
     }
 
     /// Whether the provider's end-of-response usage was seen: the chat
@@ -787,7 +838,7 @@ mod tests {
 
     #[test]
     fn infers_shapes_from_json() {
-        let j = |s: &str| serde_json::from_str::<Value>(s).unwrap();
+        let j = |s: &'static str| crate::typed::parse(s.as_bytes()).unwrap();
         assert_eq!(
             infer_shape_from_json(&j(r#"{"usageMetadata":{}}"#)),
             ApiShape::Gemini

@@ -11,66 +11,57 @@
 //! `input_tokens_details.cached_tokens`; `output_tokens` includes
 //! `output_tokens_details.reasoning_tokens`.
 
-use serde_json::Value;
-
-use super::{clamp, cost_string, model_of, u64_or0, Extraction};
+use super::{clamp, model_of, Extraction};
 use crate::record::Usage;
-
-fn detail(u: &Value, obj: &str, key: &str) -> u64 {
-    u.get(obj).map_or(0, |d| u64_or0(d, key))
-}
+use crate::typed::{Node, UsageBlock};
 
 /// Normalize a Chat Completions `usage` object.
-pub fn chat_usage(u: &Value) -> Usage {
+pub fn chat_usage(u: &UsageBlock) -> Usage {
     clamp(Usage {
-        input_tokens: u64_or0(u, "prompt_tokens"),
-        output_tokens: u64_or0(u, "completion_tokens"),
-        cache_read_tokens: detail(u, "prompt_tokens_details", "cached_tokens"),
-        cache_write_tokens: detail(u, "prompt_tokens_details", "cache_write_tokens"),
+        input_tokens: u.prompt_tokens.unwrap_or(0),
+        output_tokens: u.completion_tokens.unwrap_or(0),
+        cache_read_tokens: u.prompt_tokens_details.cached_tokens.unwrap_or(0),
+        cache_write_tokens: u.prompt_tokens_details.cache_write_tokens.unwrap_or(0),
         cache_write_1h_tokens: 0,
-        reasoning_tokens: detail(u, "completion_tokens_details", "reasoning_tokens"),
+        reasoning_tokens: u.completion_tokens_details.reasoning_tokens.unwrap_or(0),
     })
 }
 
 /// Normalize a Responses API `usage` object.
-pub fn responses_usage(u: &Value) -> Usage {
+pub fn responses_usage(u: &UsageBlock) -> Usage {
     clamp(Usage {
-        input_tokens: u64_or0(u, "input_tokens"),
-        output_tokens: u64_or0(u, "output_tokens"),
-        cache_read_tokens: detail(u, "input_tokens_details", "cached_tokens"),
-        cache_write_tokens: detail(u, "input_tokens_details", "cache_write_tokens"),
+        input_tokens: u.input_tokens.unwrap_or(0),
+        output_tokens: u.output_tokens.unwrap_or(0),
+        cache_read_tokens: u.input_tokens_details.cached_tokens.unwrap_or(0),
+        cache_write_tokens: u.input_tokens_details.cache_write_tokens.unwrap_or(0),
         cache_write_1h_tokens: 0,
-        reasoning_tokens: detail(u, "output_tokens_details", "reasoning_tokens"),
+        reasoning_tokens: u.output_tokens_details.reasoning_tokens.unwrap_or(0),
     })
 }
 
-fn usage_obj(v: &Value) -> Option<&Value> {
-    v.get("usage").filter(|u| u.is_object())
-}
-
 /// A non-streamed Chat Completions body.
-pub fn extract_chat(v: &Value) -> Extraction {
+pub fn extract_chat(v: &Node<'_>) -> Extraction {
     let mut ext = Extraction {
-        model: model_of(v, "model"),
+        model: model_of(&v.model),
         ..Default::default()
     };
-    if let Some(u) = usage_obj(v) {
+    if let Some(u) = &v.usage {
         ext.usage = chat_usage(u);
-        ext.reported_cost = u.get("cost").and_then(cost_string);
+        ext.reported_cost.clone_from(&u.cost);
         ext.usage_seen = true;
     }
     ext
 }
 
 /// A non-streamed Responses API body (the `response` object).
-pub fn extract_responses(v: &Value) -> Extraction {
+pub fn extract_responses(v: &Node<'_>) -> Extraction {
     let mut ext = Extraction {
-        model: model_of(v, "model"),
+        model: model_of(&v.model),
         ..Default::default()
     };
-    if let Some(u) = usage_obj(v) {
+    if let Some(u) = &v.usage {
         ext.usage = responses_usage(u);
-        ext.reported_cost = u.get("cost").and_then(cost_string);
+        ext.reported_cost.clone_from(&u.cost);
         ext.usage_seen = true;
     }
     ext
@@ -87,14 +78,14 @@ pub struct ChatStream {
 }
 
 impl ChatStream {
-    pub fn on_value(&mut self, v: &Value) {
+    pub fn on_node(&mut self, v: &Node<'_>) {
         if self.ext.model.is_none() {
-            self.ext.model = model_of(v, "model");
+            self.ext.model = model_of(&v.model);
         }
-        if let Some(u) = usage_obj(v) {
+        if let Some(u) = &v.usage {
             self.ext.usage = chat_usage(u);
-            if let Some(c) = u.get("cost").and_then(cost_string) {
-                self.ext.reported_cost = Some(c);
+            if let Some(c) = &u.cost {
+                self.ext.reported_cost = Some(c.clone());
             }
             self.ext.usage_seen = true;
         }
@@ -118,25 +109,21 @@ pub const TERMINAL_EVENTS: [&str; 3] = [
 ];
 
 impl ResponsesStream {
-    pub fn on_value(&mut self, event_name: Option<&str>, v: &Value) {
-        let ty = v
-            .get("type")
-            .and_then(Value::as_str)
-            .or(event_name)
-            .unwrap_or("");
-        let Some(resp) = v.get("response") else {
+    pub fn on_node(&mut self, event_name: Option<&str>, v: &Node<'_>) {
+        let ty = v.ty.as_deref().or(event_name).unwrap_or("");
+        let Some(resp) = &v.response else {
             return;
         };
-        if let Some(m) = model_of(resp, "model") {
+        if let Some(m) = model_of(&resp.model) {
             self.ext.model = Some(m);
         }
         if TERMINAL_EVENTS.contains(&ty) {
             self.terminal = true;
         }
-        if let Some(u) = usage_obj(resp) {
+        if let Some(u) = &resp.usage {
             self.ext.usage = responses_usage(u);
-            if let Some(c) = u.get("cost").and_then(cost_string) {
-                self.ext.reported_cost = Some(c);
+            if let Some(c) = &u.cost {
+                self.ext.reported_cost = Some(c.clone());
             }
             self.ext.usage_seen = true;
         }
@@ -147,9 +134,10 @@ impl ResponsesStream {
 mod tests {
     use super::*;
     use crate::providers::{extract_json, extract_windows, ApiShape};
+    use crate::typed::Top;
 
-    fn j(s: &str) -> Value {
-        serde_json::from_str(s).unwrap()
+    fn j(s: &str) -> Top<'_> {
+        crate::typed::parse(s.as_bytes()).unwrap()
     }
 
     #[test]
@@ -214,10 +202,10 @@ mod tests {
 
     #[test]
     fn chat_without_usage_or_details() {
-        let e = extract_chat(&j(r#"{"model":"m","usage":null}"#));
+        let e = extract_chat(j(r#"{"model":"m","usage":null}"#).object());
         assert!(!e.usage_seen);
         assert_eq!(e.model.as_deref(), Some("m"));
-        let e = extract_chat(&j(r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#));
+        let e = extract_chat(j(r#"{"usage":{"prompt_tokens":7,"completion_tokens":3}}"#).object());
         assert!(e.usage_seen);
         assert_eq!(e.usage.input_tokens, 7);
         assert_eq!(e.usage.output_tokens, 3);
