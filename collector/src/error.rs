@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid bearer token")]
     Unauthorized,
@@ -17,8 +17,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// The database is away; holds the cause for the log only.
     #[error("the database is unavailable, retry later")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -44,14 +45,14 @@ impl From<sqlx::Error> for ApiError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(err),
+            | sqlx::Error::WorkerCrashed => ApiError::Unavailable(err.to_string()),
             sqlx::Error::Database(db)
                 if db.code().is_some_and(|c| {
                     // admin shutdown, cannot connect now, connection failures
                     c.starts_with("08") || c == "57P01" || c == "57P02" || c == "57P03"
                 }) =>
             {
-                ApiError::Unavailable(err)
+                ApiError::Unavailable(err.to_string())
             }
             _ => ApiError::Internal(err.to_string()),
         }

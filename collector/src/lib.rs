@@ -16,6 +16,7 @@ pub mod price_book;
 pub mod pricing;
 pub mod ratelimit;
 pub mod sync;
+pub mod writer;
 
 use std::sync::{Arc, RwLock};
 
@@ -41,6 +42,8 @@ pub struct AppState {
     /// Where budget periods are calendar-aligned unless a budget has its own
     /// `time_zone` (`BUDGET_TIME_ZONE` / `BUDGET_UTC_OFFSET_MINUTES`).
     pub budget_zone: budgets::Zone,
+    /// Ingest's group commit in front of the ledger.
+    pub ledger_writer: writer::LedgerWriter,
 }
 
 impl AppState {
@@ -51,7 +54,9 @@ impl AppState {
         admin_token: Option<&str>,
         max_body_bytes: usize,
     ) -> Self {
+        let metrics: Arc<metrics::Metrics> = Arc::default();
         Self {
+            ledger_writer: writer::LedgerWriter::start(pool.clone(), metrics.clone()),
             pool,
             prices: Arc::new(RwLock::new(prices)),
             ingest_token: ingest_token
@@ -60,7 +65,7 @@ impl AppState {
             admin_token: admin_token
                 .filter(|t| !t.is_empty())
                 .map(auth::TokenDigest::new),
-            metrics: Arc::default(),
+            metrics,
             max_body_bytes,
             token_cache: Arc::default(),
             query_rate_limit: Arc::default(),

@@ -11,6 +11,8 @@ pub struct Metrics {
     pub records_rejected: AtomicU64,
     pub records_unpriced: AtomicU64,
     pub ingest_failures: AtomicU64,
+    /// Ledger statements ingest ran (fewer than batches when merged).
+    pub ingest_statements: AtomicU64,
     pub ingest_latency_us_sum: AtomicU64,
     /// Cumulative histogram buckets of ingest latency (ms upper bounds).
     pub ingest_latency_buckets: [AtomicU64; 8],
@@ -67,6 +69,11 @@ impl Metrics {
             "billing_ingest_failures_total",
             "Ingest batches that failed to commit.",
             get(&self.ingest_failures),
+        );
+        counter(
+            "billing_ingest_statements_total",
+            "Ledger insert statements run for ingest (concurrent batches are merged).",
+            get(&self.ingest_statements),
         );
         let _ = writeln!(out, "# HELP billing_ingest_seconds Ingest batch latency, HTTP in to commit.\n# TYPE billing_ingest_seconds histogram");
         for (bucket, bound) in self.ingest_latency_buckets.iter().zip(LATENCY_BUCKETS_MS) {

@@ -469,3 +469,48 @@ async fn all_tenant_pages_are_exact_across_time_windows(pool: PgPool) {
         assert_eq!(seen, want, "{query}");
     }
 }
+
+/// Forty overlapping batches at once: the writer merges queued batches into
+/// fewer statements, yet every record is accepted by exactly one batch and
+/// each batch's answer counts its own records.
+#[sqlx::test(migrations = "../migrations")]
+async fn merged_concurrent_batches_account_for_every_record_once(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    // Batch k holds records 25k .. 25k + 50: each overlaps the next by 25.
+    let tasks: Vec<_> = (0..40)
+        .map(|k| {
+            let s = s.clone();
+            let batch: Vec<Value> = (25 * k..25 * k + 50)
+                .map(|i| record(&format!("m{i:04}"), "acme", "gpt-4o-mini", T0 + i))
+                .collect();
+            tokio::spawn(async move { ingest(&s, batch).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        assert_eq!(
+            r["accepted"].as_u64().unwrap() + r["duplicates"].as_u64().unwrap(),
+            50,
+            "{r}"
+        );
+        accepted += r["accepted"].as_u64().unwrap();
+    }
+    assert_eq!(accepted, 40 * 25 + 25);
+    let (rows, rolled): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM transactions),
+                (SELECT sum(requests)::int8 FROM usage_hourly)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, rolled), (1025, 1025));
+    let statements = s
+        .metrics
+        .ingest_statements
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        statements < 40,
+        "{statements} statements for 40 concurrent batches: none merged"
+    );
+}

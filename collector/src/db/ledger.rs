@@ -30,6 +30,14 @@ pub struct LedgerEntry {
     pub price: Option<AppliedPrice>,
 }
 
+impl LedgerEntry {
+    /// The ledger row this entry becomes.
+    pub fn key(&self) -> LedgerKey {
+        let r = &self.record;
+        (r.tenant_id.clone(), r.request_id.clone(), r.occurred_at())
+    }
+}
+
 /// A rollup table maintained from the ledger rows a statement actually
 /// changed (CTE `changed`), so duplicates never count twice. Dimensions are
 /// NOT NULL (NULL folded to '') so they can be part of the key.
@@ -408,15 +416,15 @@ pub async fn folded_before(db: impl sqlx::PgExecutor<'_>) -> Result<DateTime<Utc
 /// so retries collide, while a client that reuses an `x-request-id` for a
 /// new request still gets a row per request.
 #[tracing::instrument(skip_all, fields(records = entries.len()))]
-pub async fn insert_batch(
+pub async fn insert_batch<E: std::borrow::Borrow<LedgerEntry>>(
     pool: &PgPool,
-    entries: &[LedgerEntry],
+    entries: &[E],
 ) -> Result<Vec<LedgerKey>, sqlx::Error> {
     if entries.is_empty() {
         return Ok(Vec::new());
     }
     // A fixed row order keeps lock order stable across concurrent batches.
-    let mut sorted: Vec<&LedgerEntry> = entries.iter().collect();
+    let mut sorted: Vec<&LedgerEntry> = entries.iter().map(|e| e.borrow()).collect();
     sorted.sort_by(|a, b| {
         (
             &a.record.tenant_id,

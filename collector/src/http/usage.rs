@@ -45,29 +45,28 @@ async fn ingest(
     let batch: Batch = parse_json(&body)?;
     let (valid, rejections) = parse_batch(batch.records, chrono::Utc::now());
     let entries = state.price_book().price_all(valid);
-    let inserted = match crate::db::insert_batch(&state.pool, &entries).await {
+    let total = entries.len();
+    let unpriced_keys: Vec<crate::db::LedgerKey> = entries
+        .iter()
+        .filter(|e| e.price.is_none())
+        .map(crate::db::LedgerEntry::key)
+        .collect();
+    let inserted = match state.ledger_writer.insert(entries).await {
         Ok(inserted) => inserted,
         Err(e) => {
             Metrics::add(&state.metrics.ingest_failures, 1);
-            return Err(e.into());
+            return Err(e);
         }
     };
     let m = &state.metrics;
     let accepted = inserted.len();
     // Count only newly inserted unpriced rows, so a resent batch adds nothing.
     let inserted: std::collections::HashSet<crate::db::LedgerKey> = inserted.into_iter().collect();
-    let unpriced = entries
+    let unpriced = unpriced_keys
         .iter()
-        .filter(|e| e.price.is_none())
-        .filter(|e| {
-            inserted.contains(&(
-                e.record.tenant_id.clone(),
-                e.record.request_id.clone(),
-                e.record.occurred_at(),
-            ))
-        })
+        .filter(|k| inserted.contains(*k))
         .count();
-    let duplicates = entries.len() - accepted;
+    let duplicates = total - accepted;
     Metrics::add(&m.records_accepted, accepted as u64);
     Metrics::add(&m.records_duplicate, duplicates as u64);
     Metrics::add(&m.records_rejected, rejections.len() as u64);
