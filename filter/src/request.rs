@@ -163,38 +163,40 @@ pub fn prepare_request_body(
         return info;
     }
     match v.stream_options {
-        None => {
-            let start = body
-                .iter()
-                .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-            if let Some(open) = start.filter(|&i| body.get(i) == Some(&b'{')) {
-                let insert = br#""stream_options":{"include_usage":true},"#;
-                let mut out = Vec::with_capacity(body.len() + insert.len());
-                out.extend_from_slice(body.get(..=open).unwrap_or_default());
-                out.extend_from_slice(insert);
-                out.extend_from_slice(body.get(open + 1..).unwrap_or_default());
-                info.rewritten = Some(out);
-            }
-        }
+        None => info.rewritten = insert_stream_options(body),
         Some(true) => {}
-        Some(false) => {
-            // Rare: rewrite an existing stream_options, which needs the whole body.
-            let Ok(mut whole) = serde_json::from_slice::<Value>(body) else {
-                return info;
-            };
-            let Some(opts) = whole.get_mut("stream_options") else {
-                return info;
-            };
-            match opts.as_object_mut() {
-                Some(o) => {
-                    o.insert("include_usage".to_owned(), Value::Bool(true));
-                }
-                None => *opts = serde_json::json!({ "include_usage": true }),
-            }
-            info.rewritten = serde_json::to_vec(&whole).ok();
-        }
+        Some(false) => info.rewritten = rewrite_stream_options(body),
     }
     info
+}
+
+/// The body with `"stream_options":{"include_usage":true}` spliced in as the
+/// first member of its top-level object (the body is not re-serialized).
+fn insert_stream_options(body: &[u8]) -> Option<Vec<u8>> {
+    let open = body
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        .filter(|&i| body.get(i) == Some(&b'{'))?;
+    let insert = br#""stream_options":{"include_usage":true},"#;
+    let mut out = Vec::with_capacity(body.len() + insert.len());
+    out.extend_from_slice(body.get(..=open).unwrap_or_default());
+    out.extend_from_slice(insert);
+    out.extend_from_slice(body.get(open + 1..).unwrap_or_default());
+    Some(out)
+}
+
+/// Rare: an existing `stream_options` without `include_usage: true` is
+/// rewritten, which needs the whole body parsed and serialized again.
+fn rewrite_stream_options(body: &[u8]) -> Option<Vec<u8>> {
+    let mut whole = serde_json::from_slice::<Value>(body).ok()?;
+    let opts = whole.get_mut("stream_options")?;
+    match opts.as_object_mut() {
+        Some(o) => {
+            o.insert("include_usage".to_owned(), Value::Bool(true));
+        }
+        None => *opts = serde_json::json!({ "include_usage": true }),
+    }
+    serde_json::to_vec(&whole).ok()
 }
 
 #[cfg(test)]
@@ -235,37 +237,12 @@ mod tests {
             return info;
         };
         match obj.get_mut("stream_options") {
-            None => {
-                let start = body
-                    .iter()
-                    .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
-                if let Some(open) = start.filter(|&i| body.get(i) == Some(&b'{')) {
-                    let insert = br#""stream_options":{"include_usage":true},"#;
-                    let mut out = Vec::with_capacity(body.len() + insert.len());
-                    out.extend_from_slice(body.get(..=open).unwrap_or_default());
-                    out.extend_from_slice(insert);
-                    out.extend_from_slice(body.get(open + 1..).unwrap_or_default());
-                    info.rewritten = Some(out);
-                }
-            }
+            None => info.rewritten = insert_stream_options(body),
             Some(opts) => {
                 if opts.get("include_usage").and_then(Value::as_bool) == Some(true) {
                     return info;
                 }
-                // Rare: rewrite an existing stream_options, which needs the whole body.
-                let Ok(mut whole) = serde_json::from_slice::<Value>(body) else {
-                    return info;
-                };
-                let Some(opts) = whole.get_mut("stream_options") else {
-                    return info;
-                };
-                match opts.as_object_mut() {
-                    Some(o) => {
-                        o.insert("include_usage".to_owned(), Value::Bool(true));
-                    }
-                    None => *opts = serde_json::json!({ "include_usage": true }),
-                }
-                info.rewritten = serde_json::to_vec(&whole).ok();
+                info.rewritten = rewrite_stream_options(body);
             }
         }
         info
