@@ -99,7 +99,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_budget_zone(budget_zone);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
-    tokio::spawn(fold_rollups(state.pool.clone()));
+    tokio::spawn(fold_rollups(state.pool.clone(), state.metrics.clone()));
     if let Some(url) = config.price_sync_url.clone() {
         let interval = Duration::from_secs(config.price_sync_interval_secs);
         tokio::spawn(collector::sync::run(
@@ -151,8 +151,9 @@ async fn reload_prices_on_change(state: AppState) {
 /// into the daily rollups (later rows are still added, just on a slower path).
 const FOLD_GRACE: Duration = Duration::from_secs(300);
 
-/// Folds closed hours into the daily rollups, checking once a minute.
-async fn fold_rollups(pool: sqlx::PgPool) {
+/// Folds closed hours into the daily rollups, checking once a minute, and
+/// reports the watermark in /metrics.
+async fn fold_rollups(pool: sqlx::PgPool, metrics: std::sync::Arc<collector::metrics::Metrics>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -169,6 +170,12 @@ async fn fold_rollups(pool: sqlx::PgPool) {
                     break;
                 }
             }
+        }
+        if let Ok(at) = db::folded_before(&pool).await {
+            let secs = u64::try_from(at.timestamp()).unwrap_or(0);
+            metrics
+                .rollup_folded_before
+                .store(secs, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

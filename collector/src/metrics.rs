@@ -13,6 +13,8 @@ pub struct Metrics {
     pub ingest_failures: AtomicU64,
     /// Ledger statements ingest ran (fewer than batches when merged).
     pub ingest_statements: AtomicU64,
+    /// The daily rollups' fold watermark (Unix seconds; 0 until read).
+    pub rollup_folded_before: AtomicU64,
     pub ingest_latency_us_sum: AtomicU64,
     /// Cumulative histogram buckets of ingest latency (ms upper bounds).
     pub ingest_latency_buckets: [AtomicU64; 8],
@@ -92,6 +94,7 @@ impl Metrics {
             get(&self.ingest_latency_us_sum) as f64 / 1e6
         );
         let _ = writeln!(out, "billing_ingest_seconds_count {count}");
+        let _ = writeln!(out, "# HELP billing_rollup_folded_before_seconds Closed hours before this Unix time are folded into the daily rollups (alert when it falls more than ~2 h behind).\n# TYPE billing_rollup_folded_before_seconds gauge\nbilling_rollup_folded_before_seconds {}", get(&self.rollup_folded_before));
         let _ = writeln!(out, "# HELP billing_db_pool_connections Open database connections.\n# TYPE billing_db_pool_connections gauge\nbilling_db_pool_connections {pool_size}");
         let _ = writeln!(out, "# HELP billing_db_pool_idle Idle database connections.\n# TYPE billing_db_pool_idle gauge\nbilling_db_pool_idle {pool_idle}");
         out

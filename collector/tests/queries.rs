@@ -684,6 +684,10 @@ async fn metrics_count_accepted_duplicate_rejected_and_unpriced_records(pool: Pg
     assert_eq!(m["billing_ingest_failures_total"], 0.0);
     assert_eq!(m["billing_ingest_seconds_count"], 2.0);
     assert_eq!(m["billing_ingest_seconds_bucket{le=\"+Inf\"}"], 2.0);
+    // Two batches one after the other: nothing to merge.
+    assert_eq!(m["billing_ingest_statements_total"], 2.0);
+    // Reported by the collector's fold task, which this test does not run.
+    assert_eq!(m["billing_rollup_folded_before_seconds"], 0.0);
 
     // A request refused before validation (bad JSON) counts nothing.
     let (status, _) = call_raw(

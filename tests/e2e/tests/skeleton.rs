@@ -106,5 +106,39 @@ async fn chat_completion_is_billed_exactly_and_passes_through_unchanged() {
         .await
         .unwrap();
     assert_eq!(denied.status(), 401);
-    let _ = ADMIN_TOKEN;
+
+    // The collector's fold task reports where the daily rollups end: at a
+    // whole hour of the last hour and five minutes (a fresh ledger starts
+    // the watermark at the current hour).
+    let mut folded_before = 0u64;
+    for _ in 0..50 {
+        let text = stack
+            .http
+            .get(stack.collector_url("/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        folded_before = text
+            .lines()
+            .find_map(|l| l.strip_prefix("billing_rollup_folded_before_seconds "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if folded_before > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(folded_before % 3600, 0, "{folded_before}");
+    assert!(
+        folded_before <= now && now - folded_before <= 3900,
+        "watermark {folded_before}, now {now}"
+    );
 }
