@@ -99,7 +99,10 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_budget_zone(budget_zone);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
-    tokio::spawn(fold_rollups(state.pool.clone(), state.metrics.clone()));
+    tokio::spawn(ledger_maintenance(
+        state.pool.clone(),
+        state.metrics.clone(),
+    ));
     if let Some(url) = config.price_sync_url.clone() {
         let interval = Duration::from_secs(config.price_sync_interval_secs);
         tokio::spawn(collector::sync::run(
@@ -151,9 +154,12 @@ async fn reload_prices_on_change(state: AppState) {
 /// into the daily rollups (later rows are still added, just on a slower path).
 const FOLD_GRACE: Duration = Duration::from_secs(300);
 
-/// Folds closed hours into the daily rollups, checking once a minute, and
-/// reports the watermark in /metrics.
-async fn fold_rollups(pool: sqlx::PgPool, metrics: std::sync::Arc<collector::metrics::Metrics>) {
+/// Once a minute: folds closed hours into the daily rollups, summarizes the
+/// ledger's new BRIN ranges, and reports the fold watermark in /metrics.
+async fn ledger_maintenance(
+    pool: sqlx::PgPool,
+    metrics: std::sync::Arc<collector::metrics::Metrics>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -170,6 +176,9 @@ async fn fold_rollups(pool: sqlx::PgPool, metrics: std::sync::Arc<collector::met
                     break;
                 }
             }
+        }
+        if let Err(e) = db::summarize_time_index(&pool).await {
+            tracing::warn!(error = %e, "summarizing the ledger's time index failed");
         }
         if let Ok(at) = db::folded_before(&pool).await {
             let secs = u64::try_from(at.timestamp()).unwrap_or(0);

@@ -514,3 +514,33 @@ async fn merged_concurrent_batches_account_for_every_record_once(pool: PgPool) {
         "{statements} statements for 40 concurrent batches: none merged"
     );
 }
+
+/// The time index is summarized by the collector, not by autovacuum work
+/// items (which overflow and flood the server log under load): new block
+/// ranges are summarized once, and a time window then skips the rest.
+#[sqlx::test(migrations = "../migrations")]
+async fn new_ledger_ranges_are_summarized_on_request(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let batch: Vec<Value> = (0..3000)
+        .map(|i| record(&format!("b{i:05}"), "acme", "gpt-4o-mini", T0 + i * 1000))
+        .collect();
+    for chunk in batch.chunks(1000) {
+        assert_eq!(ingest(&s, chunk.to_vec()).await["accepted"], 1000);
+    }
+    let options: Vec<String> = sqlx::query_scalar(
+        "SELECT unnest(reloptions) FROM pg_class WHERE relname = 'transactions_time_brin'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        options.contains(&"autosummarize=off".to_string()),
+        "{options:?}"
+    );
+    let first = collector::db::summarize_time_index(&pool).await.unwrap();
+    assert!(
+        first >= 2,
+        "3,000 rows fill several 32-page ranges: {first}"
+    );
+    assert_eq!(collector::db::summarize_time_index(&pool).await.unwrap(), 0);
+}

@@ -401,6 +401,15 @@ pub async fn fold_rollups(
     Ok(Some(before))
 }
 
+/// Summarizes the ledger's time index over the block ranges filled since
+/// the last call (a range not summarized yet matches every time window, so
+/// an all-tenant page would read it whole). Returns the ranges summarized.
+pub async fn summarize_time_index(pool: &PgPool) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar("SELECT brin_summarize_new_values('transactions_time_brin')")
+        .fetch_one(pool)
+        .await
+}
+
 /// The daily rollups hold exactly the hours before this.
 pub async fn folded_before(db: impl sqlx::PgExecutor<'_>) -> Result<DateTime<Utc>, sqlx::Error> {
     sqlx::query_scalar("SELECT folded_before FROM rollup_fold")
