@@ -550,55 +550,6 @@ impl OldAccumulator {
         self.shape
     }
 
-    /// Whether runs of events may now be dropped unread (OpenAI chat once
-    /// the model is known: only a usage object and `[DONE]` still matter,
-    /// exactly what [`wants`](Self::wants) lets through and uses).
-    pub fn skips_events(&self) -> bool {
-        self.shape == ApiShape::OpenaiChat && self.chat.ext.model.is_some()
-    }
-
-    /// With [`skips_events`](Self::skips_events): the offset in `bytes` of
-    /// the first byte that may belong to a wanted event: the first `"usage"`
-    /// member whose value is not `null` (OpenAI sends `"usage":null` in every
-    /// chunk of a stream that asked for usage), else the start of the last
-    /// whole event. `[DONE]` ends a stream, so it is the last event of its
-    /// chunk and always read this way, without a search for it.
-    pub fn first_wanted(bytes: &[u8]) -> Option<usize> {
-        static USAGE: std::sync::OnceLock<memchr::memmem::Finder<'static>> =
-            std::sync::OnceLock::new();
-        let usage = USAGE.get_or_init(|| memchr::memmem::Finder::new(b"\"usage\""));
-        let last_event = memchr::memmem::rfind(bytes, b"\n\n").map(|end| {
-            let before = bytes.get(..end).unwrap_or_default();
-            memchr::memmem::rfind(before, b"\n\n").map_or(0, |at| at + 2)
-        });
-        let searched = bytes
-            .get(..last_event.unwrap_or(bytes.len()))
-            .unwrap_or_default();
-        let usage_object = usage.find_iter(searched).find(|&at| {
-            let after = bytes.get(at + 7..).unwrap_or_default();
-            let mut rest = after.iter().skip_while(|b| b.is_ascii_whitespace());
-            if rest.next() != Some(&b':') {
-                // Not a member name (or cut by the chunk end): keep it.
-                return true;
-            }
-            // Unseen value (chunk end) counts as wanted.
-            rest.find(|b| !b.is_ascii_whitespace()) != Some(&b'n')
-        });
-        usage_object.or(last_event)
-    }
-
-    /// Whether [`skips_events`](Self::skips_events) may still turn on (an
-    /// OpenAI chat stream, or one not yet recognized, before its model).
-    pub fn may_skip_later(&self) -> bool {
-        matches!(self.shape, ApiShape::OpenaiChat | ApiShape::Unknown)
-            && self.chat.ext.model.is_none()
-    }
-
-    /// Events seen (skipped runs not included).
-    pub fn events(&self) -> u64 {
-        self.events
-    }
-
     /// Events whose data should have been JSON but did not parse (events
     /// cut by the end of the stream excluded).
     pub fn parse_errors(&self) -> u32 {
@@ -756,18 +707,6 @@ impl OldAccumulator {
             ApiShape::Gemini => self.gemini.ext.clone(),
             ApiShape::Unknown => Extraction::default(),
         }
-    }
-
-    /// Heap bytes held (model and cost strings, each capped).
-    pub fn retained_bytes(&self) -> usize {
-        let s = |o: &Option<String>| o.as_ref().map_or(0, String::capacity);
-        s(&self.chat.ext.model)
-            + s(&self.chat.ext.reported_cost)
-            + s(&self.responses.ext.model)
-            + s(&self.responses.ext.reported_cost)
-            + s(&self.anthropic.model)
-            + s(&self.anthropic.reported_cost)
-            + s(&self.gemini.ext.model)
     }
 }
 
