@@ -252,28 +252,9 @@ pub async fn summary(
                 // The daily tables end at the fold watermark; the hours of
                 // these days since then are still only hourly. Read in the
                 // same statement, so both sides see one watermark.
-                let (from, to) = (midnight(from), midnight(to));
-                q.push(
-                    " UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status,
-                        currency, ",
-                )
-                .push(sums(&ROLLUP_SUMS, sign))
-                .push(" FROM usage_hourly WHERE hour >= greatest(")
-                .push_bind(from)
-                .push(", (SELECT folded_before FROM rollup_fold)) AND hour < ")
-                .push_bind(to);
+                push_hours(&mut q, sign, Since::Fold(midnight(from)), midnight(to));
             }
-            Part::Hours(from, to, sign) => {
-                q.push(
-                    " UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status,
-                        currency, ",
-                )
-                .push(sums(&ROLLUP_SUMS, sign))
-                .push(" FROM usage_hourly WHERE hour >= ")
-                .push_bind(from)
-                .push(" AND hour < ")
-                .push_bind(to);
-            }
+            Part::Hours(from, to, sign) => push_hours(&mut q, sign, Since::At(from), to),
             Part::Ledger(from, to, sign) => {
                 q.push(
                     " UNION ALL SELECT tenant_id, occurred_at, coalesce(api_key_id, ''), provider,
@@ -321,6 +302,28 @@ pub async fn summary(
             FROM g GROUP BY 1 ORDER BY sum(cost) DESC, 1",
         );
     q.build_query_as::<SummaryRow>().fetch_all(pool).await
+}
+
+/// Where an hourly branch starts: at a time, or at the later of a time and
+/// the fold watermark (read in the statement itself).
+enum Since {
+    At(DateTime<Utc>),
+    Fold(DateTime<Utc>),
+}
+
+/// ` UNION ALL` branch over `usage_hourly` for hours in [since, to).
+fn push_hours(q: &mut QueryBuilder<'_, Postgres>, sign: i8, since: Since, to: DateTime<Utc>) {
+    q.push(" UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status, currency, ")
+        .push(sums(&ROLLUP_SUMS, sign))
+        .push(" FROM usage_hourly WHERE hour >= ");
+    match since {
+        Since::At(t) => q.push_bind(t),
+        Since::Fold(t) => q
+            .push("greatest(")
+            .push_bind(t)
+            .push(", (SELECT folded_before FROM rollup_fold))"),
+    };
+    q.push(" AND hour < ").push_bind(to);
 }
 
 fn push_rollup_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
