@@ -271,7 +271,7 @@ async fn evaluate_balances(state: &AppState) -> Result<u64, sqlx::Error> {
 
 /// One evaluation now.
 pub async fn evaluate_once(state: &AppState) -> Result<u64, sqlx::Error> {
-    evaluate_at(state, Utc::now()).await
+    evaluate_at(state, state.clock.now()).await
 }
 
 /// What one delivery round did.

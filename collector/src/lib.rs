@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod auth;
 pub mod budgets;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub budget_zone: budgets::Zone,
     /// Ingest's group commit in front of the ledger.
     pub ledger_writer: writer::LedgerWriter,
+    /// The one source of "now" for every calendar decision (see `clock`).
+    pub clock: clock::Clock,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             query_rate_limit: Arc::default(),
             webhook_secret: None,
             budget_zone: budgets::Zone::default(),
+            clock: clock::Clock::system(),
         }
     }
 
@@ -83,6 +87,12 @@ impl AppState {
     /// Sets the default time zone of budget periods.
     pub fn with_budget_zone(mut self, zone: budgets::Zone) -> Self {
         self.budget_zone = zone;
+        self
+    }
+
+    /// Sets the clock every calendar decision reads (tests pin instants).
+    pub fn with_clock(mut self, clock: clock::Clock) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -102,6 +102,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     tokio::spawn(ledger_maintenance(
         state.pool.clone(),
         state.metrics.clone(),
+        state.clock.clone(),
     ));
     if let Some(url) = config.price_sync_url.clone() {
         let interval = Duration::from_secs(config.price_sync_interval_secs);
@@ -159,13 +160,14 @@ const FOLD_GRACE: Duration = Duration::from_secs(300);
 async fn ledger_maintenance(
     pool: sqlx::PgPool,
     metrics: std::sync::Arc<collector::metrics::Metrics>,
+    clock: collector::clock::Clock,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
         // Each call folds at most a day; catch up in steps after an outage.
         loop {
-            let before = chrono::Utc::now() - FOLD_GRACE;
+            let before = clock.now() - FOLD_GRACE;
             match db::fold_rollups(&pool, before).await {
                 Ok(Some(until)) => {
                     tracing::info!(%until, "hourly usage folded into the daily rollups")

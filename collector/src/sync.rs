@@ -4,8 +4,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
-
 use crate::config::ImportFormat;
 use crate::pricing::{self, PriceEntry};
 use crate::AppState;
@@ -51,7 +49,7 @@ pub async fn sync_once(
         return Err(SyncError::Status(response.status().as_u16()));
     }
     let text = response.text().await?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let imported = match format {
         ImportFormat::Openrouter => pricing::import_openrouter(&text, now)?,
         ImportFormat::Litellm => pricing::import_litellm(&text, now)?,

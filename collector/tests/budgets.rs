@@ -26,10 +26,6 @@ fn d(s: &str) -> Decimal {
 
 const T0: i64 = 1_763_978_400_000; // 2025-11-24T10:00:00Z
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
 async fn deny(s: &collector::AppState) -> Vec<Value> {
     let (status, body) = call(s, "GET", "/v1/deny", Some(INGEST), None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -165,7 +161,7 @@ async fn a_daily_key_budget_counts_only_its_key_and_today(pool: PgPool) {
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["hard"], true, "hard is the default");
     assert_eq!(created["alert_thresholds"], json!([50, 80]));
-    let now = now_ms();
+    let now = s.clock.now().timestamp_millis();
     let mut other_key = record("k2", "acme", "gpt-4o-mini", now);
     other_key["api_key_id"] = json!("key-other");
     ingest(
@@ -181,7 +177,7 @@ async fn a_daily_key_budget_counts_only_its_key_and_today(pool: PgPool) {
     let b = &budgets_of(&s, "acme").await[0];
     assert_eq!(dec(&b["spent"]), d("0.00069"));
     assert_eq!(dec(&b["remaining"]), d("0.99931"));
-    let today = Utc::now().date_naive();
+    let today = s.clock.now().date_naive();
     let midnight = today.and_hms_opt(0, 0, 0).unwrap().and_utc();
     assert_eq!(
         b["period_start"].as_str().unwrap(),
@@ -238,13 +234,31 @@ async fn a_prepaid_tenant_is_denied_at_zero_and_a_top_up_lifts_it(pool: PgPool) 
     assert_eq!(body["balance"]["balance"], "0.0005");
 
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    ingest(&s, vec![record("p1", "pre", "gpt-4o-mini", now_ms())]).await;
+    ingest(
+        &s,
+        vec![record(
+            "p1",
+            "pre",
+            "gpt-4o-mini",
+            s.clock.now().timestamp_millis(),
+        )],
+    )
+    .await;
     let (_, body) = call(&s, "GET", "/v1/balance?tenant_id=pre", Some(ADMIN), None).await;
     assert_eq!(dec(&body["balance"]), d("0.000155"));
     assert_eq!(body["exhausted"], false);
     assert!(deny(&s).await.is_empty());
 
-    ingest(&s, vec![record("p2", "pre", "gpt-4o-mini", now_ms())]).await;
+    ingest(
+        &s,
+        vec![record(
+            "p2",
+            "pre",
+            "gpt-4o-mini",
+            s.clock.now().timestamp_millis(),
+        )],
+    )
+    .await;
     let (_, body) = call(&s, "GET", "/v1/balance?tenant_id=pre", Some(ADMIN), None).await;
     assert_eq!(dec(&body["balance"]), d("-0.00019"));
     assert_eq!(dec(&body["spent"]), d("0.00069"));
@@ -489,7 +503,7 @@ fn at(v: &Value) -> chrono::DateTime<Utc> {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_budget_in_its_own_time_zone_counts_only_its_local_period(pool: PgPool) {
     let s = state(pool).await;
-    let now = Utc::now();
+    let now = s.clock.now();
     let tokyo = chrono_tz::Asia::Tokyo;
     let (status, local) = call(
         &s,
@@ -579,7 +593,7 @@ async fn a_budget_in_its_own_time_zone_counts_only_its_local_period(pool: PgPool
     assert_eq!(b["time_zone"], "America/New_York");
     assert_eq!(
         at(&b["resets_at"]),
-        local_midnight(Utc::now(), chrono_tz::America::New_York, 1)
+        local_midnight(s.clock.now(), chrono_tz::America::New_York, 1)
     );
     let (_, b) = call(
         &s,
@@ -627,7 +641,7 @@ async fn a_budget_in_its_own_time_zone_counts_only_its_local_period(pool: PgPool
     assert_eq!(list[1]["period_time_zone"], "Europe/Berlin");
     assert_eq!(
         at(&list[1]["resets_at"]),
-        local_midnight(Utc::now(), chrono_tz::Europe::Berlin, 1)
+        local_midnight(s.clock.now(), chrono_tz::Europe::Berlin, 1)
     );
 }
 

@@ -5,7 +5,7 @@
 mod common;
 
 use axum::http::StatusCode;
-use chrono::{TimeZone, Utc};
+use chrono::{Datelike, Months, TimeZone, Utc};
 use common::*;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -14,6 +14,15 @@ fn ms(y: i32, m: u32, d: u32, h: u32) -> i64 {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0)
         .unwrap()
         .timestamp_millis()
+}
+
+/// The scenario's "now": mid-November 2026, so October is closed and
+/// November open whatever the real date (the fixtures are dated around it).
+async fn as_of_november(pool: PgPool) -> collector::AppState {
+    let s = state(pool).await;
+    s.clock
+        .set(Utc.with_ymd_and_hms(2026, 11, 15, 12, 0, 0).unwrap());
+    s
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -167,7 +176,7 @@ async fn finalize(s: &collector::AppState, tenant: &str, period: &str) -> (Statu
 
 #[sqlx::test(migrations = "../migrations")]
 async fn seeded_month_has_hand_computed_lines_rounded_once(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     ingest(&s, acme_october()).await;
     // November usage and another tenant must not leak into acme's October.
     ingest(
@@ -347,7 +356,7 @@ async fn seeded_month_has_hand_computed_lines_rounded_once(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn finalized_invoice_is_numbered_immutable_and_late_usage_moves_on(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     ingest(&s, acme_october()).await;
     let (_, draft) = get(&s, "/v1/invoices?tenant_id=acme&period=2026-10", ADMIN).await;
 
@@ -515,7 +524,7 @@ async fn finalized_invoice_is_numbered_immutable_and_late_usage_moves_on(pool: P
 
 #[sqlx::test(migrations = "../migrations")]
 async fn late_usage_is_billed_once_on_the_next_finalized_invoice(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     ingest(
         &s,
         vec![
@@ -595,7 +604,7 @@ async fn late_usage_is_billed_once_on_the_next_finalized_invoice(pool: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     ingest(&s, acme_october()).await;
     let (status, fin) = finalize(&s, "acme", "2026-10").await;
     assert_eq!(status, StatusCode::CREATED, "{fin}");
@@ -689,7 +698,7 @@ async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_finalizations_create_one_invoice_and_bill_each_row_once(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     ingest(&s, acme_october()).await;
     let mut tasks = Vec::new();
     for _ in 0..4 {
@@ -724,7 +733,7 @@ async fn concurrent_finalizations_create_one_invoice_and_bill_each_row_once(pool
 /// id arriving after finalization is late usage, not already billed.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_reused_request_id_is_billed_once_per_request(pool: PgPool) {
-    let s = state(pool.clone()).await;
+    let s = as_of_november(pool.clone()).await;
     let reused = |at| {
         rec(
             "dup",
@@ -763,4 +772,67 @@ async fn a_reused_request_id_is_billed_once_per_request(pool: PgPool) {
         .await
         .unwrap();
     assert_eq!(billed, 3);
+}
+
+/// Runs at `test_now()`, which the ageing pass of `./dev test` pins to
+/// awkward instants (a month's last minute, New Year, 29 February): the
+/// month of "now" stays open to its last instant and closes at its end, and
+/// the invoice is numbered in the year it is finalized.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_current_month_closes_at_its_end_on_the_collectors_clock(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let now = s.clock.now();
+    let start = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .unwrap();
+    let end = start + Months::new(1);
+    let period = start.format("%Y-%m").to_string();
+    ingest(
+        &s,
+        vec![
+            record("first", "acme", "gpt-4o-mini", start.timestamp_millis()),
+            record("latest", "acme", "gpt-4o-mini", now.timestamp_millis()),
+        ],
+    )
+    .await;
+    let (_, draft) = get(
+        &s,
+        &format!("/v1/invoices?tenant_id=acme&period={period}"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(draft["status"], "draft", "{draft}");
+    assert_eq!(
+        draft["period_end"],
+        end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    );
+
+    for at in [now, end - chrono::Duration::milliseconds(1)] {
+        s.clock.set(at);
+        let (status, body) = finalize(&s, "acme", &period).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "at {at}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("still open"), "{message}");
+        assert!(
+            message.contains(&end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            "{message}"
+        );
+    }
+
+    s.clock.set(end);
+    let (status, fin) = finalize(&s, "acme", &period).await;
+    assert_eq!(status, StatusCode::CREATED, "{fin}");
+    assert_eq!(fin["number"], format!("INV-{:04}-000001", end.year()));
+    assert_eq!(
+        fin["finalized_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<Utc>>()
+            .unwrap(),
+        end
+    );
+    // The month that began at `end` is the open one now.
+    let next = end.format("%Y-%m").to_string();
+    let (status, body) = finalize(&s, "acme", &next).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }

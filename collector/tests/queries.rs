@@ -339,7 +339,7 @@ async fn reconciliation_filters_by_tenant_and_applies_the_tolerance(pool: PgPool
 #[sqlx::test(migrations = "../migrations")]
 async fn reconciliation_caps_the_list_at_twenty_and_defaults_to_the_last_30_days(pool: PgPool) {
     let s = state(pool).await;
-    let now = Utc::now().timestamp_millis();
+    let now = s.clock.now().timestamp_millis();
     // 25 transactions of 0.00045 each, reported 0.00045 + i/10^6: difference -i/10^6.
     let mut records: Vec<Value> = (0..25)
         .map(|i| {
@@ -1237,7 +1237,7 @@ async fn summary_group_by_each_key_equals_the_raw_sum(pool: PgPool) {
         &pool,
         keys[5].1,
         Utc.timestamp_millis_opt(0).unwrap(),
-        Utc::now(),
+        s.clock.now(),
         None,
     )
     .await

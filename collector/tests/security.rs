@@ -393,7 +393,8 @@ async fn revocation_bites_at_once_here_and_within_seconds_on_another_replica(poo
         Some(INGEST),
         Some(ADMIN),
         1 << 20,
-    );
+    )
+    .with_clock(here.clock.clone());
     seed(&here).await;
     let (id, acme) = create_token(&here, "acme", "finance").await;
     let (_, other) = create_token(&here, "acme", "dashboard").await;

@@ -59,7 +59,7 @@ async fn sync_adds_changed_prices_only(pool: PgPool) {
         let book = s.price_book();
         let catalog = book.catalog().unwrap();
         catalog
-            .lookup("openrouter", &model, chrono::Utc::now())
+            .lookup("openrouter", &model, s.clock.now())
             .unwrap()
             .input
     };

@@ -239,7 +239,8 @@ pub struct Credit {
 
 const CREDIT_COLUMNS: &str = "id, tenant_id, amount, currency, reason, created_by, created_at";
 
-/// Appends a credit (negative: a debit). None when the tenant's account
+/// Appends a credit (negative: a debit) dated `at` (the first credit opens
+/// the account: spend counts from then). None when the tenant's account
 /// already holds credits in another currency.
 #[tracing::instrument(skip_all, fields(tenant_id))]
 pub async fn insert_credit(
@@ -249,10 +250,11 @@ pub async fn insert_credit(
     currency: &str,
     reason: &str,
     created_by: &str,
+    at: DateTime<Utc>,
 ) -> Result<Option<Credit>, sqlx::Error> {
     sqlx::query_as(&format!(
-        "INSERT INTO credits (tenant_id, amount, currency, reason, created_by)
-         SELECT $1, $2, $3, $4, $5
+        "INSERT INTO credits (tenant_id, amount, currency, reason, created_by, created_at)
+         SELECT $1, $2, $3, $4, $5, $6
          WHERE NOT EXISTS (SELECT 1 FROM credits WHERE tenant_id = $1 AND currency <> $3)
          RETURNING {CREDIT_COLUMNS}"
     ))
@@ -261,6 +263,7 @@ pub async fn insert_credit(
     .bind(currency)
     .bind(reason)
     .bind(created_by)
+    .bind(at)
     .fetch_optional(pool)
     .await
 }

@@ -1,7 +1,7 @@
 //! Invoices: the ledger sums a draft is built from, and finalized invoices
 //! (stored once, never changed).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 
@@ -360,13 +360,15 @@ pub enum Finalized {
 /// Finalizes the tenant's invoice for `period` and `currency` in one
 /// transaction: claims the unbilled rows (recording each in
 /// `invoice_items`), computes the invoice from exactly the claimed rows with
-/// `build`, takes the next number of the year and stores it. Finalizations
+/// `build`, takes the next number of the year of `finalized_at` (the
+/// invoice date, from the collector's clock) and stores it. Finalizations
 /// of one tenant are serialized, so a row is never billed twice.
 pub async fn finalize_invoice<E>(
     pool: &PgPool,
     tenant_id: &str,
     period: Period,
     currency: &str,
+    finalized_at: DateTime<Utc>,
     build: impl FnOnce(InvoiceInputs) -> Result<NewInvoice, E>,
 ) -> Result<Result<Finalized, E>, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -413,18 +415,19 @@ pub async fn finalize_invoice<E>(
     };
     let (year, seq): (i32, i64) = sqlx::query_as(
         "INSERT INTO invoice_counters (year, last)
-         VALUES (extract(year FROM clock_timestamp() AT TIME ZONE 'UTC')::int, 1)
+         VALUES ($1, 1)
          ON CONFLICT (year) DO UPDATE SET last = invoice_counters.last + 1
          RETURNING year, last",
     )
+    .bind(finalized_at.year())
     .fetch_one(&mut *tx)
     .await?;
     let number = format!("INV-{year:04}-{seq:06}");
     sqlx::query(
         "INSERT INTO invoices (id, number, tenant_id, period, period_start, period_end, currency,
             minor_digits, rounding, subtotal_precise, subtotal_minor, credits_applied_minor,
-            total_minor, unpriced_requests)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            total_minor, unpriced_requests, finalized_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(id)
     .bind(&number)
@@ -440,6 +443,7 @@ pub async fn finalize_invoice<E>(
     .bind(invoice.totals.credits_applied_minor)
     .bind(invoice.totals.total_minor)
     .bind(invoice.unpriced_requests)
+    .bind(finalized_at)
     .execute(&mut *tx)
     .await?;
     for (position, l) in invoice.lines.iter().enumerate() {

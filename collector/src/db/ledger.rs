@@ -690,13 +690,14 @@ pub async fn list_transactions(
     filter: &LedgerFilter,
     after: Option<Cursor>,
     limit: i64,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
     if filter.tenant_id.is_none() {
         let newest = [after.map(|c| c.occurred_at), filter.end]
             .into_iter()
             .flatten()
             .min()
-            .unwrap_or_else(Utc::now);
+            .unwrap_or(now);
         for hours in PAGE_WINDOWS_HOURS {
             let from = newest - chrono::Duration::hours(hours);
             if filter.start.is_some_and(|s| s >= from) {

@@ -220,7 +220,7 @@ async fn create(
     check_budget(&fields)?;
     let budget = db::insert_budget(&state.pool, &fields).await?;
     tracing::info!(budget_id = budget.id, tenant_id = %budget.tenant_id, "budget created");
-    let view = views(&state, vec![budget], Utc::now()).await?;
+    let view = views(&state, vec![budget], state.clock.now()).await?;
     Ok((StatusCode::CREATED, Json(view.into_iter().next())).into_response())
 }
 
@@ -260,7 +260,7 @@ async fn list(
     let tenant = reader.scope(q.tenant_id)?;
     let list = db::list_budgets(&state.pool, tenant.as_deref()).await?;
     Ok(Json(
-        json!({"budgets": views(&state, list, Utc::now()).await?}),
+        json!({"budgets": views(&state, list, state.clock.now()).await?}),
     ))
 }
 
@@ -339,7 +339,7 @@ async fn update(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no budget with id {id}")))?;
     tracing::info!(budget_id = id, "budget updated");
-    let view = views(&state, vec![updated], Utc::now()).await?;
+    let view = views(&state, vec![updated], state.clock.now()).await?;
     Ok(Json(view.into_iter().next().unwrap_or(Value::Null)))
 }
 
@@ -386,6 +386,7 @@ async fn add_credit(
         &currency,
         &req.reason,
         CREDIT_AUTHOR,
+        state.clock.now(),
     )
     .await?
     .ok_or_else(|| {
@@ -482,7 +483,7 @@ async fn balance(
 /// whatever the traffic: the hard budgets and the prepaid accounts, then one
 /// batched spend query.
 async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let hard: Vec<Budget> = db::hard_budgets(&state.pool)
         .await?
         .into_iter()

@@ -213,7 +213,7 @@ async fn finalize(
         ));
     }
     let period = parse_period(Some(&b.period))?;
-    let now = Utc::now();
+    let now = state.clock.now();
     if period.end() > now {
         return Err(ApiError::BadRequest(format!(
             "period {period} is still open until {}; only closed periods can be finalized",
@@ -224,9 +224,14 @@ async fn finalize(
     }
     let currency = pick_currency(&state, &b.tenant_id, period, b.currency).await?;
     let rounding = rounding()?;
-    let outcome = db::finalize_invoice(&state.pool, &b.tenant_id, period, &currency, |inputs| {
-        compute(inputs, &currency, rounding)
-    })
+    let outcome = db::finalize_invoice(
+        &state.pool,
+        &b.tenant_id,
+        period,
+        &currency,
+        now,
+        |inputs| compute(inputs, &currency, rounding),
+    )
     .await??;
     match outcome {
         Finalized::Created(s) => {

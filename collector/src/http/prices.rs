@@ -71,7 +71,7 @@ async fn put_price(
         }
     }
     obj.entry("effective_from")
-        .or_insert_with(|| Value::from(Utc::now().to_rfc3339()));
+        .or_insert_with(|| Value::from(state.clock.now().to_rfc3339()));
     let entry: PriceEntry = serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("invalid price: {e}")))?;
     entry
@@ -161,8 +161,15 @@ async fn quote(
     let catalog = book
         .catalog()
         .ok_or_else(|| ApiError::Internal("price catalog unavailable".into()))?;
-    let breakdown = pricing::price_usage(catalog, provider, &q.model, Utc::now(), &q.usage, None)
-        .map_err(|e| match e {
+    let breakdown = pricing::price_usage(
+        catalog,
+        provider,
+        &q.model,
+        state.clock.now(),
+        &q.usage,
+        None,
+    )
+    .map_err(|e| match e {
         pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
         other => ApiError::BadRequest(other.to_string()),
     })?;

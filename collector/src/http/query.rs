@@ -114,7 +114,7 @@ async fn transactions(
             "limit must be between 1 and {max}"
         )));
     }
-    let rows = db::list_transactions(&state.pool, &filter, after, limit).await?;
+    let rows = db::list_transactions(&state.pool, &filter, after, limit, state.clock.now()).await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last())
         .flatten()
@@ -233,7 +233,7 @@ async fn summary(
             "group_by must be one of total, model, provider, api_key, tenant, day, hour".into(),
         )
     })?;
-    let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(Utc::now);
+    let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(|| state.clock.now());
     let start = parse_time("start", q.start.as_deref())?.unwrap_or(end - Duration::days(30));
     if start > end {
         return Err(ApiError::BadRequest("start must not be after end".into()));

@@ -7,7 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{Duration, SecondsFormat, Utc};
+use chrono::{Duration, SecondsFormat};
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -65,7 +65,7 @@ async fn reconciliation(
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tenant_id = reader.scope(q.tenant_id)?;
     let tolerance = parse_tolerance(q.tolerance.as_deref())?;
-    let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(Utc::now);
+    let end = parse_time("end", q.end.as_deref())?.unwrap_or_else(|| state.clock.now());
     let start = parse_time("start", q.start.as_deref())?.unwrap_or(end - Duration::days(30));
     if start > end {
         return Err(ApiError::BadRequest("start must not be after end".into()));

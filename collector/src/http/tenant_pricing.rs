@@ -56,7 +56,7 @@ async fn create(
     let agreement = TenantPricing {
         tenant_id,
         model: new.model.unwrap_or_else(|| "*".to_string()),
-        effective_from: new.effective_from.unwrap_or_else(Utc::now),
+        effective_from: new.effective_from.unwrap_or_else(|| state.clock.now()),
         adjustment: new.adjustment,
     };
     if !db::insert_tenant_pricing(&state.pool, &agreement).await? {

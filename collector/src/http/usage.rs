@@ -43,7 +43,7 @@ async fn ingest(
 ) -> ApiResult<Json<BatchResult>> {
     let started = Instant::now();
     let batch: Batch = parse_json(&body)?;
-    let (valid, rejections) = parse_batch(batch.records, chrono::Utc::now());
+    let (valid, rejections) = parse_batch(batch.records, state.clock.now());
     let entries = state.price_book().price_all(valid);
     let total = entries.len();
     let unpriced_keys: Vec<crate::db::LedgerKey> = entries

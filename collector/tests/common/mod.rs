@@ -3,6 +3,8 @@
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Utc};
+use collector::clock::Clock;
 use collector::price_book::PriceBook;
 use collector::pricing::Catalog;
 use collector::{app, db, AppState};
@@ -14,13 +16,33 @@ use tower::ServiceExt;
 pub const INGEST: &str = "test-ingest";
 pub const ADMIN: &str = "test-admin";
 
-/// App over `pool` with the bundled catalog seeded, as the binary does.
+/// The instant a test runs at: `BILLING_TEST_NOW` (RFC 3339) when the
+/// ageing pass of `./dev test` pins one, else the real time. Tests that
+/// depend on "now" read it here (or from `state.clock`), never from the
+/// system, so every awkward instant reaches them.
+pub fn test_now() -> DateTime<Utc> {
+    match std::env::var("BILLING_TEST_NOW") {
+        Ok(at) if !at.is_empty() => DateTime::parse_from_rfc3339(&at)
+            .unwrap_or_else(|e| panic!("BILLING_TEST_NOW={at:?} is not RFC 3339: {e}"))
+            .with_timezone(&Utc),
+        _ => Utc::now(),
+    }
+}
+
+/// A clock standing at `test_now()`; tests move it with `set`/`advance`.
+pub fn test_clock() -> Clock {
+    Clock::manual(test_now())
+}
+
+/// App over `pool` with the bundled catalog seeded, as the binary does, and
+/// a manual clock at `test_now()`.
 pub async fn state(pool: PgPool) -> AppState {
     let catalog = Catalog::bundled().unwrap();
     db::insert_prices(&pool, catalog.entries(), "catalog:test")
         .await
         .unwrap();
-    let state = AppState::new(pool, PriceBook::empty(), Some(INGEST), Some(ADMIN), 1 << 20);
+    let state = AppState::new(pool, PriceBook::empty(), Some(INGEST), Some(ADMIN), 1 << 20)
+        .with_clock(test_clock());
     state.reload_prices().await.unwrap();
     state
 }
