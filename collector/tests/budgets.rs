@@ -233,7 +233,8 @@ async fn a_prepaid_tenant_is_denied_at_zero_and_a_top_up_lifts_it(pool: PgPool) 
     assert_eq!(body["credit"]["created_by"], "admin");
     assert_eq!(body["balance"]["balance"], "0.0005");
 
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Usage a second after the account opened (records carry milliseconds).
+    s.clock.advance(Duration::seconds(1));
     ingest(
         &s,
         vec![record(
