@@ -11,7 +11,14 @@ pub const MAX_TOKENS: u64 = 1_000_000_000;
 pub const MAX_FUTURE_SKEW_MS: i64 = 5 * 60 * 1000;
 const MAX_ID_LEN: usize = 256;
 
-pub const KNOWN_PROVIDERS: &[&str] = &["openai", "anthropic", "gemini", "openrouter", "unknown"];
+pub const KNOWN_PROVIDERS: &[&str] = &[
+    "openai",
+    "anthropic",
+    "gemini",
+    "openrouter",
+    "bedrock",
+    "unknown",
+];
 pub const KNOWN_FLAGS: &[&str] = &[
     "incomplete",
     "upstream_error",

@@ -12,7 +12,13 @@
 //!    starting with `claude-` that contains dots also yields its dots→dashes
 //!    form (`anthropic/claude-sonnet-4.5` → `claude-sonnet-4.5` →
 //!    `claude-sonnet-4-5`), matching Anthropic's ids.
+//!    AWS Bedrock ids also lose, in turn, a geographic inference-profile
+//!    prefix and the vendor prefix: `us.anthropic.claude-sonnet-4-5-20250929-v1:0`
+//!    → `anthropic.claude-sonnet-4-5-20250929-v1:0` → `claude-sonnet-4-5-20250929-v1:0`
+//!    (an ARN has already lost everything up to its last `/`).
 //! 3. **Snapshot suffix stripped**, repeatedly, from every name above: a
+//!    Bedrock model version (`-v1:0`, `-v2`, with a context suffix such as
+//!    `:200k`), a
 //!    trailing `-YYYY-MM-DD` (`gpt-4o-2024-08-06`), `-YYYYMMDD`
 //!    (`claude-sonnet-4-5-20250929`), `@<version>` (Vertex AI,
 //!    `claude-sonnet-4-5@20250929`), `-preview-MM-DD` / `-exp-MM-DD`
@@ -71,6 +77,22 @@ pub fn candidate_names(provider: &str, model: &str) -> Vec<String> {
             rest = tail;
         }
     }
+    // Bedrock's geographic and vendor prefixes, on the full and the
+    // slash-stripped names alike.
+    let mut bedrock = Vec::new();
+    for name in exact.iter().chain(&stripped) {
+        let last = name.rsplit('/').next().unwrap_or(name);
+        let mut rest = last;
+        for prefixes in [BEDROCK_GEO_PREFIXES, BEDROCK_VENDOR_PREFIXES] {
+            if let Some((head, tail)) = rest.split_once('.') {
+                if prefixes.contains(&head) && !tail.is_empty() {
+                    bedrock.push(tail.to_owned());
+                    rest = tail;
+                }
+            }
+        }
+    }
+    stripped.extend(bedrock);
 
     let mut out: Vec<String> = Vec::new();
     if is_openrouter {
@@ -101,6 +123,25 @@ pub fn candidate_names(provider: &str, model: &str) -> Vec<String> {
     out
 }
 
+/// Cross-region inference profiles put one of these before the model id.
+const BEDROCK_GEO_PREFIXES: &[&str] = &["us", "eu", "apac", "us-gov", "global", "jp", "au", "ca"];
+
+/// Bedrock model ids start with the vendor.
+const BEDROCK_VENDOR_PREFIXES: &[&str] = &[
+    "anthropic",
+    "amazon",
+    "meta",
+    "mistral",
+    "cohere",
+    "ai21",
+    "deepseek",
+    "openai",
+    "qwen",
+    "writer",
+    "twelvelabs",
+    "stability",
+];
+
 fn push_unique(out: &mut Vec<String>, name: String) {
     if !name.is_empty() && !out.contains(&name) {
         out.push(name);
@@ -130,6 +171,9 @@ fn suffix_chain(name: &str) -> Vec<String> {
 
 /// Removes one recognized snapshot/version suffix, or returns `None`.
 fn strip_snapshot_suffix(name: &str) -> Option<String> {
+    if let Some(stem) = strip_bedrock_version(name) {
+        return keep_stem(stem);
+    }
     // Vertex AI style `model@version`.
     if let Some((stem, version)) = name.rsplit_once('@') {
         if !version.is_empty()
@@ -181,6 +225,32 @@ fn strip_snapshot_suffix(name: &str) -> Option<String> {
         return keep_stem(stem);
     }
     None
+}
+
+/// `-v1:0`, `-v2`, `-v1:0:200k` (a Bedrock model version, optionally with
+/// its context-window variant) → the part before `-v`.
+fn strip_bedrock_version(name: &str) -> Option<&str> {
+    let (stem, version) = name.rsplit_once("-v")?;
+    let mut parts = version.split(':');
+    let major = parts.next()?;
+    if major.is_empty() || !major.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => Some(stem),
+        (Some(minor), context, None)
+            if !minor.is_empty()
+                && minor.bytes().all(|b| b.is_ascii_digit())
+                && context.is_none_or(|c| {
+                    c.len() > 1
+                        && c.ends_with('k')
+                        && c[..c.len() - 1].bytes().all(|b| b.is_ascii_digit())
+                }) =>
+        {
+            Some(stem)
+        }
+        _ => None,
+    }
 }
 
 /// A stem is usable if it is non-empty and does not end in a separator.

@@ -495,3 +495,71 @@ fn lookup_ignores_entry_provider() {
         Some("gpt-4o")
     );
 }
+
+// ------------------------------------------------------------ AWS Bedrock ids
+
+#[test]
+fn bedrock_ids_lose_geo_vendor_and_version_in_turn() {
+    assert_eq!(
+        names("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+        v(&[
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "claude-sonnet-4-5-20250929-v1:0",
+            "us.anthropic.claude-sonnet-4-5-20250929",
+            "us.anthropic.claude-sonnet-4-5",
+            "anthropic.claude-sonnet-4-5-20250929",
+            "anthropic.claude-sonnet-4-5",
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-5",
+        ])
+    );
+}
+
+#[test]
+fn bedrock_arns_keep_the_profile_after_the_last_slash() {
+    let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-5-haiku-20241022-v1:0";
+    let list = names("bedrock", arn);
+    assert_eq!(list[0], arn);
+    assert_eq!(list[1], "eu.anthropic.claude-3-5-haiku-20241022-v1:0");
+    assert!(list.contains(&"claude-3-5-haiku".to_string()), "{list:?}");
+}
+
+#[test]
+fn bedrock_versions_are_recognised_only_in_their_shapes() {
+    assert_eq!(
+        names("bedrock", "anthropic.claude-3-haiku-20240307-v1:0:200k")
+            .last()
+            .map(String::as_str),
+        Some("claude-3-haiku")
+    );
+    assert_eq!(
+        names("bedrock", "amazon.nova-pro-v1:0"),
+        v(&[
+            "amazon.nova-pro-v1:0",
+            "nova-pro-v1:0",
+            "amazon.nova-pro",
+            "nova-pro"
+        ])
+    );
+    // Not a version: nothing stripped.
+    assert_eq!(names("openai", "model-vx:1"), v(&["model-vx:1"]));
+    assert_eq!(names("openai", "model-v1:a"), v(&["model-v1:a"]));
+    // A dotted name whose first part is no known prefix stays whole.
+    assert_eq!(names("openai", "gpt-4.1"), v(&["gpt-4.1"]));
+}
+
+#[test]
+fn lookup_bedrock_profile_finds_the_vendor_price() {
+    let cat = bundled();
+    assert_eq!(
+        model_at(
+            &cat,
+            "bedrock",
+            "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            NOW
+        )
+        .as_deref(),
+        Some("claude-sonnet-4-5")
+    );
+}
