@@ -1281,6 +1281,9 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/deny", &["get"]),
     ("/v1/invoices", &["get"]),
     ("/v1/invoices/finalize", &["post"]),
+    ("/internal/billing/quote", &["post"]),
+    ("/internal/billing/transactions", &["get"]),
+    ("/internal/billing/summary", &["get"]),
     // `/dashboard/` is registered too, but only as a 308 redirect to
     // `/dashboard`: it has no 2xx response to document, so it is left out.
     ("/dashboard", &["get"]),
@@ -1389,7 +1392,8 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                     | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts" | "/v1/invoices",
                     "get",
                 )
-                | ("/v1/quote", "post")
+                | ("/internal/billing/transactions" | "/internal/billing/summary", "get")
+                | ("/v1/quote" | "/internal/billing/quote", "post")
                 | ("/v1/tenants/{tenant_id}/balance-alert", "get") => {
                     json!([{"adminToken": []}, {"tenantToken": []}])
                 }
@@ -1504,4 +1508,115 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
         (status, error_code(&body)),
         (StatusCode::NOT_FOUND, "not_found")
     );
+}
+
+// ---------------------------------------------------------------------------
+// The seed gateway's /internal/billing/* API
+// ---------------------------------------------------------------------------
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_seed_gateways_internal_billing_api_answers_as_v1_does(pool: PgPool) {
+    let s = state(pool).await;
+    ingest(
+        &s,
+        vec![
+            record("a1", "acme", "gpt-4o-mini", T0),
+            record("a2", "acme", "gpt-4o-mini", T0 + MIN),
+            record("g1", "globex", "gpt-4o", T0 + 2 * MIN),
+        ],
+    )
+    .await;
+
+    // Transactions by tenant or by key, with /v1's filters and figures.
+    for (internal, v1) in [
+        (
+            "/internal/billing/transactions?tenant_id=acme&limit=1",
+            "/v1/transactions?tenant_id=acme&limit=1",
+        ),
+        (
+            "/internal/billing/transactions?api_key_id=key-globex",
+            "/v1/transactions?api_key_id=key-globex",
+        ),
+        (
+            &format!("/internal/billing/summary?tenant_id=acme&{WINDOW}"),
+            &format!("/v1/summary?tenant_id=acme&{WINDOW}"),
+        ),
+    ] {
+        let (status, got) = call(&s, "GET", internal, Some(ADMIN), None).await;
+        assert_eq!(status, StatusCode::OK, "{internal}: {got}");
+        let (_, want) = call(&s, "GET", v1, Some(ADMIN), None).await;
+        assert_eq!(got, want, "{internal}");
+    }
+    let (_, page) = call(
+        &s,
+        "GET",
+        "/internal/billing/transactions?api_key_id=key-globex",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let rows = page["transactions"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{page}");
+    assert_eq!(rows[0]["request_id"], "g1");
+    let (_, summary) = call(
+        &s,
+        "GET",
+        &format!("/internal/billing/summary?tenant_id=acme&{WINDOW}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    // 2 × (1000 uncached × 0.15 + 200 cached × 0.075 + 300 × 0.60) / 1M.
+    assert_eq!(summary["groups"][0]["requests"], 2, "{summary}");
+    assert_eq!(
+        dec(&summary["groups"][0]["cost"]),
+        d("0.00069"),
+        "{summary}"
+    );
+
+    // Quote by provider/model id.
+    let usage = json!({"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 200});
+    for (id, provider) in [
+        ("openai/gpt-4o-mini", "openai"),
+        ("gpt-4o-mini", "unknown"),
+        ("openrouter/openai/gpt-4o-mini", "openrouter"),
+    ] {
+        let (status, q) = call(
+            &s,
+            "POST",
+            "/internal/billing/quote",
+            Some(ADMIN),
+            Some(json!({"provider_model_id": id, "usage": usage})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{id}: {q}");
+        assert_eq!(q["cost"]["total"], "0.000345", "{id}: {q}");
+        assert_eq!(q["provider"], provider);
+        assert_eq!(q["provider_model_id"], id);
+    }
+
+    // Same auth and errors as /v1.
+    let body = json!({"provider_model_id": "openai/gpt-4o-mini", "usage": usage});
+    let (status, _) = call(&s, "POST", "/internal/billing/quote", None, Some(body)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, e) = call(
+        &s,
+        "POST",
+        "/internal/billing/quote",
+        Some(ADMIN),
+        Some(json!({"provider_model_id": "acme/no-such-model", "usage": usage})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{e}");
+    let (status, e) = call(
+        &s,
+        "POST",
+        "/internal/billing/quote",
+        Some(ADMIN),
+        Some(json!({"provider_model_id": "openai/", "usage": usage})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{e}");
+    let (status, _) = call(&s, "GET", "/internal/billing/transactions", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

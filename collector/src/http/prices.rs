@@ -1,5 +1,6 @@
 //! Catalog admin and pricing tools: `GET /v1/prices`, `PUT /v1/prices/{model}`,
-//! `POST /v1/reprice`, `POST /v1/quote`.
+//! `POST /v1/reprice`, `POST /v1/quote` (and the seed gateway's
+//! `POST /internal/billing/quote`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,6 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/prices/{model}", put(put_price))
         .route("/v1/reprice", post(reprice))
         .route("/v1/quote", post(quote))
+        .route("/internal/billing/quote", post(internal_quote))
 }
 
 #[derive(Deserialize)]
@@ -157,28 +159,114 @@ async fn quote(
 ) -> ApiResult<Json<Value>> {
     let q: QuoteRequest = parse_json(&body)?;
     let provider = q.provider.as_deref().unwrap_or("unknown");
+    priced_quote(
+        &state,
+        provider,
+        &q.model,
+        &q.usage,
+        q.reported_cost,
+        q.tolerance,
+    )
+    .map(Json)
+}
+
+/// The seed gateway's quote: the model named as `provider/model`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InternalQuoteRequest {
+    provider_model_id: String,
+    usage: UsageCounts,
+}
+
+/// `POST /internal/billing/quote`: `/v1/quote` for clients of the seed
+/// gateway. A leading known provider (`openai/gpt-4o-mini`,
+/// `openrouter/openai/gpt-4o`) picks the provider; otherwise the whole id
+/// is the model, looked up as `/v1/quote` would.
+async fn internal_quote(
+    State(state): State<AppState>,
+    _reader: Reader,
+    Body(body): Body,
+) -> ApiResult<Json<Value>> {
+    let q: InternalQuoteRequest = parse_json(&body)?;
+    let (provider, model) = split_provider_model_id(&q.provider_model_id);
+    if model.is_empty() {
+        return Err(ApiError::BadRequest(
+            "provider_model_id must name a model, e.g. openai/gpt-4o-mini".into(),
+        ));
+    }
+    let mut out = priced_quote(&state, provider, model, &q.usage, None, None)?;
+    out["provider"] = Value::from(provider);
+    out["provider_model_id"] = Value::from(q.provider_model_id.as_str());
+    Ok(Json(out))
+}
+
+/// `openai/gpt-4o-mini` → (`openai`, `gpt-4o-mini`); an id without a known
+/// provider in front → (`unknown`, the id).
+fn split_provider_model_id(id: &str) -> (&str, &str) {
+    let id = id.trim();
+    match id.split_once('/') {
+        Some((provider, model))
+            if crate::ingest::KNOWN_PROVIDERS.contains(&provider) && provider != "unknown" =>
+        {
+            (provider, model)
+        }
+        _ => ("unknown", id),
+    }
+}
+
+fn priced_quote(
+    state: &AppState,
+    provider: &str,
+    model: &str,
+    usage: &UsageCounts,
+    reported_cost: Option<Decimal>,
+    tolerance: Option<Decimal>,
+) -> ApiResult<Value> {
     let book = state.price_book();
     let catalog = book
         .catalog()
         .ok_or_else(|| ApiError::Internal("price catalog unavailable".into()))?;
-    let breakdown = pricing::price_usage(
-        catalog,
-        provider,
-        &q.model,
-        state.clock.now(),
-        &q.usage,
-        None,
-    )
-    .map_err(|e| match e {
-        pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
-        other => ApiError::BadRequest(other.to_string()),
-    })?;
-    let mut out = json!({"model": q.model, "cost": breakdown});
-    if let Some(reported) = q.reported_cost {
-        let tolerance = q.tolerance.unwrap_or_else(|| Decimal::new(1, 6));
+    let breakdown = pricing::price_usage(catalog, provider, model, state.clock.now(), usage, None)
+        .map_err(|e| match e {
+            pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
+            other => ApiError::BadRequest(other.to_string()),
+        })?;
+    let mut out = json!({"model": model, "cost": breakdown});
+    if let Some(reported) = reported_cost {
+        let tolerance = tolerance.unwrap_or_else(|| Decimal::new(1, 6));
         out["reconciliation"] =
             serde_json::to_value(pricing::reconcile(breakdown.total, reported, tolerance))
                 .map_err(|e| ApiError::Internal(e.to_string()))?;
     }
-    Ok(Json(out))
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_provider_model_id;
+
+    #[test]
+    fn a_known_provider_in_front_is_split_off() {
+        assert_eq!(
+            split_provider_model_id("openai/gpt-4o-mini"),
+            ("openai", "gpt-4o-mini")
+        );
+        assert_eq!(
+            split_provider_model_id("openrouter/openai/gpt-4o"),
+            ("openrouter", "openai/gpt-4o")
+        );
+        assert_eq!(
+            split_provider_model_id("bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
+            ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+        );
+        assert_eq!(split_provider_model_id("gpt-4o"), ("unknown", "gpt-4o"));
+        assert_eq!(
+            split_provider_model_id("acme/gpt-4o"),
+            ("unknown", "acme/gpt-4o")
+        );
+        assert_eq!(
+            split_provider_model_id("unknown/x"),
+            ("unknown", "unknown/x")
+        );
+    }
 }

@@ -1,4 +1,6 @@
-//! Billing queries: `GET /v1/transactions` and `GET /v1/summary`.
+//! Billing queries: `GET /v1/transactions` and `GET /v1/summary`, also
+//! served as the seed gateway's `GET /internal/billing/transactions` and
+//! `GET /internal/billing/summary` (same parameters, auth and answers).
 
 use axum::extract::State;
 use axum::http::header;
@@ -21,6 +23,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/transactions", get(transactions))
         .route("/v1/summary", get(summary))
+        .route("/internal/billing/transactions", get(transactions))
+        .route("/internal/billing/summary", get(summary))
 }
 
 const DEFAULT_LIMIT: i64 = 50;
