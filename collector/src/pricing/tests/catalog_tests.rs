@@ -33,7 +33,7 @@ fn invalid_reason(entry: PriceEntry) -> String {
 #[test]
 fn bundled_catalog_parses() {
     let cat = Catalog::bundled().unwrap();
-    assert_eq!(cat.version(), "2026-11-25");
+    assert_eq!(cat.version(), "2026-12-03");
     assert_eq!(cat.currency(), "USD");
     assert!(cat.entries().len() >= 30, "{}", cat.entries().len());
     assert!(cat.entries().iter().all(|e| e.currency == "USD"));
@@ -435,4 +435,31 @@ fn tier_for_picks_highest_exceeded_threshold() {
         e.tier_for(u64::MAX).map(|t| t.above_input_tokens),
         Some(200)
     );
+}
+
+#[test]
+fn bundled_catalog_prices_embeddings_and_bedrock_models() {
+    let cat = Catalog::bundled().unwrap();
+    let at = ts("2026-12-03T00:00:00Z");
+    for (provider, requested, entry, input) in [
+        ("openai", "text-embedding-3-small", "text-embedding-3-small", "0.02"),
+        ("openai", "text-embedding-3-large", "text-embedding-3-large", "0.13"),
+        ("gemini", "models/gemini-embedding-001", "gemini-embedding-001", "0.15"),
+        ("bedrock", "us.amazon.nova-pro-v1:0", "nova-pro", "0.80"),
+        ("bedrock", "amazon.nova-micro-v1:0", "nova-micro", "0.035"),
+        ("bedrock", "amazon.titan-embed-text-v2:0", "amazon.titan-embed-text-v2:0", "0.02"),
+    ] {
+        let e = cat
+            .lookup(provider, requested, at)
+            .unwrap_or_else(|| panic!("{requested} missing"));
+        assert_eq!(e.model, entry, "{requested}");
+        assert_eq!(e.input.to_string(), input, "{requested}");
+        if entry.contains("embed") {
+            assert!(e.output.is_zero(), "{requested}");
+        }
+    }
+    // Titan v1 costs more than v2: no price rather than v2's.
+    assert!(cat
+        .lookup("bedrock", "amazon.titan-embed-text-v1", at)
+        .is_none());
 }
