@@ -442,12 +442,32 @@ fn bundled_catalog_prices_embeddings_and_bedrock_models() {
     let cat = Catalog::bundled().unwrap();
     let at = ts("2026-12-03T00:00:00Z");
     for (provider, requested, entry, input) in [
-        ("openai", "text-embedding-3-small", "text-embedding-3-small", "0.02"),
-        ("openai", "text-embedding-3-large", "text-embedding-3-large", "0.13"),
-        ("gemini", "models/gemini-embedding-001", "gemini-embedding-001", "0.15"),
+        (
+            "openai",
+            "text-embedding-3-small",
+            "text-embedding-3-small",
+            "0.02",
+        ),
+        (
+            "openai",
+            "text-embedding-3-large",
+            "text-embedding-3-large",
+            "0.13",
+        ),
+        (
+            "gemini",
+            "models/gemini-embedding-001",
+            "gemini-embedding-001",
+            "0.15",
+        ),
         ("bedrock", "us.amazon.nova-pro-v1:0", "nova-pro", "0.80"),
         ("bedrock", "amazon.nova-micro-v1:0", "nova-micro", "0.035"),
-        ("bedrock", "amazon.titan-embed-text-v2:0", "amazon.titan-embed-text-v2:0", "0.02"),
+        (
+            "bedrock",
+            "amazon.titan-embed-text-v2:0",
+            "amazon.titan-embed-text-v2:0",
+            "0.02",
+        ),
     ] {
         let e = cat
             .lookup(provider, requested, at)

@@ -423,7 +423,7 @@ fn lookup_non_matches() {
         "gpt-4o-realtime-preview-2024-12-17",
         "claude-sonnet-4-6", // not claude-sonnet-4
         "gemini-2.5",        // not a model
-        "text-embedding-3-small",
+        "text-embedding-3",  // not text-embedding-3-small
         "",
     ] {
         assert_eq!(model_at(&cat, "openai", model, NOW), None, "{model}");
