@@ -15,6 +15,10 @@ pub enum Shape {
     AnthropicStream,
     GeminiJson,
     GeminiStream,
+    /// Bedrock `/model/{id}/converse`.
+    BedrockConverse,
+    /// Bedrock `/model/{id}/converse-stream` (binary event stream).
+    BedrockConverseStream,
 }
 
 impl Shape {
@@ -33,6 +37,10 @@ impl Shape {
             "/v1/responses" => Shape::ResponsesJson,
             "/v1/messages" if stream => Shape::AnthropicStream,
             "/v1/messages" => Shape::AnthropicJson,
+            _ if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
+                Shape::BedrockConverseStream
+            }
+            _ if p.starts_with("/model/") && p.ends_with("/converse") => Shape::BedrockConverse,
             _ if p.ends_with(":streamGenerateContent") => Shape::GeminiStream,
             _ if p.ends_with(":generateContent") => Shape::GeminiJson,
             _ => return None,
@@ -47,8 +55,37 @@ impl Shape {
                 | Shape::ResponsesStream
                 | Shape::AnthropicStream
                 | Shape::GeminiStream
+                | Shape::BedrockConverseStream
         )
     }
+}
+
+/// Bedrock's usage: `inputTokens` excludes the cache reads and writes, so the
+/// record's input is 1000 + 200 + 100 = 1300.
+pub fn bedrock_usage() -> Value {
+    json!({"inputTokens": 1000, "outputTokens": 300, "totalTokens": 1600,
+           "cacheReadInputTokens": 200, "cacheWriteInputTokens": 100})
+}
+
+/// The model id Bedrock tests put in the path (URL-encoded there).
+pub const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+
+/// ConverseStream's events in order: (`:event-type`, payload).
+pub fn bedrock_stream_events() -> Vec<(&'static str, Value)> {
+    let mut out = vec![("messageStart", json!({"role": "assistant"}))];
+    for w in ["Billing", " is", " exact", "."] {
+        out.push((
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": w}}),
+        ));
+    }
+    out.push(("contentBlockStop", json!({"contentBlockIndex": 0})));
+    out.push(("messageStop", json!({"stopReason": "end_turn"})));
+    out.push((
+        "metadata",
+        json!({"usage": bedrock_usage(), "metrics": {"latencyMs": 412}}),
+    ));
+    out
 }
 
 fn data(v: &Value) -> String {
@@ -104,6 +141,15 @@ pub fn response_padded(shape: Shape, request: &Value, pad: usize) -> Vec<String>
         .unwrap_or(false);
     let words = ["Billing", " is", " exact", "."];
     match shape {
+        Shape::BedrockConverse => vec![json!({
+            "output": {"message": {"role": "assistant", "content": [{"text": answer}]}},
+            "stopReason": "end_turn", "usage": bedrock_usage(), "metrics": {"latencyMs": 412}
+        })
+        .to_string()],
+        Shape::BedrockConverseStream => bedrock_stream_events()
+            .into_iter()
+            .map(|(_, payload)| payload.to_string())
+            .collect(),
         Shape::ChatJson => vec![json!({
             "id": "chatcmpl-demo1", "object": "chat.completion", "created": 1764000000,
             "model": CHAT_MODEL,
@@ -235,6 +281,9 @@ pub fn error_body(shape: Shape) -> String {
         Shape::AnthropicJson | Shape::AnthropicStream => json!({"type": "error",
             "error": {"type": "api_error", "message": "Internal server error"}})
         .to_string(),
+        Shape::BedrockConverse | Shape::BedrockConverseStream => {
+            json!({"message": "The service encountered an internal error."}).to_string()
+        }
         Shape::GeminiJson | Shape::GeminiStream => json!({"error": {"code": 500,
             "message": "Internal error encountered.", "status": "INTERNAL"}})
         .to_string(),

@@ -6,6 +6,7 @@
 //! Environment (set by `./dev test`): `DATABASE_URL` (a server the tests may
 //! create databases on), `BILLING_WASM`, `COLLECTOR_BIN`, `ENVOY_BIN`.
 
+pub mod eventstream;
 pub mod fixtures;
 pub mod pg;
 

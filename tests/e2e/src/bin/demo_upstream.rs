@@ -1,7 +1,8 @@
 //! A small offline stand-in for LLM provider APIs, so the local stack and the
 //! end-to-end tests run without network. Responses follow the real shapes of
 //! OpenAI (Chat Completions, Responses), OpenRouter, Anthropic Messages and
-//! Gemini, in JSON and SSE, with fixed usage figures (see `e2e::fixtures`).
+//! Gemini, in JSON and SSE, and AWS Bedrock Converse (JSON and the binary
+//! event stream), with fixed usage figures (see `e2e::fixtures`).
 //!
 //! Test knobs (request headers): `x-demo-status` (answer with this status),
 //! `x-demo-gzip: 1` (gzip the body even if not asked), `x-demo-stall-after`
@@ -102,7 +103,11 @@ async fn handle(req: Request) -> Response {
             *e = e.replace(&quoted, &format!("\"{model}\""));
         }
     }
-    let mut response = if shape.streams() {
+    let mut response = if shape == Shape::BedrockConverseStream {
+        let stall_after =
+            header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
+        eventstream(stall_after)
+    } else if shape.streams() {
         let stall_after =
             header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
         let delay = header(&headers, "x-demo-event-delay-ms")
@@ -175,6 +180,36 @@ fn sse(events: Vec<String>, stall_after: Option<usize>, delay_ms: u64, gzip: boo
     r.headers_mut().insert(
         "cache-control",
         axum::http::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
+
+/// Bedrock's binary event stream, cut into 41-byte chunks so frames split
+/// mid-way (the filter must reassemble them); `stall_after` counts chunks.
+fn eventstream(stall_after: Option<usize>) -> Response {
+    let bytes: Vec<u8> = fixtures::bedrock_stream_events()
+        .iter()
+        .flat_map(|(event_type, payload)| e2e::eventstream::event(event_type, payload))
+        .collect();
+    let chunks: Vec<Bytes> = bytes.chunks(41).map(Bytes::copy_from_slice).collect();
+    let stream = futures_util::stream::unfold(
+        (chunks.into_iter(), 0usize),
+        move |(mut it, sent)| async move {
+            if stall_after.is_some_and(|n| sent >= n) {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return None;
+            }
+            let chunk = it.next()?;
+            if sent > 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Some((Ok::<_, Infallible>(chunk), (it, sent + 1)))
+        },
+    );
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        "content-type",
+        axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
     );
     r
 }
