@@ -416,6 +416,23 @@ impl Stack {
             .sum())
     }
 
+    /// Moves the collector onto a private PostgreSQL cluster that the test
+    /// may stop and start (the shared one must stay up); returns both.
+    pub async fn collector_on_private_cluster(&mut self) -> Result<(pg::Cluster, Proc), BoxError> {
+        let cluster = tokio::task::spawn_blocking(pg::Cluster::init).await??;
+        if let Some(mut c) = self.collector.take() {
+            c.kill();
+        }
+        let collector = start_collector(
+            &cluster.url(),
+            self.collector_port,
+            &self.log_dir,
+            "collector-private",
+        )
+        .await?;
+        Ok((cluster, collector))
+    }
+
     pub async fn restart_collector(&mut self) -> Result<(), BoxError> {
         let n = std::fs::read_dir(&self.log_dir)
             .map(|d| d.count())

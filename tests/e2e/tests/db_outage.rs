@@ -6,8 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::pg::Cluster;
-use e2e::{start_collector, Stack, StackOptions};
+use e2e::{Stack, StackOptions};
 use serde_json::json;
 
 /// Sends requests for `duration`, one every 20 ms; returns the running count.
@@ -56,21 +55,7 @@ async fn database_outage_under_traffic_loses_and_doubles_nothing() {
     .await
     .unwrap();
     // Point the collector at a database this test may stop.
-    let cluster = tokio::task::spawn_blocking(Cluster::init)
-        .await
-        .unwrap()
-        .unwrap();
-    if let Some(mut c) = stack.collector.take() {
-        c.kill();
-    }
-    let _collector = start_collector(
-        &cluster.url(),
-        stack.collector_port,
-        &stack.log_dir,
-        "collector-private",
-    )
-    .await
-    .unwrap();
+    let (cluster, _collector) = stack.collector_on_private_cluster().await.unwrap();
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
     let mut sent = send_for(&stack, &body, Duration::from_secs(1), "before", 0).await;
     tokio::task::spawn_blocking({

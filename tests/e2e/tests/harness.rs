@@ -10,8 +10,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use e2e::pg::Cluster;
-use e2e::{start_collector, Stack, StackOptions};
+use e2e::{Stack, StackOptions};
 use serde_json::json;
 
 fn postmaster_pid(cluster_url_port: u16) -> Option<String> {
@@ -31,26 +30,12 @@ async fn every_kind_of_process_comes_up_and_bills_across_a_database_restart() {
     let mut stack = Stack::start("harness", StackOptions::default())
         .await
         .unwrap();
-    let cluster = tokio::task::spawn_blocking(Cluster::init)
-        .await
-        .unwrap()
-        .unwrap();
+    let (cluster, collector) = stack.collector_on_private_cluster().await.unwrap();
     let c = cluster.clone_handle();
     tokio::task::spawn_blocking(move || c.stop("fast").and_then(|()| c.start()))
         .await
         .unwrap()
         .unwrap();
-    if let Some(mut old) = stack.collector.take() {
-        old.kill();
-    }
-    let collector = start_collector(
-        &cluster.url(),
-        stack.collector_port,
-        &stack.log_dir,
-        "collector-private",
-    )
-    .await
-    .unwrap();
 
     let r = stack
         .http

@@ -171,6 +171,7 @@ fn sse(events: Vec<String>, stall_after: Option<usize>, delay_ms: u64, gzip: boo
         );
         return r;
     }
+    let events = events.into_iter().map(Bytes::from).collect();
     let stream = async_stream(events, stall_after, delay_ms);
     let mut r = Response::new(Body::from_stream(stream));
     r.headers_mut().insert(
@@ -192,21 +193,7 @@ fn eventstream(stall_after: Option<usize>) -> Response {
         .flat_map(|(event_type, payload)| e2e::eventstream::event(event_type, payload))
         .collect();
     let chunks: Vec<Bytes> = bytes.chunks(41).map(Bytes::copy_from_slice).collect();
-    let stream = futures_util::stream::unfold(
-        (chunks.into_iter(), 0usize),
-        move |(mut it, sent)| async move {
-            if stall_after.is_some_and(|n| sent >= n) {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-                return None;
-            }
-            let chunk = it.next()?;
-            if sent > 0 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            Some((Ok::<_, Infallible>(chunk), (it, sent + 1)))
-        },
-    );
-    let mut r = Response::new(Body::from_stream(stream));
+    let mut r = Response::new(Body::from_stream(async_stream(chunks, stall_after, 2)));
     r.headers_mut().insert(
         "content-type",
         axum::http::HeaderValue::from_static("application/vnd.amazon.eventstream"),
@@ -215,7 +202,7 @@ fn eventstream(stall_after: Option<usize>) -> Response {
 }
 
 fn async_stream(
-    events: Vec<String>,
+    events: Vec<Bytes>,
     stall_after: Option<usize>,
     delay_ms: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
@@ -231,7 +218,7 @@ fn async_stream(
             if delay_ms > 0 && sent > 0 {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
             }
-            Some((Ok(Bytes::from(event)), (it, sent + 1)))
+            Some((Ok(event), (it, sent + 1)))
         },
     )
 }
