@@ -95,6 +95,7 @@ fn default_api_key_headers() -> Vec<String> {
     vec![
         "authorization".to_string(),
         "x-api-key".to_string(),
+        "api-key".to_string(),
         "x-goog-api-key".to_string(),
     ]
 }

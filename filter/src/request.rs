@@ -8,15 +8,21 @@ use crate::capture::cap_model;
 use crate::providers::{detect_shape, strip_query, ApiShape};
 
 /// Hex SHA-256 of the client credential: `Authorization` (a leading
-/// `Bearer ` stripped, case-insensitively), else `x-api-key`, else
+/// `Bearer ` stripped, case-insensitively; for AWS SigV4 only the access key
+/// id of its `Credential=`, since the signature changes with every
+/// request), else `x-api-key`, else `api-key` (Azure OpenAI), else
 /// `x-goog-api-key`. Empty values are skipped; `None` when there is none.
 pub fn api_key_id(
     authorization: Option<&str>,
     x_api_key: Option<&str>,
+    azure_api_key: Option<&str>,
     x_goog_api_key: Option<&str>,
 ) -> Option<String> {
     let from_auth = authorization.map(|a| {
         let a = a.trim_start();
+        if let Some(key) = sigv4_access_key_id(a) {
+            return key;
+        }
         match a.get(..7) {
             Some(p) if p.eq_ignore_ascii_case("bearer ") => a.get(7..).unwrap_or("").trim(),
             _ if a.trim_end().eq_ignore_ascii_case("bearer") => "",
@@ -26,12 +32,23 @@ pub fn api_key_id(
     [
         from_auth,
         x_api_key.map(str::trim),
+        azure_api_key.map(str::trim),
         x_goog_api_key.map(str::trim),
     ]
     .into_iter()
     .flatten()
     .find(|c| !c.is_empty())
     .map(|c| hex::encode(Sha256::digest(c.as_bytes())))
+}
+
+/// `AWS4-HMAC-SHA256 Credential=AKIA…/20261203/us-east-1/bedrock/aws4_request, …`
+/// → `AKIA…`; `None` for any other scheme.
+fn sigv4_access_key_id(authorization: &str) -> Option<&str> {
+    let rest = authorization.strip_prefix("AWS4-HMAC-SHA256")?;
+    let start = rest.find("Credential=")? + "Credential=".len();
+    let credential = rest.get(start..)?;
+    let end = credential.find(['/', ',', ' ']).unwrap_or(credential.len());
+    credential.get(..end)
 }
 
 /// The request headers the filter uses, picked from the whole header map
@@ -91,6 +108,7 @@ pub fn pick_request_headers<'a>(
         api_key_id: api_key_id(
             credential("authorization"),
             credential("x-api-key"),
+            credential("api-key"),
             credential("x-goog-api-key"),
         ),
         content_length: find("content-length").and_then(|v| v.trim().parse().ok()),
@@ -332,34 +350,63 @@ mod tests {
         let h = sk_hash();
         assert_eq!(h.len(), 64);
         assert_eq!(
-            api_key_id(Some("Bearer sk-proj-abc123"), None, None),
+            api_key_id(Some("Bearer sk-proj-abc123"), None, None, None),
             Some(h.clone())
         );
         assert_eq!(
-            api_key_id(Some("bearer sk-proj-abc123"), None, None),
+            api_key_id(Some("bearer sk-proj-abc123"), None, None, None),
             Some(h.clone())
         );
         assert_eq!(
-            api_key_id(Some("BEARER   sk-proj-abc123 "), None, None),
+            api_key_id(Some("BEARER   sk-proj-abc123 "), None, None, None),
             Some(h.clone())
         );
-        assert_eq!(api_key_id(None, Some(SK), None), Some(h.clone()));
-        assert_eq!(api_key_id(None, None, Some(SK)), Some(h.clone()));
-        assert_eq!(api_key_id(Some(""), Some(" "), Some(SK)), Some(h.clone()));
-        assert_eq!(api_key_id(Some("Bearer "), None, None), None);
-        assert_eq!(api_key_id(None, None, None), None);
-        assert_eq!(api_key_id(Some("Bearer"), None, None), None);
+        assert_eq!(api_key_id(None, Some(SK), None, None), Some(h.clone()));
+        assert_eq!(api_key_id(None, None, None, Some(SK)), Some(h.clone()));
+        assert_eq!(api_key_id(Some(""), Some(" "), None, Some(SK)), Some(h.clone()));
+        assert_eq!(api_key_id(Some("Bearer "), None, None, None), None);
+        assert_eq!(api_key_id(None, None, None, None), None);
+        assert_eq!(api_key_id(Some("Bearer"), None, None, None), None);
         assert_eq!(
-            api_key_id(Some("Basic dXNlcjpwYXNz"), None, None),
+            api_key_id(Some("Basic dXNlcjpwYXNz"), None, None, None),
             Some(hex::encode(Sha256::digest(b"Basic dXNlcjpwYXNz")))
         );
         // Known vector: sha256("abc").
         assert_eq!(
-            api_key_id(None, Some("abc"), None).as_deref(),
+            api_key_id(None, Some("abc"), None, None).as_deref(),
             Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         );
         // Multibyte input does not panic on the prefix check.
-        assert!(api_key_id(Some("Béarer x"), None, None).is_some());
+        assert!(api_key_id(Some("Béarer x"), None, None, None).is_some());
+        // Azure OpenAI's header, after x-api-key and before x-goog-api-key.
+        assert_eq!(api_key_id(None, None, Some(SK), Some("other")), Some(h.clone()));
+        assert_eq!(
+            api_key_id(None, Some(SK), Some("other"), None),
+            Some(h.clone())
+        );
+    }
+
+    #[test]
+    fn sigv4_requests_of_one_access_key_share_its_id() {
+        let signed = |date: &str, signature: &str| {
+            format!(
+                "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/{date}/us-east-1/bedrock/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
+            )
+        };
+        let a = api_key_id(Some(&signed("20261203", "fe5f80f77d5fa3be")), None, None, None);
+        let b = api_key_id(Some(&signed("20261204", "0a1b2c3d4e5f6789")), None, None, None);
+        assert_eq!(a, b, "the signature and date change, the key does not");
+        assert_eq!(
+            a,
+            Some(hex::encode(Sha256::digest(b"AKIAIOSFODNN7EXAMPLE")))
+        );
+        // A SigV4 header without a credential is hashed whole, as any other.
+        let odd = "AWS4-HMAC-SHA256 Signature=abc";
+        assert_eq!(
+            api_key_id(Some(odd), None, None, None),
+            Some(hex::encode(Sha256::digest(odd.as_bytes())))
+        );
     }
 
     #[test]
