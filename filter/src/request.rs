@@ -363,7 +363,10 @@ mod tests {
         );
         assert_eq!(api_key_id(None, Some(SK), None, None), Some(h.clone()));
         assert_eq!(api_key_id(None, None, None, Some(SK)), Some(h.clone()));
-        assert_eq!(api_key_id(Some(""), Some(" "), None, Some(SK)), Some(h.clone()));
+        assert_eq!(
+            api_key_id(Some(""), Some(" "), None, Some(SK)),
+            Some(h.clone())
+        );
         assert_eq!(api_key_id(Some("Bearer "), None, None, None), None);
         assert_eq!(api_key_id(None, None, None, None), None);
         assert_eq!(api_key_id(Some("Bearer"), None, None, None), None);
@@ -379,7 +382,10 @@ mod tests {
         // Multibyte input does not panic on the prefix check.
         assert!(api_key_id(Some("Béarer x"), None, None, None).is_some());
         // Azure OpenAI's header, after x-api-key and before x-goog-api-key.
-        assert_eq!(api_key_id(None, None, Some(SK), Some("other")), Some(h.clone()));
+        assert_eq!(
+            api_key_id(None, None, Some(SK), Some("other")),
+            Some(h.clone())
+        );
         assert_eq!(
             api_key_id(None, Some(SK), Some("other"), None),
             Some(h.clone())
@@ -394,8 +400,18 @@ mod tests {
                  SignedHeaders=content-type;host;x-amz-date, Signature={signature}"
             )
         };
-        let a = api_key_id(Some(&signed("20261203", "fe5f80f77d5fa3be")), None, None, None);
-        let b = api_key_id(Some(&signed("20261204", "0a1b2c3d4e5f6789")), None, None, None);
+        let a = api_key_id(
+            Some(&signed("20261203", "fe5f80f77d5fa3be")),
+            None,
+            None,
+            None,
+        );
+        let b = api_key_id(
+            Some(&signed("20261204", "0a1b2c3d4e5f6789")),
+            None,
+            None,
+            None,
+        );
         assert_eq!(a, b, "the signature and date change, the key does not");
         assert_eq!(
             a,

@@ -37,6 +37,18 @@ impl Shape {
             "/v1/responses" => Shape::ResponsesJson,
             "/v1/messages" if stream => Shape::AnthropicStream,
             "/v1/messages" => Shape::AnthropicJson,
+            // Azure OpenAI: a deployment instead of a model in the path.
+            _ if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => {
+                if stream {
+                    Shape::ChatStream
+                } else {
+                    Shape::ChatJson
+                }
+            }
+            // Vertex AI's Anthropic models: Messages shapes, model in the path.
+            _ if p.ends_with(":streamRawPredict") => Shape::AnthropicStream,
+            _ if p.ends_with(":rawPredict") && stream => Shape::AnthropicStream,
+            _ if p.ends_with(":rawPredict") => Shape::AnthropicJson,
             _ if p.starts_with("/model/") && p.ends_with("/converse-stream") => {
                 Shape::BedrockConverseStream
             }
