@@ -30,12 +30,14 @@ enum Cred {
     Bearer(&'static str),
     XApiKey(&'static str),
     GoogApiKey(&'static str),
+    /// Azure OpenAI's `api-key` header.
+    AzureApiKey(&'static str),
 }
 
 impl Cred {
     fn secret(self) -> &'static str {
         match self {
-            Cred::Bearer(s) | Cred::XApiKey(s) | Cred::GoogApiKey(s) => s,
+            Cred::Bearer(s) | Cred::XApiKey(s) | Cred::GoogApiKey(s) | Cred::AzureApiKey(s) => s,
         }
     }
 }
@@ -74,6 +76,7 @@ fn through_headers(tenant: &str, request_id: &str, cred: Cred) -> Vec<(&'static 
         Cred::Bearer(s) => h.push(("authorization", format!("Bearer {s}"))),
         Cred::XApiKey(s) => h.push(("x-api-key", s.to_string())),
         Cred::GoogApiKey(s) => h.push(("x-goog-api-key", s.to_string())),
+        Cred::AzureApiKey(s) => h.push(("api-key", s.to_string())),
     }
     h
 }
@@ -771,4 +774,66 @@ async fn large_requests_and_responses_pass_unchanged_and_are_billed_exactly() {
         },
     )
     .await;
+}
+
+/// Azure OpenAI (a deployment in the path, no model in the body, the
+/// `api-key` credential) and Vertex AI's Anthropic models (Messages shapes
+/// behind `:rawPredict` / `:streamRawPredict`) are billed like their vendors.
+#[tokio::test]
+async fn azure_openai_and_vertex_anthropic_are_billed_exactly() {
+    let stack = Stack::start("providers-azure-vertex", StackOptions::default())
+        .await
+        .unwrap();
+    let cred = Cred::AzureApiKey("azure-e2e-key");
+    let path = "/openai/deployments/prod-mini/chat/completions?api-version=2024-10-21";
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    same_bytes_as_direct(&stack, path, &body, "azure-json", "azure-json-1", cred).await;
+    let stream = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+                        "stream_options": {"include_usage": true}});
+    same_bytes_as_direct(
+        &stack,
+        path,
+        &stream,
+        "azure-stream",
+        "azure-stream-1",
+        cred,
+    )
+    .await;
+    expect_one_row(&stack, "azure-json", "azure-json-1", cred, &CHAT).await;
+    let streamed = Expect {
+        streamed: true,
+        ..CHAT
+    };
+    expect_one_row(&stack, "azure-stream", "azure-stream-1", cred, &streamed).await;
+
+    let cred = Cred::Bearer("ya29.vertex-e2e-token");
+    let base = "/v1/projects/demo/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929";
+    let body = json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 1024,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    same_bytes_as_direct(
+        &stack,
+        &format!("{base}:rawPredict"),
+        &body,
+        "vertex-json",
+        "vertex-json-1",
+        cred,
+    )
+    .await;
+    let mut stream = body.clone();
+    stream["stream"] = json!(true);
+    same_bytes_as_direct(
+        &stack,
+        &format!("{base}:streamRawPredict"),
+        &stream,
+        "vertex-stream",
+        "vertex-stream-1",
+        cred,
+    )
+    .await;
+    expect_one_row(&stack, "vertex-json", "vertex-json-1", cred, &ANTHROPIC).await;
+    let streamed = Expect {
+        streamed: true,
+        ..ANTHROPIC
+    };
+    expect_one_row(&stack, "vertex-stream", "vertex-stream-1", cred, &streamed).await;
 }
