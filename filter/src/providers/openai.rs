@@ -213,6 +213,42 @@ mod tests {
     }
 
     #[test]
+    fn embeddings_bill_their_prompt_tokens_past_the_vectors() {
+        // OpenAI and Azure `/embeddings`: 2 × 1536 floats before the usage.
+        let vector: Vec<String> = (0..1536)
+            .map(|i| {
+                format!(
+                    "{}{}.{:07}e-3",
+                    if i % 3 == 0 { "-" } else { "" },
+                    i % 10,
+                    i * 7919 % 10_000_000
+                )
+            })
+            .collect();
+        let item = |i: usize| {
+            format!(
+                r#"{{"object":"embedding","index":{i},"embedding":[{}]}}"#,
+                vector.join(",")
+            )
+        };
+        let body = format!(
+            r#"{{"object":"list","data":[{},{}],"model":"text-embedding-3-small","usage":{{"prompt_tokens":17,"total_tokens":17}}}}"#,
+            item(0),
+            item(1)
+        );
+        let e = extract_json(ApiShape::OpenaiChat, &j(&body));
+        assert!(e.usage_seen);
+        assert_eq!(e.model.as_deref(), Some("text-embedding-3-small"));
+        assert_eq!(
+            e.usage,
+            Usage {
+                input_tokens: 17,
+                ..Usage::default()
+            }
+        );
+    }
+
+    #[test]
     fn windows_find_usage_in_oversized_bodies() {
         let body = include_str!("../../tests/fixtures/openai_responses.json").as_bytes();
         let (head, tail) = body.split_at(400);
