@@ -8,6 +8,7 @@ pub mod capture;
 pub mod config;
 pub mod deny_share;
 pub mod enforce;
+pub mod eventstream;
 pub mod providers;
 pub mod queue;
 pub mod record;
