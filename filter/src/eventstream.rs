@@ -85,7 +85,12 @@ pub fn crc32_update(crc: u32, bytes: &[u8]) -> u32 {
 
 fn be32(bytes: &[u8], at: usize) -> Option<u32> {
     let b = bytes.get(at..at + 4)?;
-    Some(u32::from_be_bytes([*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?]))
+    Some(u32::from_be_bytes([
+        *b.first()?,
+        *b.get(1)?,
+        *b.get(2)?,
+        *b.get(3)?,
+    ]))
 }
 
 /// Why decoding stopped.
@@ -142,10 +147,15 @@ enum Phase {
     /// Between messages, or inside a prelude (its bytes in `buf`).
     Prelude,
     /// Collecting a message of `total` bytes (at most the buffer) in `buf`.
-    Whole { total: usize },
+    Whole {
+        total: usize,
+    },
     /// Collecting the `head` (prelude and headers) bytes of a message too
     /// large to buffer in `buf`.
-    Head { total: usize, head: usize },
+    Head {
+        total: usize,
+        head: usize,
+    },
     /// Passing its payload: `pos` bytes of the message seen, `crc` theirs.
     Payload {
         total: usize,
@@ -792,7 +802,8 @@ mod tests {
         let mut bad = s.clone();
         bad[3000] ^= 1;
         for chunk in [bad.len(), 333, 1] {
-            let (got, end) = decode_chunks(EventStreamDecoder::new(budget), bad.chunks(chunk), budget);
+            let (got, end) =
+                decode_chunks(EventStreamDecoder::new(budget), bad.chunks(chunk), budget);
             assert!(got.is_empty());
             assert_eq!(end, End::Failed(DecodeError::MessageCrc));
         }
@@ -903,12 +914,19 @@ mod tests {
         assert_eq!(end, End::Failed(DecodeError::BadLength));
         // Total under the 16-byte minimum.
         for total in [0, 1, 12, 15] {
-            let (_, end) =
-                decode_chunks(EventStreamDecoder::new(4096), [&prelude(total, 0)[..]], 4096);
+            let (_, end) = decode_chunks(
+                EventStreamDecoder::new(4096),
+                [&prelude(total, 0)[..]],
+                4096,
+            );
             assert_eq!(end, End::Failed(DecodeError::BadLength), "{total}");
         }
         // The empty message is fine.
-        let (got, end) = decode_chunks(EventStreamDecoder::new(4096), [&frame::raw(&[], &[])[..]], 4096);
+        let (got, end) = decode_chunks(
+            EventStreamDecoder::new(4096),
+            [&frame::raw(&[], &[])[..]],
+            4096,
+        );
         assert_eq!((got.len(), end), (1, End::Clean));
         // A header whose string length runs past the headers section.
         let mut h = vec![3];
@@ -955,7 +973,8 @@ mod tests {
         // Inside a streamed message (payload and trailer).
         let big = frame::event("chunk", &[b'q'; 3000]);
         for cut in [20, 1000, big.len() - 2] {
-            let (got, end) = decode_chunks(EventStreamDecoder::new(512), big[..cut].chunks(100), 512);
+            let (got, end) =
+                decode_chunks(EventStreamDecoder::new(512), big[..cut].chunks(100), 512);
             assert!(got.is_empty());
             assert_eq!(end, End::Truncated, "cut {cut}");
         }

@@ -844,6 +844,7 @@ impl HttpContext for BillingHttp {
                 header_value(&headers, "content-encoding"),
                 now,
             );
+            tracker.on_bedrock_headers(|name| header_value(&headers, name));
         }
         Action::Continue
     }

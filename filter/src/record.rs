@@ -28,6 +28,8 @@ pub enum Provider {
     Anthropic,
     Gemini,
     Openrouter,
+    /// AWS Bedrock Runtime (Converse and InvokeModel, whatever the model).
+    Bedrock,
     #[default]
     Unknown,
 }
@@ -39,6 +41,7 @@ impl Provider {
             Provider::Anthropic => "anthropic",
             Provider::Gemini => "gemini",
             Provider::Openrouter => "openrouter",
+            Provider::Bedrock => "bedrock",
             Provider::Unknown => "unknown",
         }
     }

@@ -20,6 +20,8 @@
 //! (bounded by Envoy's header limits) and not counted.
 
 use crate::capture::{cap_model, BoundedBuf};
+use crate::eventstream::{End, EventStreamDecoder};
+use crate::providers::bedrock::{self, BedrockStream, Counts, Operation};
 use crate::providers::{
     detect_provider, detect_shape, extract_json, extract_windows, infer_shape_from_bytes,
     infer_shape_from_json, model_from_path, ApiShape, Extraction, StreamAccumulator,
@@ -118,11 +120,19 @@ struct SseState {
 }
 
 #[derive(Debug)]
+struct EventStreamState {
+    decoder: EventStreamDecoder,
+    acc: BedrockStream,
+}
+
+#[derive(Debug)]
 enum Body {
     /// No response headers yet.
     Pending,
     Json(BoundedBuf),
     Sse(Box<SseState>),
+    /// AWS event stream (Bedrock's streaming operations).
+    EventStream(Box<EventStreamState>),
     /// Compressed: bytes are counted, not kept.
     Skip,
     /// `finish` already ran.
@@ -143,13 +153,27 @@ pub struct ResponseTracker {
     first_byte_at_ms: Option<u64>,
     body_bytes: u64,
     body: Body,
+    /// Bedrock InvokeModel's `x-amzn-bedrock-*-token-count` headers.
+    bedrock_header_counts: Option<Counts>,
 }
 
-fn is_event_stream(content_type: &str) -> bool {
-    content_type
-        .split(';')
-        .next()
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/event-stream"))
+/// How a response body is framed, from its content type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Json,
+    Sse,
+    AwsEventStream,
+}
+
+fn framing_of(content_type: &str) -> Option<Framing> {
+    let t = content_type.split(';').next().unwrap_or("").trim();
+    if t.eq_ignore_ascii_case("text/event-stream") {
+        Some(Framing::Sse)
+    } else if t.eq_ignore_ascii_case("application/vnd.amazon.eventstream") {
+        Some(Framing::AwsEventStream)
+    } else {
+        None
+    }
 }
 
 fn is_compressed(content_encoding: Option<&str>) -> bool {
@@ -176,6 +200,15 @@ impl ResponseTracker {
             first_byte_at_ms: None,
             body_bytes: 0,
             body: Body::Pending,
+            bedrock_header_counts: None,
+        }
+    }
+
+    /// Bedrock InvokeModel's token-count response headers (the counts AWS
+    /// bills); `header` looks one up by its lowercase name.
+    pub fn on_bedrock_headers<'a>(&mut self, header: impl Fn(&str) -> Option<&'a str>) {
+        if self.provider == Provider::Bedrock {
+            self.bedrock_header_counts = bedrock::counts_from_headers(header);
         }
     }
 
@@ -210,10 +243,24 @@ impl ResponseTracker {
         self.streamed
     }
 
-    fn start_body(&mut self, streaming: bool) {
+    fn start_body(&mut self, framing: Framing) {
+        let streaming = framing != Framing::Json;
         self.streamed = streaming && !self.compressed;
         self.body = if self.compressed {
             Body::Skip
+        } else if framing == Framing::AwsEventStream {
+            // The event stream is AWS's own framing: Bedrock, whatever the
+            // path said.
+            self.provider = Provider::Bedrock;
+            self.shape = ApiShape::Bedrock;
+            Body::EventStream(Box::new(EventStreamState {
+                decoder: EventStreamDecoder::new(
+                    self.limits
+                        .max_sse_event_bytes
+                        .saturating_sub(STREAM_RESERVE_BYTES),
+                ),
+                acc: BedrockStream::default(),
+            }))
         } else if streaming {
             Body::Sse(Box::new(SseState {
                 framer: SseFramer::new(
@@ -244,11 +291,11 @@ impl ResponseTracker {
         self.status = Some(status);
         self.headers_at_ms = Some(now_ms);
         self.compressed = is_compressed(content_encoding);
-        let streaming = match content_type {
-            Some(ct) => is_event_stream(ct),
-            None => self.info.streamed_request,
+        let framing = match content_type.filter(|ct| !ct.trim().is_empty()) {
+            Some(ct) => framing_of(ct).unwrap_or(Framing::Json),
+            None => self.request_framing(),
         };
-        self.start_body(streaming);
+        self.start_body(framing);
     }
 
     /// True until the first non-empty body chunk: only that chunk's arrival
@@ -268,7 +315,7 @@ impl ResponseTracker {
         }
         self.body_bytes = self.body_bytes.saturating_add(chunk.len() as u64);
         if matches!(self.body, Body::Pending) {
-            self.start_body(self.info.streamed_request);
+            self.start_body(self.request_framing());
         }
         match &mut self.body {
             Body::Json(buf) => buf.push(chunk),
@@ -276,7 +323,26 @@ impl ResponseTracker {
                 let SseState { framer, acc } = &mut **st;
                 feed_stream(framer, acc, chunk);
             }
+            Body::EventStream(st) => {
+                let EventStreamState { decoder, acc } = &mut **st;
+                decoder.feed(chunk, |m| acc.on_message(m));
+            }
             Body::Pending | Body::Skip | Body::Done => {}
+        }
+    }
+
+    /// The framing a response without a content type is read with.
+    fn request_framing(&self) -> Framing {
+        let bedrock_stream = matches!(
+            bedrock::parse_path(crate::providers::strip_query(&self.info.path)),
+            Some((Operation::ConverseStream | Operation::InvokeStream, _))
+        );
+        if bedrock_stream {
+            Framing::AwsEventStream
+        } else if self.info.streamed_request {
+            Framing::Sse
+        } else {
+            Framing::Json
         }
     }
 
@@ -284,6 +350,11 @@ impl ResponseTracker {
     pub fn retained_bytes(&self) -> usize {
         match &self.body {
             Body::Json(buf) => buf.retained_bytes(),
+            Body::EventStream(st) => {
+                std::mem::size_of::<EventStreamState>()
+                    + st.decoder.retained_bytes()
+                    + st.acc.retained_bytes()
+            }
             Body::Sse(st) => {
                 std::mem::size_of::<SseState>()
                     + st.framer.retained_bytes()
@@ -337,6 +408,66 @@ impl ResponseTracker {
                     }
                 }
             }
+            Body::EventStream(st) => {
+                let EventStreamState { decoder, acc } = *st;
+                ext = acc.extraction();
+                let end = decoder.finish();
+                if acc.had_exception() {
+                    flag(Flag::UpstreamError);
+                }
+                if ok {
+                    if !acc.is_complete() {
+                        flag(Flag::Incomplete);
+                    } else if !ext.usage_seen {
+                        flag(Flag::NoUsage);
+                    }
+                    if matches!(end, End::Failed(_)) || acc.bad_chunks() > 0 {
+                        flag(Flag::ParseError);
+                    }
+                    if matches!(end, End::Truncated) {
+                        flag(Flag::Incomplete);
+                    }
+                    if acc.skipped_usage() && !ext.usage_seen {
+                        flag(Flag::BodyTooLarge);
+                    }
+                }
+            }
+            Body::Json(buf) if shape == ApiShape::Bedrock => {
+                let op = bedrock::parse_path(crate::providers::strip_query(&self.info.path))
+                    .map(|(op, _)| op);
+                let whole = buf.whole();
+                let read = match op {
+                    _ if buf.is_empty() => {
+                        Some(bedrock::extract_invoke(None, self.bedrock_header_counts)).flatten()
+                    }
+                    Some(Operation::Invoke) => {
+                        bedrock::extract_invoke(whole, self.bedrock_header_counts)
+                    }
+                    _ => bedrock::extract_converse(whole, buf.head(), &buf.tail()),
+                };
+                match read {
+                    Some(e) => {
+                        ext = e;
+                        if ok && !ext.usage_seen {
+                            flag(if whole.is_none() {
+                                Flag::BodyTooLarge
+                            } else {
+                                Flag::NoUsage
+                            });
+                        }
+                    }
+                    None => {
+                        // Not JSON: the header counts still bill it.
+                        if let Some(c) = self.bedrock_header_counts {
+                            ext.usage = c.usage(0);
+                            ext.usage_seen = true;
+                        }
+                        if ok && end_of_stream_seen {
+                            flag(Flag::ParseError);
+                        }
+                    }
+                }
+            }
             Body::Json(buf) => {
                 if buf.is_empty() {
                     if ok && end_of_stream_seen {
@@ -383,8 +514,14 @@ impl ResponseTracker {
         if provider == Provider::Unknown {
             provider = shape.default_provider();
         }
-        let model = ext
-            .model
+        // Bedrock responses do not name the model; its path does, exactly.
+        let path_model = if provider == Provider::Bedrock {
+            model_from_path(&self.info.path)
+        } else {
+            None
+        };
+        let model = path_model
+            .or(ext.model)
             .or_else(|| self.info.request_model.as_deref().and_then(cap_model))
             .or_else(|| model_from_path(&self.info.path));
         let ttfb_at = self.first_byte_at_ms.or(self.headers_at_ms);
@@ -1203,6 +1340,275 @@ data:
         assert_eq!(r.model.as_deref(), Some("gpt-4o"));
     }
 
+    const BEDROCK_PATH: &str =
+        "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream";
+    const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
+    const BEDROCK_CONVERSE: &[u8] = include_bytes!("../tests/fixtures/bedrock_converse.json");
+    const EVENTSTREAM: &str = "application/vnd.amazon.eventstream";
+
+    /// A ConverseStream response as Bedrock frames it; `pad` bytes of text
+    /// in one delta.
+    fn converse_stream(pad: usize) -> Vec<u8> {
+        use crate::eventstream::frame;
+        let text = "x".repeat(pad);
+        let delta = format!(
+            r#"{{"contentBlockIndex":0,"delta":{{"text":"Billing {text}"}},"p":"abcdefghij"}}"#
+        );
+        let mut out = Vec::new();
+        for (event, payload) in [
+            ("messageStart", r#"{"role":"assistant","p":"abc"}"#),
+            ("contentBlockDelta", delta.as_str()),
+            ("contentBlockStop", r#"{"contentBlockIndex":0}"#),
+            ("messageStop", r#"{"stopReason":"end_turn"}"#),
+            (
+                "metadata",
+                r#"{"usage":{"inputTokens":1000,"outputTokens":300,"totalTokens":1600,"cacheReadInputTokens":200,"cacheWriteInputTokens":100},"metrics":{"latencyMs":412}}"#,
+            ),
+        ] {
+            out.extend(frame::event(event, payload.as_bytes()));
+        }
+        out
+    }
+
+    fn eventstream(path: &str, chunks: &[&[u8]], eos: bool) -> UsageRecord {
+        run_chunks(
+            info(path),
+            Limits::default(),
+            200,
+            EVENTSTREAM,
+            None,
+            chunks,
+            eos,
+        )
+    }
+
+    #[test]
+    fn bedrock_converse_json_is_billed_with_the_model_of_the_path() {
+        let path = "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse";
+        for size in [BEDROCK_CONVERSE.len(), 7, 1] {
+            let chunks: Vec<&[u8]> = BEDROCK_CONVERSE.chunks(size).collect();
+            let r = run_chunks(
+                info(path),
+                Limits::default(),
+                200,
+                "application/json",
+                None,
+                &chunks,
+                true,
+            );
+            assert_eq!(r.provider, Provider::Bedrock);
+            assert_eq!(r.model.as_deref(), Some(BEDROCK_MODEL));
+            assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0));
+            assert!(!r.streamed);
+            assert_eq!(r.flags, vec![]);
+        }
+        // Not JSON: flagged, nothing invented.
+        let r = json(path, b"{\"usage\":{");
+        assert_eq!(r.flags, vec![Flag::ParseError]);
+        assert_eq!(r.usage, Usage::default());
+        // An error answer is recorded as one.
+        let r = run_chunks(
+            info(path),
+            Limits::default(),
+            429,
+            "application/json",
+            None,
+            &[br#"{"message":"Too many requests"}"#],
+            true,
+        );
+        assert_eq!(r.flags, vec![Flag::UpstreamError]);
+    }
+
+    #[test]
+    fn bedrock_invoke_bills_the_token_count_headers() {
+        let path = "/model/cohere.embed-english-v3/invoke";
+        let mut t = ResponseTracker::new(info(path), Limits::default());
+        t.on_response_headers(200, Some("application/json"), None, T0);
+        let headers = [
+            ("x-amzn-bedrock-input-token-count", "42"),
+            ("x-amzn-bedrock-output-token-count", "0"),
+        ];
+        t.on_bedrock_headers(|n| headers.iter().find(|h| h.0 == n).map(|h| h.1));
+        t.on_response_body(
+            br#"{"embeddings":[[0.1,0.2]],"id":"e1","texts":["hi"]}"#,
+            T0,
+        );
+        let r = t.finish(true, T0);
+        assert_eq!(r.provider, Provider::Bedrock);
+        assert_eq!(r.model.as_deref(), Some("cohere.embed-english-v3"));
+        assert_eq!(r.usage, u(42, 0, 0, 0, 0, 0));
+        assert_eq!(r.flags, vec![]);
+        // Headers are only read for Bedrock requests.
+        let mut t = ResponseTracker::new(info("/v1/embeddings"), Limits::default());
+        t.on_response_headers(200, Some("application/json"), None, T0);
+        t.on_bedrock_headers(|n| headers.iter().find(|h| h.0 == n).map(|h| h.1));
+        t.on_response_body(br#"{"object":"list","data":[]}"#, T0);
+        assert_eq!(t.finish(true, T0).usage, Usage::default());
+    }
+
+    #[test]
+    fn bedrock_converse_stream_at_every_split_and_byte_by_byte() {
+        let bytes = converse_stream(0);
+        let check = |r: &UsageRecord, what: &str| {
+            assert_eq!(r.provider, Provider::Bedrock, "{what}");
+            assert_eq!(r.model.as_deref(), Some(BEDROCK_MODEL), "{what}");
+            assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0), "{what}");
+            assert!(r.streamed, "{what}");
+            assert_eq!(r.flags, vec![], "{what}");
+        };
+        for cut in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(cut);
+            check(
+                &eventstream(BEDROCK_PATH, &[a, b], true),
+                &format!("cut {cut}"),
+            );
+        }
+        let ones: Vec<&[u8]> = bytes.chunks(1).collect();
+        check(&eventstream(BEDROCK_PATH, &ones, true), "1-byte");
+        // The content type alone says Bedrock; the path may say nothing.
+        let r = eventstream("/gateway/llm", &[&bytes], true);
+        assert_eq!(r.provider, Provider::Bedrock);
+        assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0));
+        // No content type: the streaming operation's path says event stream.
+        let r = run_chunks(
+            info(BEDROCK_PATH),
+            Limits::default(),
+            200,
+            "",
+            None,
+            &[&bytes],
+            true,
+        );
+        assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0), "{:?}", r.flags);
+    }
+
+    #[test]
+    fn hostile_event_streams_are_flagged_and_never_invent_usage() {
+        use crate::eventstream::frame;
+        let good = converse_stream(0);
+        let first = frame::event("messageStart", br#"{"role":"assistant","p":"abc"}"#);
+        let cases: Vec<(&str, Vec<u8>, Vec<Flag>)> = vec![
+            (
+                "cut mid-frame",
+                good.get(..good.len() - 30).unwrap().to_vec(),
+                vec![Flag::Incomplete],
+            ),
+            (
+                "cut at a boundary before the usage",
+                first.clone(),
+                vec![Flag::Incomplete],
+            ),
+            (
+                "payload CRC error",
+                {
+                    let mut b = good.clone();
+                    *b.get_mut(first.len() + 40).unwrap() ^= 0x20;
+                    b
+                },
+                vec![Flag::Incomplete, Flag::ParseError],
+            ),
+            (
+                "prelude CRC error",
+                {
+                    let mut b = good.clone();
+                    *b.get_mut(1).unwrap() ^= 1;
+                    b
+                },
+                vec![Flag::Incomplete, Flag::ParseError],
+            ),
+            (
+                "a declared 2 GiB message",
+                {
+                    let mut b = first.clone();
+                    let mut prelude = Vec::from(0x8000_0000u32.to_be_bytes());
+                    prelude.extend(0u32.to_be_bytes());
+                    let crc = crate::eventstream::crc32(&prelude);
+                    prelude.extend(crc.to_be_bytes());
+                    b.extend(prelude);
+                    b.extend(vec![0u8; 5000]);
+                    b.extend(&good);
+                    b
+                },
+                vec![Flag::Incomplete, Flag::ParseError],
+            ),
+            (
+                "headers length beyond the message",
+                {
+                    let mut prelude = Vec::from(64u32.to_be_bytes());
+                    prelude.extend(60u32.to_be_bytes());
+                    let crc = crate::eventstream::crc32(&prelude);
+                    prelude.extend(crc.to_be_bytes());
+                    prelude.extend(vec![0u8; 52]);
+                    prelude.extend(&good);
+                    prelude
+                },
+                vec![Flag::Incomplete, Flag::ParseError],
+            ),
+            (
+                "SSE instead of an event stream",
+                CHAT_SSE.to_vec(),
+                vec![Flag::Incomplete, Flag::ParseError],
+            ),
+            ("empty", Vec::new(), vec![Flag::Incomplete]),
+        ];
+        for (name, bytes, flags) in &cases {
+            for size in [bytes.len().max(1), 41, 1] {
+                let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+                let r = eventstream(BEDROCK_PATH, &chunks, true);
+                assert_eq!(&r.flags, flags, "{name} in {size}-byte chunks");
+                assert_eq!(r.usage, Usage::default(), "{name}");
+                assert_eq!(r.provider, Provider::Bedrock, "{name}");
+            }
+        }
+        // An exception mid-stream: recorded as an upstream error.
+        let mut b = first;
+        b.extend(frame::exception(
+            "throttlingException",
+            br#"{"message":"Rate exceeded"}"#,
+        ));
+        let r = eventstream(BEDROCK_PATH, &[&b], true);
+        assert_eq!(r.flags, vec![Flag::UpstreamError, Flag::Incomplete]);
+        // The client hung up after the usage: the usage stands, flagged.
+        let r = eventstream(BEDROCK_PATH, &[&good], false);
+        assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0));
+        assert_eq!(r.flags, vec![Flag::Incomplete]);
+    }
+
+    #[test]
+    fn event_streams_with_large_messages_stay_within_16_kib() {
+        // A 100 KB delta (over the buffer: CRC-checked and dropped) among
+        // 2,000 small ones, in random chunk sizes.
+        use crate::eventstream::frame;
+        let mut body = Vec::new();
+        for i in 0..2000 {
+            let text = if i == 700 {
+                "y".repeat(100_000)
+            } else {
+                format!("w{i}")
+            };
+            let payload = format!(r#"{{"contentBlockIndex":0,"delta":{{"text":"{text}"}}}}"#);
+            body.extend(frame::event("contentBlockDelta", payload.as_bytes()));
+        }
+        body.extend(converse_stream(0));
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+        let mut t = ResponseTracker::new(info(BEDROCK_PATH), Limits::default());
+        t.on_response_headers(200, Some(EVENTSTREAM), None, T0);
+        let (mut pos, mut max_retained) = (0, 0);
+        while pos < body.len() {
+            let end = (pos + (rng.next() % 70_000) as usize + 1).min(body.len());
+            t.on_response_body(&body[pos..end], T0 + 1);
+            max_retained = max_retained.max(t.retained_bytes());
+            pos = end;
+        }
+        assert!(
+            max_retained <= DEFAULT_MAX_SSE_EVENT_BYTES,
+            "retained {max_retained}"
+        );
+        let r = t.finish(true, T0 + 2);
+        assert_eq!(r.flags, vec![]);
+        assert_eq!(r.usage, u(1300, 300, 200, 100, 0, 0));
+    }
+
     fn arb_chunks() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
         let fixture = prop_oneof![
             Just(CHAT_SSE),
@@ -1261,6 +1667,36 @@ data:
             let r = t.finish(eos, T0);
             prop_assert!(r.usage.cache_read_tokens <= r.usage.input_tokens);
             prop_assert!(r.usage.reasoning_tokens <= r.usage.output_tokens);
+        }
+
+        #[test]
+        fn mutated_event_streams_never_panic_and_stay_bounded(
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cuts in proptest::collection::vec(1usize..300, 1..10),
+            max_sse in 0usize..4096,
+            eos in any::<bool>(),
+        ) {
+            let mut body = converse_stream(3000);
+            for (at, byte) in edits {
+                let at = at % body.len();
+                body[at] = byte;
+            }
+            let limits = Limits { max_json_body_bytes: 1024, max_sse_event_bytes: max_sse };
+            let mut t = ResponseTracker::new(info(BEDROCK_PATH), limits);
+            t.on_response_headers(200, Some(EVENTSTREAM), None, T0);
+            let bound = max_sse.max(256 + STREAM_RESERVE_BYTES);
+            let (mut pos, mut k) = (0, 0);
+            while pos < body.len() {
+                let end = (pos + cuts[k % cuts.len()]).min(body.len());
+                k += 1;
+                t.on_response_body(&body[pos..end], T0);
+                prop_assert!(t.retained_bytes() <= bound, "{} > {}", t.retained_bytes(), bound);
+                pos = end;
+            }
+            let r = t.finish(eos, T0);
+            prop_assert!(r.usage.cache_read_tokens <= r.usage.input_tokens);
+            // Usage is the genuine figures or nothing.
+            prop_assert!(r.usage == Usage::default() || r.usage.output_tokens <= 300 * 256);
         }
 
         #[test]

@@ -5,6 +5,7 @@
 //! reads and writes, `output_tokens` includes reasoning.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
@@ -31,6 +32,10 @@ pub enum ApiShape {
     Anthropic,
     /// Gemini / Vertex AI `generateContent`.
     Gemini,
+    /// AWS Bedrock Runtime (`/model/{id}/converse`, `converse-stream`,
+    /// `invoke`, `invoke-with-response-stream`): read by
+    /// [`bedrock`], not by the JSON and SSE paths here.
+    Bedrock,
     #[default]
     Unknown,
 }
@@ -42,6 +47,7 @@ impl ApiShape {
             ApiShape::OpenaiChat | ApiShape::OpenaiResponses => Provider::Openai,
             ApiShape::Anthropic => Provider::Anthropic,
             ApiShape::Gemini => Provider::Gemini,
+            ApiShape::Bedrock => Provider::Bedrock,
             ApiShape::Unknown => Provider::Unknown,
         }
     }
@@ -81,6 +87,9 @@ pub fn detect_shape(path: &str) -> ApiShape {
     {
         return ApiShape::OpenaiChat;
     }
+    if bedrock::parse_path(p).is_some() {
+        return ApiShape::Bedrock;
+    }
     if p.ends_with("/responses") {
         return ApiShape::OpenaiResponses;
     }
@@ -104,7 +113,9 @@ pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
     if shape != ApiShape::Unknown {
         return shape.default_provider();
     }
-    if host.contains("anthropic") {
+    if host.contains("bedrock") {
+        Provider::Bedrock
+    } else if host.contains("anthropic") {
         Provider::Anthropic
     } else if host.contains("openai") {
         Provider::Openai
@@ -115,10 +126,13 @@ pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
     }
 }
 
-/// The model named in a path: `.../models/<model>:method` (Gemini, Vertex)
-/// or Azure's `.../deployments/<name>/...`.
+/// The model named in a path: `.../models/<model>:method` (Gemini, Vertex),
+/// Azure's `.../deployments/<name>/...` or Bedrock's `/model/<id>/<op>`.
 pub fn model_from_path(path: &str) -> Option<String> {
     let p = strip_query(path);
+    if let Some(m) = bedrock::model_from_path(p.trim_end_matches('/')) {
+        return Some(m);
+    }
     for marker in ["/models/", "/deployments/"] {
         if let Some(pos) = p.rfind(marker) {
             let rest = p.get(pos + marker.len()..).unwrap_or("");
@@ -243,7 +257,7 @@ pub fn extract_json(shape: ApiShape, v: &Top<'_>) -> Extraction {
         ApiShape::OpenaiResponses => openai::extract_responses(v.object()),
         ApiShape::Anthropic => anthropic::extract(v.object()),
         ApiShape::Gemini => gemini::extract(v),
-        ApiShape::Unknown => Extraction::default(),
+        ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
 
@@ -286,7 +300,7 @@ pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction 
     };
     let (usage_key, model_key) = match shape {
         ApiShape::Gemini => ("usageMetadata", "modelVersion"),
-        ApiShape::Unknown => return Extraction::default(),
+        ApiShape::Bedrock | ApiShape::Unknown => return Extraction::default(),
         _ => ("usage", "model"),
     };
     let usage =
@@ -560,7 +574,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.on_node(ev.event, v.object()),
             ApiShape::Anthropic => self.anthropic.on_node(ev.event, v.object()),
             ApiShape::Gemini => self.gemini.on_top(&v),
-            ApiShape::Unknown => {}
+            ApiShape::Bedrock | ApiShape::Unknown => {}
         }
     }
 
@@ -597,7 +611,7 @@ impl StreamAccumulator {
                 ),
                 None => true,
             },
-            ApiShape::Gemini | ApiShape::Unknown => true,
+            ApiShape::Gemini | ApiShape::Bedrock | ApiShape::Unknown => true,
         }
     }
 
@@ -664,7 +678,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.terminal,
             ApiShape::Anthropic => self.anthropic.delta_seen || self.anthropic.stop_seen,
             ApiShape::Gemini => self.gemini.finished,
-            ApiShape::Unknown => false,
+            ApiShape::Bedrock | ApiShape::Unknown => false,
         }
     }
 
@@ -675,7 +689,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.ext.clone(),
             ApiShape::Anthropic => self.anthropic.extraction(),
             ApiShape::Gemini => self.gemini.ext.clone(),
-            ApiShape::Unknown => Extraction::default(),
+            ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
         }
     }
 

@@ -130,7 +130,7 @@ pub fn extract_json(shape: ApiShape, v: &Value) -> Extraction {
         ApiShape::OpenaiResponses => openai::extract_responses(v),
         ApiShape::Anthropic => anthropic::extract(v),
         ApiShape::Gemini => gemini::extract(v),
-        ApiShape::Unknown => Extraction::default(),
+        ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
 
@@ -164,7 +164,7 @@ pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction 
         ApiShape::OpenaiResponses => openai::extract_responses(&synth),
         ApiShape::Anthropic => anthropic::extract(&synth),
         ApiShape::Gemini => gemini::extract(&synth),
-        ApiShape::Unknown => Extraction::default(),
+        ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
 
@@ -598,7 +598,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.on_value(ev.event, &v),
             ApiShape::Anthropic => self.anthropic.on_value(ev.event, &v),
             ApiShape::Gemini => self.gemini.on_value(&v),
-            ApiShape::Unknown => {}
+            ApiShape::Bedrock | ApiShape::Unknown => {}
         }
     }
 
@@ -635,7 +635,7 @@ impl OldAccumulator {
                 ),
                 None => true,
             },
-            ApiShape::Gemini | ApiShape::Unknown => true,
+            ApiShape::Gemini | ApiShape::Bedrock | ApiShape::Unknown => true,
         }
     }
 
@@ -694,7 +694,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.terminal,
             ApiShape::Anthropic => self.anthropic.delta_seen || self.anthropic.stop_seen,
             ApiShape::Gemini => self.gemini.finished,
-            ApiShape::Unknown => false,
+            ApiShape::Bedrock | ApiShape::Unknown => false,
         }
     }
 
@@ -705,7 +705,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.ext.clone(),
             ApiShape::Anthropic => self.anthropic.extraction(),
             ApiShape::Gemini => self.gemini.ext.clone(),
-            ApiShape::Unknown => Extraction::default(),
+            ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
         }
     }
 }

@@ -1,0 +1,146 @@
+//! AWS Bedrock through the real Envoy with the built filter: Converse (JSON)
+//! and ConverseStream (the binary event stream, cut mid-frame by the demo
+//! upstream). The client gets the upstream's bytes unchanged, and the row
+//! carries Bedrock's usage normalized (its `inputTokens` excludes the cache
+//! counts) and priced from the bundled catalog through the model id in the
+//! URL-encoded path.
+
+use std::time::Duration;
+
+use e2e::fixtures::BEDROCK_MODEL;
+use e2e::{Stack, StackOptions};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+const ROW_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn path(op: &str) -> String {
+    format!("/model/{}/{op}", BEDROCK_MODEL.replace(':', "%3A"))
+}
+
+async fn send(stack: &Stack, url: String, request_id: Option<&str>) -> (u16, String, Vec<u8>) {
+    let mut req = stack
+        .http
+        .post(url)
+        .header("authorization", "Bearer ABSK-demo-bedrock-key")
+        .json(
+            &json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}],
+                      "inferenceConfig": {"maxTokens": 512}}),
+        );
+    if let Some(id) = request_id {
+        req = req
+            .header("x-tenant-id", "bedrock")
+            .header("x-request-id", id);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let content_type = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, content_type, r.bytes().await.unwrap().to_vec())
+}
+
+fn row<'a>(rows: &'a [Value], id: &str) -> &'a Value {
+    rows.iter()
+        .find(|r| r["request_id"] == id)
+        .unwrap_or_else(|| panic!("no row {id} in {rows:#?}"))
+}
+
+#[tokio::test]
+async fn converse_and_converse_stream_are_billed_to_the_token_and_pass_through_unchanged() {
+    let stack = Stack::start("bedrock", StackOptions::default())
+        .await
+        .unwrap();
+    for (op, id, content_type) in [
+        ("converse", "bedrock-json", "application/json"),
+        (
+            "converse-stream",
+            "bedrock-stream",
+            "application/vnd.amazon.eventstream",
+        ),
+    ] {
+        let direct = send(&stack, stack.upstream_url(&path(op)), None).await;
+        let through = send(&stack, stack.envoy_url(&path(op)), Some(id)).await;
+        assert_eq!(through.0, 200, "{op}");
+        assert_eq!(through.1, content_type, "{op}");
+        assert_eq!(
+            through.2, direct.2,
+            "{op}: the client gets the upstream's bytes"
+        );
+    }
+    let rows = stack.wait_rows("bedrock", 2, ROW_TIMEOUT).await.unwrap();
+    let key = hex::encode(Sha256::digest(b"ABSK-demo-bedrock-key"));
+    for (id, streamed) in [("bedrock-json", false), ("bedrock-stream", true)] {
+        let r = row(&rows, id);
+        let ctx = format!("{r:#}");
+        assert_eq!(r["provider"], "bedrock", "{ctx}");
+        assert_eq!(r["model"], BEDROCK_MODEL, "{ctx}");
+        assert_eq!(r["streamed"], streamed, "{ctx}");
+        assert_eq!(r["api_key_id"], key, "{ctx}");
+        assert_eq!(r["input_tokens"], 1300, "{ctx}");
+        assert_eq!(r["cache_read_tokens"], 200, "{ctx}");
+        assert_eq!(r["cache_write_tokens"], 100, "{ctx}");
+        assert_eq!(r["output_tokens"], 300, "{ctx}");
+        assert_eq!(r["flags"], json!([]), "{ctx}");
+        assert_eq!(r["status"], "priced", "{ctx}");
+        // claude-sonnet-4-5 per million: 1000 × $3 + 200 × $0.30 cache read
+        // + 100 × $3.75 cache write + 300 × $15 output = $0.007935.
+        assert_eq!(r["cost"], "0.007935", "{ctx}");
+        assert!(
+            r["price_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("claude-sonnet-4-5@")),
+            "{ctx}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_converse_stream_cut_mid_frame_is_recorded_flagged_and_the_client_gets_what_was_sent() {
+    let stack = Stack::start("bedrock-cut", StackOptions::default())
+        .await
+        .unwrap();
+    // 10 chunks of 41 bytes: the stream stalls inside a frame before the
+    // usage; the client gives up and the filter must still write the row.
+    let r = stack
+        .http
+        .post(stack.envoy_url(&path("converse-stream")))
+        .header("x-tenant-id", "bedrock-cut")
+        .header("x-request-id", "bedrock-cut-1")
+        .header("x-demo-stall-after", "10")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut received = 0;
+    let read = tokio::time::timeout(Duration::from_secs(2), async {
+        use futures_util::StreamExt;
+        while let Some(Ok(chunk)) = body.next().await {
+            received += chunk.len();
+        }
+    })
+    .await;
+    assert!(read.is_err(), "the stalled stream must still be open");
+    drop(body);
+    assert_eq!(received, 410, "every byte sent before the stall arrives");
+    let rows = stack
+        .wait_rows("bedrock-cut", 1, ROW_TIMEOUT)
+        .await
+        .unwrap();
+    let row = &rows[0];
+    assert_eq!(row["request_id"], "bedrock-cut-1", "{row:#}");
+    assert_eq!(row["provider"], "bedrock", "{row:#}");
+    assert_eq!(row["streamed"], true, "{row:#}");
+    assert_eq!(row["output_tokens"], 0, "{row:#}");
+    assert!(
+        row["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|f| f == "incomplete")),
+        "{row:#}"
+    );
+}
