@@ -17,6 +17,12 @@ pub const KNOWN_PROVIDERS: &[&str] = &[
     "gemini",
     "openrouter",
     "bedrock",
+    "azure",
+    "deepseek",
+    "groq",
+    "mistral",
+    "xai",
+    "cohere",
     "unknown",
 ];
 pub const KNOWN_FLAGS: &[&str] = &[

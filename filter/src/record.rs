@@ -30,6 +30,15 @@ pub enum Provider {
     Openrouter,
     /// AWS Bedrock Runtime (Converse and InvokeModel, whatever the model).
     Bedrock,
+    /// Azure OpenAI (deployment paths, `*.openai.azure.com`).
+    Azure,
+    /// OpenAI-compatible vendors, recognised by their API hosts.
+    Deepseek,
+    Groq,
+    Mistral,
+    Xai,
+    /// Cohere (v2 chat, or its OpenAI-compatible endpoint).
+    Cohere,
     #[default]
     Unknown,
 }
@@ -42,6 +51,12 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Openrouter => "openrouter",
             Provider::Bedrock => "bedrock",
+            Provider::Azure => "azure",
+            Provider::Deepseek => "deepseek",
+            Provider::Groq => "groq",
+            Provider::Mistral => "mistral",
+            Provider::Xai => "xai",
+            Provider::Cohere => "cohere",
             Provider::Unknown => "unknown",
         }
     }

@@ -45,6 +45,7 @@ pub(crate) const KEEP: &[&str] = &[
     "stream",
     "delta",
     "role",
+    "x_groq",
 ];
 
 /// How [`parse`] treats a member.
@@ -66,7 +67,7 @@ pub(crate) fn class(key: &[u8]) -> Class {
         | b"cache_creation" => Class::Whole,
         b"model" | b"modelVersion" | b"type" | b"object" | b"status" | b"response" | b"message"
         | b"choices" | b"candidates" | b"finish_reason" | b"finishReason" | b"blockReason"
-        | b"stop_reason" | b"stream" | b"delta" | b"role" => Class::Keep,
+        | b"stop_reason" | b"stream" | b"delta" | b"role" | b"x_groq" => Class::Keep,
         _ => Class::Skip,
     }
 }

@@ -704,6 +704,9 @@ mod tests {
         include_bytes!("../tests/fixtures/openai_responses_incomplete.sse");
     const ANTHROPIC_SSE: &[u8] = include_bytes!("../tests/fixtures/anthropic_stream.sse");
     const GEMINI_SSE: &[u8] = include_bytes!("../tests/fixtures/gemini_stream.sse");
+    const DEEPSEEK: &[u8] = include_bytes!("../tests/fixtures/deepseek_chat.json");
+    const DEEPSEEK_SSE: &[u8] = include_bytes!("../tests/fixtures/deepseek_reasoner_stream.sse");
+    const GROQ_SSE: &[u8] = include_bytes!("../tests/fixtures/groq_stream.sse");
 
     const GEMINI_PRO_PATH: &str = "/v1beta/models/gemini-2.5-pro:generateContent";
     const GEMINI_STREAM_PATH: &str = "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
@@ -765,6 +768,26 @@ mod tests {
                 ANTHROPIC_SSE,
                 u(11172, 87, 9500, 1200, 1200, 0),
                 "claude-sonnet-4-20250514",
+                None,
+                vec![],
+            ),
+            (
+                // Both cache figures: the details' cached_tokens (0) wins.
+                "deepseek reasoner stream",
+                "/v1/chat/completions",
+                DEEPSEEK_SSE,
+                u(20, 250, 0, 0, 0, 240),
+                "deepseek-reasoner",
+                None,
+                vec![],
+            ),
+            (
+                // The usage rides in x_groq of the last chunk.
+                "groq stream",
+                "/openai/v1/chat/completions",
+                GROQ_SSE,
+                u(48, 9, 0, 0, 0, 0),
+                "llama-3.3-70b-versatile",
                 None,
                 vec![],
             ),
@@ -833,6 +856,16 @@ mod tests {
                 GEMINI,
                 u(12250, 2138, 8192, 0, 0, 1728),
                 "gemini-2.5-pro",
+                None,
+                vec![],
+            ),
+            (
+                // prompt_tokens = 1536 cache hits + 64 misses.
+                "deepseek",
+                "/chat/completions",
+                DEEPSEEK,
+                u(1600, 90, 1536, 0, 0, 0),
+                "deepseek-chat",
                 None,
                 vec![],
             ),
@@ -1616,6 +1649,8 @@ data:
             Just(ANTHROPIC_SSE),
             Just(GEMINI_SSE),
             Just(OPENROUTER_SSE),
+            Just(GROQ_SSE),
+            Just(DEEPSEEK_SSE),
         ];
         (
             fixture,

@@ -50,6 +50,10 @@ pub struct UsageBlock {
     pub input_tokens_details: Details,
     pub output_tokens_details: Details,
     pub cache_creation: Details,
+    /// DeepSeek: the prompt tokens served from (`hit`) and missing (`miss`)
+    /// its context cache.
+    pub prompt_cache_hit_tokens: Option<u64>,
+    pub prompt_cache_miss_tokens: Option<u64>,
     /// `cost` as a plain decimal string (see [`crate::providers::cost_string`]).
     pub cost: Option<String>,
 }
@@ -118,6 +122,8 @@ pub struct Node<'a> {
     pub response: Option<Box<Sub<'a>>>,
     /// `message` present (any value).
     pub message: Option<Box<Sub<'a>>>,
+    /// Groq's `x_groq` present (any value): its streams' usage is inside.
+    pub x_groq: Option<Box<Sub<'a>>>,
     /// `stream` when it is a boolean (request bodies).
     pub stream: Option<bool>,
     /// `stream_options` present; inside, whether it is an object whose
@@ -159,6 +165,7 @@ impl Top<'_> {
             prompt_blocked: false,
             response: None,
             message: None,
+            x_groq: None,
             stream: None,
             stream_options: None,
         };
@@ -271,6 +278,7 @@ fn object<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Node<'a>, Invalid> {
             }
             b"response" => n.response = Some(Box::new(sub(s, depth + 1)?)),
             b"message" => n.message = Some(Box::new(sub(s, depth + 1)?)),
+            b"x_groq" => n.x_groq = Some(Box::new(sub(s, depth + 1)?)),
             other => member(s, depth, other)?,
         }
         Ok(())
@@ -608,6 +616,8 @@ fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
                 UsageBlock::HAS_CACHE_CREATION_INPUT_TOKENS,
                 &mut u.cache_creation_input_tokens,
             ),
+            b"prompt_cache_hit_tokens" => (0, &mut u.prompt_cache_hit_tokens),
+            b"prompt_cache_miss_tokens" => (0, &mut u.prompt_cache_miss_tokens),
             _ => {
                 let (bit, details) = match key {
                     b"prompt_tokens_details" => (0, &mut u.prompt_tokens_details),

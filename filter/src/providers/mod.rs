@@ -102,18 +102,37 @@ pub fn detect_shape(path: &str) -> ApiShape {
 /// The provider of a request, from its path and `:authority`/`Host`.
 ///
 /// OpenRouter (host containing `openrouter`, or its `/api/v1/` prefix) wins;
-/// otherwise the path's API family decides, and the host only breaks ties
-/// for unknown paths.
+/// then Azure OpenAI's deployment paths and hosts; an OpenAI-shaped path
+/// is credited to the OpenAI-compatible vendor its host names (DeepSeek,
+/// Groq, Mistral, xAI, Cohere), else to OpenAI; other paths' API family
+/// decides, and the host only breaks ties for unknown paths. A wrong guess
+/// only changes the reported provider: usage is read by the response's
+/// shape either way.
 pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
     let host = host.unwrap_or("").to_ascii_lowercase();
-    if host.contains("openrouter") || strip_query(path).starts_with("/api/v1/") {
+    let p = strip_query(path);
+    if host.contains("openrouter") || p.starts_with("/api/v1/") {
         return Provider::Openrouter;
     }
+    if p.starts_with("/openai/deployments/")
+        || host.ends_with(".openai.azure.com")
+        || host.ends_with(".cognitiveservices.azure.com")
+        || host.ends_with(".services.ai.azure.com")
+    {
+        return Provider::Azure;
+    }
     let shape = detect_shape(path);
+    if matches!(shape, ApiShape::OpenaiChat | ApiShape::OpenaiResponses) {
+        if let Some(vendor) = compatible_vendor(&host) {
+            return vendor;
+        }
+    }
     if shape != ApiShape::Unknown {
         return shape.default_provider();
     }
-    if host.contains("bedrock") {
+    if let Some(vendor) = compatible_vendor(&host) {
+        vendor
+    } else if host.contains("bedrock") {
         Provider::Bedrock
     } else if host.contains("anthropic") {
         Provider::Anthropic
@@ -123,6 +142,25 @@ pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
         Provider::Gemini
     } else {
         Provider::Unknown
+    }
+}
+
+/// An OpenAI-compatible vendor named by an API host (lowercase).
+fn compatible_vendor(host: &str) -> Option<Provider> {
+    let name = host.split(':').next().unwrap_or(host);
+    let is = |domain: &str| name == domain || name.ends_with(&format!(".{domain}"));
+    if is("deepseek.com") {
+        Some(Provider::Deepseek)
+    } else if is("groq.com") {
+        Some(Provider::Groq)
+    } else if is("mistral.ai") {
+        Some(Provider::Mistral)
+    } else if is("x.ai") {
+        Some(Provider::Xai)
+    } else if is("cohere.com") || is("cohere.ai") {
+        Some(Provider::Cohere)
+    } else {
+        None
     }
 }
 
@@ -798,6 +836,39 @@ mod tests {
             Provider::Gemini
         );
         assert_eq!(detect_provider("/x", None), Provider::Unknown);
+        assert_eq!(
+            detect_provider(
+                "/openai/deployments/prod/chat/completions?api-version=1",
+                None
+            ),
+            Provider::Azure
+        );
+        assert_eq!(
+            detect_provider("/openai/v1/responses", Some("acme.openai.azure.com")),
+            Provider::Azure
+        );
+        for (host, vendor) in [
+            ("api.deepseek.com", Provider::Deepseek),
+            ("api.groq.com:443", Provider::Groq),
+            ("api.mistral.ai", Provider::Mistral),
+            ("api.x.ai", Provider::Xai),
+            ("api.cohere.com", Provider::Cohere),
+        ] {
+            assert_eq!(
+                detect_provider("/v1/chat/completions", Some(host)),
+                vendor,
+                "{host}"
+            );
+        }
+        // A look-alike host is not the vendor.
+        assert_eq!(
+            detect_provider("/v1/chat/completions", Some("notdeepseek.com")),
+            Provider::Openai
+        );
+        assert_eq!(
+            detect_provider("/x", Some("bedrock-runtime.us-east-1.amazonaws.com")),
+            Provider::Bedrock
+        );
     }
 
     #[test]

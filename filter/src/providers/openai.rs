@@ -5,7 +5,10 @@
 //! `prompt_tokens_details.cached_tokens` (and OpenRouter's
 //! `prompt_tokens_details.cache_write_tokens`); `completion_tokens` already
 //! includes `completion_tokens_details.reasoning_tokens`. OpenRouter adds
-//! `usage.cost` (credits, USD).
+//! `usage.cost` (credits, USD). OpenAI-compatible dialects: DeepSeek's
+//! `prompt_tokens` is `prompt_cache_hit_tokens + prompt_cache_miss_tokens`,
+//! the hits being its cache reads; Groq streams put the usage in
+//! `x_groq.usage` of the last chunk.
 //!
 //! Responses: `usage.input_tokens` includes
 //! `input_tokens_details.cached_tokens`; `output_tokens` includes
@@ -17,10 +20,13 @@ use crate::typed::{Node, UsageBlock};
 
 /// Normalize a Chat Completions `usage` object.
 pub fn chat_usage(u: &UsageBlock) -> Usage {
+    let (hit, miss) = (u.prompt_cache_hit_tokens, u.prompt_cache_miss_tokens);
+    let hit_and_miss = (hit.is_some() || miss.is_some())
+        .then(|| hit.unwrap_or(0).saturating_add(miss.unwrap_or(0)));
     clamp(Usage {
-        input_tokens: u.prompt_tokens.unwrap_or(0),
+        input_tokens: u.prompt_tokens.or(hit_and_miss).unwrap_or(0),
         output_tokens: u.completion_tokens.unwrap_or(0),
-        cache_read_tokens: u.prompt_tokens_details.cached_tokens.unwrap_or(0),
+        cache_read_tokens: u.prompt_tokens_details.cached_tokens.or(hit).unwrap_or(0),
         cache_write_tokens: u.prompt_tokens_details.cache_write_tokens.unwrap_or(0),
         cache_write_1h_tokens: 0,
         reasoning_tokens: u.completion_tokens_details.reasoning_tokens.unwrap_or(0),
@@ -39,13 +45,21 @@ pub fn responses_usage(u: &UsageBlock) -> Usage {
     })
 }
 
+/// The usage object of a chat body or chunk: `usage`, else Groq's
+/// `x_groq.usage`.
+fn chat_usage_block<'n>(v: &'n Node<'_>) -> Option<&'n UsageBlock> {
+    v.usage
+        .as_ref()
+        .or_else(|| v.x_groq.as_ref().and_then(|x| x.usage.as_ref()))
+}
+
 /// A non-streamed Chat Completions body.
 pub fn extract_chat(v: &Node<'_>) -> Extraction {
     let mut ext = Extraction {
         model: model_of(&v.model),
         ..Default::default()
     };
-    if let Some(u) = &v.usage {
+    if let Some(u) = chat_usage_block(v) {
         ext.usage = chat_usage(u);
         ext.reported_cost.clone_from(&u.cost);
         ext.usage_seen = true;
@@ -82,7 +96,7 @@ impl ChatStream {
         if self.ext.model.is_none() {
             self.ext.model = model_of(&v.model);
         }
-        if let Some(u) = &v.usage {
+        if let Some(u) = chat_usage_block(v) {
             self.ext.usage = chat_usage(u);
             if let Some(c) = &u.cost {
                 self.ext.reported_cost = Some(c.clone());
@@ -160,6 +174,39 @@ mod tests {
         assert_eq!(e.reported_cost, None);
         // Shape inference gives the same.
         assert_eq!(extract_json(ApiShape::Unknown, &v), e);
+    }
+
+    #[test]
+    fn deepseek_cache_hits_are_cache_reads() {
+        let chat = |body: &str| extract_json(ApiShape::OpenaiChat, &j(body)).usage;
+        let u = chat(
+            r#"{"usage":{"prompt_tokens":1600,"completion_tokens":9,"prompt_cache_hit_tokens":1536,"prompt_cache_miss_tokens":64}}"#,
+        );
+        assert_eq!((u.input_tokens, u.cache_read_tokens), (1600, 1536));
+        // Without prompt_tokens, hits + misses are the prompt.
+        let u = chat(
+            r#"{"usage":{"completion_tokens":9,"prompt_cache_hit_tokens":100,"prompt_cache_miss_tokens":28}}"#,
+        );
+        assert_eq!((u.input_tokens, u.cache_read_tokens), (128, 100));
+        // OpenAI's own detail wins where both are given.
+        let u = chat(
+            r#"{"usage":{"prompt_tokens":50,"prompt_tokens_details":{"cached_tokens":10},"prompt_cache_hit_tokens":40}}"#,
+        );
+        assert_eq!(u.cache_read_tokens, 10);
+        // Groq's x_groq.usage, and a plain usage winning over it.
+        let e = extract_json(
+            ApiShape::OpenaiChat,
+            &j(
+                r#"{"choices":[],"x_groq":{"id":"r","usage":{"prompt_tokens":48,"completion_tokens":9}}}"#,
+            ),
+        );
+        assert!(e.usage_seen);
+        assert_eq!((e.usage.input_tokens, e.usage.output_tokens), (48, 9));
+        let e = extract_json(
+            ApiShape::OpenaiChat,
+            &j(r#"{"usage":{"prompt_tokens":1},"x_groq":{"usage":{"prompt_tokens":2}}}"#),
+        );
+        assert_eq!(e.usage.input_tokens, 1);
     }
 
     #[test]

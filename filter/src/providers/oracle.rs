@@ -177,10 +177,17 @@ pub mod openai {
 
     /// Normalize a Chat Completions `usage` object.
     pub fn chat_usage(u: &Value) -> Usage {
+        let hit = get_u64(u, "prompt_cache_hit_tokens");
+        let miss = get_u64(u, "prompt_cache_miss_tokens");
+        let hit_and_miss = (hit.is_some() || miss.is_some())
+            .then(|| hit.unwrap_or(0).saturating_add(miss.unwrap_or(0)));
+        let cached = u
+            .get("prompt_tokens_details")
+            .and_then(|d| get_u64(d, "cached_tokens"));
         clamp(Usage {
-            input_tokens: u64_or0(u, "prompt_tokens"),
+            input_tokens: get_u64(u, "prompt_tokens").or(hit_and_miss).unwrap_or(0),
             output_tokens: u64_or0(u, "completion_tokens"),
-            cache_read_tokens: detail(u, "prompt_tokens_details", "cached_tokens"),
+            cache_read_tokens: cached.or(hit).unwrap_or(0),
             cache_write_tokens: detail(u, "prompt_tokens_details", "cache_write_tokens"),
             cache_write_1h_tokens: 0,
             reasoning_tokens: detail(u, "completion_tokens_details", "reasoning_tokens"),
@@ -204,12 +211,17 @@ pub mod openai {
     }
 
     /// A non-streamed Chat Completions body.
+    /// `usage`, else Groq's `x_groq.usage`.
+    fn chat_usage_obj(v: &Value) -> Option<&Value> {
+        usage_obj(v).or_else(|| v.get("x_groq").and_then(usage_obj))
+    }
+
     pub fn extract_chat(v: &Value) -> Extraction {
         let mut ext = Extraction {
             model: model_of(v, "model"),
             ..Default::default()
         };
-        if let Some(u) = usage_obj(v) {
+        if let Some(u) = chat_usage_obj(v) {
             ext.usage = chat_usage(u);
             ext.reported_cost = u.get("cost").and_then(cost_string);
             ext.usage_seen = true;
@@ -246,7 +258,7 @@ pub mod openai {
             if self.ext.model.is_none() {
                 self.ext.model = model_of(v, "model");
             }
-            if let Some(u) = usage_obj(v) {
+            if let Some(u) = chat_usage_obj(v) {
                 self.ext.usage = chat_usage(u);
                 if let Some(c) = u.get("cost").and_then(cost_string) {
                     self.ext.reported_cost = Some(c);
@@ -985,6 +997,9 @@ mod agreement {
         "total_tokens",
         "cache_read_input_tokens",
         "cache_creation_input_tokens",
+        "prompt_cache_hit_tokens",
+        "prompt_cache_miss_tokens",
+        "x_groq",
         "prompt_tokens_details",
         "completion_tokens_details",
         "input_tokens_details",

@@ -799,10 +799,14 @@ async fn azure_openai_and_vertex_anthropic_are_billed_exactly() {
         cred,
     )
     .await;
-    expect_one_row(&stack, "azure-json", "azure-json-1", cred, &CHAT).await;
+    let azure = Expect {
+        provider: "azure",
+        ..CHAT
+    };
+    expect_one_row(&stack, "azure-json", "azure-json-1", cred, &azure).await;
     let streamed = Expect {
         streamed: true,
-        ..CHAT
+        ..azure
     };
     expect_one_row(&stack, "azure-stream", "azure-stream-1", cred, &streamed).await;
 
