@@ -41,6 +41,53 @@ pub fn event(event_type: &str, payload: &serde_json::Value) -> Vec<u8> {
     frame("event", event_type, payload.to_string().as_bytes())
 }
 
+/// The prelude of a message declaring `total` bytes with `headers` bytes
+/// of headers, with a correct prelude CRC (so only the lengths lie).
+pub fn prelude(total: u32, headers: u32) -> Vec<u8> {
+    let mut out = Vec::from(total.to_be_bytes());
+    out.extend_from_slice(&headers.to_be_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// A stream of `frames` damaged the way `fault` names, for hostile-input
+/// tests: `crc` (a payload byte flipped in the second frame), `prelude-crc`
+/// (the first frame's length changed under its CRC), `huge` (a message
+/// declaring 2 GiB after the first frame), `lying-headers` (a headers
+/// length past the message's end). `None` for an unknown name.
+pub fn damaged(frames: &[Vec<u8>], fault: &str) -> Option<Vec<u8>> {
+    let first = frames.first()?.clone();
+    let rest: Vec<u8> = frames.iter().skip(1).flatten().copied().collect();
+    let mut out = first.clone();
+    match fault {
+        "crc" => {
+            let second = frames.get(1)?;
+            let mut second = second.clone();
+            let at = second.len() - 8;
+            second[at] ^= 0x20;
+            out.extend(second);
+            out.extend(frames.iter().skip(2).flatten());
+        }
+        "prelude-crc" => {
+            out[3] ^= 0x01;
+            out.extend(rest);
+        }
+        "huge" => {
+            out.extend(prelude(0x8000_0000, 0));
+            out.extend(std::iter::repeat_n(0u8, 4096));
+            out.extend(rest);
+        }
+        "lying-headers" => {
+            out.extend(prelude(64, 60));
+            out.extend(std::iter::repeat_n(0u8, 52));
+            out.extend(rest);
+        }
+        _ => return None,
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -144,3 +144,55 @@ async fn a_converse_stream_cut_mid_frame_is_recorded_flagged_and_the_client_gets
         "{row:#}"
     );
 }
+
+#[tokio::test]
+async fn hostile_event_streams_reach_the_client_unchanged_and_write_flagged_rows() {
+    let stack = Stack::start("bedrock-hostile", StackOptions::default())
+        .await
+        .unwrap();
+    let faults = ["crc", "prelude-crc", "huge", "lying-headers"];
+    for fault in faults {
+        let mut bytes = Vec::new();
+        for (url, id) in [
+            (stack.upstream_url(&path("converse-stream")), None),
+            (
+                stack.envoy_url(&path("converse-stream")),
+                Some(format!("hostile-{fault}")),
+            ),
+        ] {
+            let mut req = stack
+                .http
+                .post(url)
+                .header("x-demo-eventstream-fault", fault)
+                .json(&json!({"messages": []}));
+            if let Some(id) = &id {
+                req = req
+                    .header("x-tenant-id", "bedrock-hostile")
+                    .header("x-request-id", id);
+            }
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200, "{fault}");
+            bytes.push(r.bytes().await.unwrap().to_vec());
+        }
+        assert!(bytes[0].len() > 100, "{fault}: the upstream sent a stream");
+        assert_eq!(
+            bytes[1], bytes[0],
+            "{fault}: the client gets every byte as sent"
+        );
+    }
+    let rows = stack
+        .wait_rows("bedrock-hostile", faults.len(), ROW_TIMEOUT)
+        .await
+        .unwrap();
+    for fault in faults {
+        let r = row(&rows, &format!("hostile-{fault}"));
+        let ctx = format!("{fault}: {r:#}");
+        assert_eq!(r["provider"], "bedrock", "{ctx}");
+        assert_eq!(r["model"], BEDROCK_MODEL, "{ctx}");
+        assert_eq!(r["streamed"], true, "{ctx}");
+        assert_eq!(r["flags"], json!(["incomplete", "parse_error"]), "{ctx}");
+        // Nothing is invented from a stream that cannot be trusted.
+        assert_eq!(r["input_tokens"], 0, "{ctx}");
+        assert_eq!(r["output_tokens"], 0, "{ctx}");
+    }
+}

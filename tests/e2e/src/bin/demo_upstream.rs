@@ -9,7 +9,9 @@
 //! (send N SSE events, then hang), `x-demo-event-delay-ms`,
 //! `x-demo-pad-bytes` (make the answer text N bytes longer, see
 //! `fixtures::response_padded`), `x-demo-model` (name this model instead
-//! of the fixture's in OpenAI chat answers, to price them differently).
+//! of the fixture's in OpenAI chat answers, to price them differently),
+//! `x-demo-eventstream-fault` (send Bedrock's event stream damaged, see
+//! `e2e::eventstream::damaged`).
 
 use std::convert::Infallible;
 use std::io::Write;
@@ -106,7 +108,7 @@ async fn handle(req: Request) -> Response {
     let mut response = if shape == Shape::BedrockConverseStream {
         let stall_after =
             header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
-        eventstream(stall_after)
+        eventstream(stall_after, header(&headers, "x-demo-eventstream-fault"))
     } else if shape.streams() {
         let stall_after =
             header(&headers, "x-demo-stall-after").and_then(|s| s.parse::<usize>().ok());
@@ -187,11 +189,14 @@ fn sse(events: Vec<String>, stall_after: Option<usize>, delay_ms: u64, gzip: boo
 
 /// Bedrock's binary event stream, cut into 41-byte chunks so frames split
 /// mid-way (the filter must reassemble them); `stall_after` counts chunks.
-fn eventstream(stall_after: Option<usize>) -> Response {
-    let bytes: Vec<u8> = fixtures::bedrock_stream_events()
+fn eventstream(stall_after: Option<usize>, fault: Option<&str>) -> Response {
+    let frames: Vec<Vec<u8>> = fixtures::bedrock_stream_events()
         .iter()
-        .flat_map(|(event_type, payload)| e2e::eventstream::event(event_type, payload))
+        .map(|(event_type, payload)| e2e::eventstream::event(event_type, payload))
         .collect();
+    let bytes = fault
+        .and_then(|f| e2e::eventstream::damaged(&frames, f))
+        .unwrap_or_else(|| frames.concat());
     let chunks: Vec<Bytes> = bytes.chunks(41).map(Bytes::copy_from_slice).collect();
     let mut r = Response::new(Body::from_stream(async_stream(chunks, stall_after, 2)));
     r.headers_mut().insert(
