@@ -707,6 +707,8 @@ mod tests {
     const DEEPSEEK: &[u8] = include_bytes!("../tests/fixtures/deepseek_chat.json");
     const DEEPSEEK_SSE: &[u8] = include_bytes!("../tests/fixtures/deepseek_reasoner_stream.sse");
     const GROQ_SSE: &[u8] = include_bytes!("../tests/fixtures/groq_stream.sse");
+    const COHERE: &[u8] = include_bytes!("../tests/fixtures/cohere_chat.json");
+    const COHERE_SSE: &[u8] = include_bytes!("../tests/fixtures/cohere_chat_stream.sse");
 
     const GEMINI_PRO_PATH: &str = "/v1beta/models/gemini-2.5-pro:generateContent";
     const GEMINI_STREAM_PATH: &str = "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent?alt=sse";
@@ -1373,6 +1375,68 @@ data:
         assert_eq!(r.model.as_deref(), Some("gpt-4o"));
     }
 
+    #[test]
+    fn cohere_v2_chat_bills_billed_units_with_the_request_model() {
+        let with_model = || {
+            let mut i = info("/v2/chat");
+            i.request_model = Some("command-a-03-2025".into());
+            i
+        };
+        let r = run_chunks(
+            with_model(),
+            Limits::default(),
+            200,
+            "application/json",
+            None,
+            &[COHERE],
+            true,
+        );
+        assert_eq!(r.provider, Provider::Cohere);
+        assert_eq!(r.model.as_deref(), Some("command-a-03-2025"));
+        assert_eq!(r.usage, u(5, 418, 0, 0, 0, 0));
+        assert_eq!(r.flags, vec![]);
+        let whole = run_chunks(
+            with_model(),
+            Limits::default(),
+            200,
+            "text/event-stream",
+            None,
+            &[COHERE_SSE],
+            true,
+        );
+        assert_eq!(whole.usage, u(3, 12, 0, 0, 0, 0));
+        assert_eq!(whole.flags, vec![]);
+        assert!(whole.streamed);
+        for cut in 0..=COHERE_SSE.len() {
+            let (a, b) = COHERE_SSE.split_at(cut);
+            let r = run_chunks(
+                with_model(),
+                Limits::default(),
+                200,
+                "text/event-stream",
+                None,
+                &[a, b],
+                true,
+            );
+            assert_eq!(
+                (r.usage, &r.flags),
+                (whole.usage, &whole.flags),
+                "cut {cut}"
+            );
+        }
+        // Recognised by its events on any path; cut before message-end it is
+        // incomplete.
+        let r = sse("/llm", COHERE_SSE);
+        assert_eq!(
+            (r.provider, r.usage),
+            (Provider::Cohere, u(3, 12, 0, 0, 0, 0))
+        );
+        let cut = &COHERE_SSE[..COHERE_SSE.len() - 250];
+        assert_eq!(sse("/v2/chat", cut).flags, vec![Flag::Incomplete]);
+        // And by its usage object in a JSON body.
+        assert_eq!(json("/proxy", COHERE).provider, Provider::Cohere);
+    }
+
     const BEDROCK_PATH: &str =
         "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/converse-stream";
     const BEDROCK_MODEL: &str = "us.anthropic.claude-sonnet-4-5-20250929-v1:0";
@@ -1651,6 +1715,7 @@ data:
             Just(OPENROUTER_SSE),
             Just(GROQ_SSE),
             Just(DEEPSEEK_SSE),
+            Just(COHERE_SSE),
         ];
         (
             fixture,

@@ -31,6 +31,9 @@ pub struct Details {
     pub reasoning_tokens: Option<u64>,
     pub ephemeral_5m_input_tokens: Option<u64>,
     pub ephemeral_1h_input_tokens: Option<u64>,
+    /// Cohere's `billed_units`.
+    pub input_tokens: Option<u64>,
+    pub output_tokens: Option<u64>,
 }
 
 /// A `usage` object (OpenAI chat and Responses, Anthropic, OpenRouter).
@@ -38,7 +41,7 @@ pub struct Details {
 pub struct UsageBlock {
     /// Members present whatever their value (the `HAS_*` bits): shape
     /// inference looks at names only.
-    pub present: u8,
+    pub present: u16,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub input_tokens: Option<u64>,
@@ -46,6 +49,8 @@ pub struct UsageBlock {
     pub cache_read_input_tokens: Option<u64>,
     pub cache_creation_input_tokens: Option<u64>,
     pub prompt_tokens_details: Details,
+    /// Cohere: the tokens it bills (`usage.billed_units`).
+    pub billed_units: Details,
     pub completion_tokens_details: Details,
     pub input_tokens_details: Details,
     pub output_tokens_details: Details,
@@ -59,16 +64,17 @@ pub struct UsageBlock {
 }
 
 impl UsageBlock {
-    pub const HAS_PROMPT_TOKENS: u8 = 1;
-    pub const HAS_COMPLETION_TOKENS: u8 = 1 << 1;
-    pub const HAS_INPUT_TOKENS: u8 = 1 << 2;
-    pub const HAS_CACHE_READ_INPUT_TOKENS: u8 = 1 << 3;
-    pub const HAS_CACHE_CREATION_INPUT_TOKENS: u8 = 1 << 4;
-    pub const HAS_INPUT_TOKENS_DETAILS: u8 = 1 << 5;
-    pub const HAS_OUTPUT_TOKENS_DETAILS: u8 = 1 << 6;
-    pub const HAS_TOTAL_TOKENS: u8 = 1 << 7;
+    pub const HAS_PROMPT_TOKENS: u16 = 1;
+    pub const HAS_COMPLETION_TOKENS: u16 = 1 << 1;
+    pub const HAS_INPUT_TOKENS: u16 = 1 << 2;
+    pub const HAS_CACHE_READ_INPUT_TOKENS: u16 = 1 << 3;
+    pub const HAS_CACHE_CREATION_INPUT_TOKENS: u16 = 1 << 4;
+    pub const HAS_INPUT_TOKENS_DETAILS: u16 = 1 << 5;
+    pub const HAS_OUTPUT_TOKENS_DETAILS: u16 = 1 << 6;
+    pub const HAS_TOTAL_TOKENS: u16 = 1 << 7;
+    pub const HAS_BILLED_UNITS: u16 = 1 << 8;
 
-    pub fn has(&self, bit: u8) -> bool {
+    pub fn has(&self, bit: u16) -> bool {
         self.present & bit != 0
     }
 }
@@ -124,6 +130,8 @@ pub struct Node<'a> {
     pub message: Option<Box<Sub<'a>>>,
     /// Groq's `x_groq` present (any value): its streams' usage is inside.
     pub x_groq: Option<Box<Sub<'a>>>,
+    /// `delta` present (any value): Cohere's `message-end` usage is inside.
+    pub delta: Option<Box<Sub<'a>>>,
     /// `stream` when it is a boolean (request bodies).
     pub stream: Option<bool>,
     /// `stream_options` present; inside, whether it is an object whose
@@ -166,6 +174,7 @@ impl Top<'_> {
             response: None,
             message: None,
             x_groq: None,
+            delta: None,
             stream: None,
             stream_options: None,
         };
@@ -279,6 +288,7 @@ fn object<'a>(s: &mut Scanner<'a>, depth: usize) -> Result<Node<'a>, Invalid> {
             b"response" => n.response = Some(Box::new(sub(s, depth + 1)?)),
             b"message" => n.message = Some(Box::new(sub(s, depth + 1)?)),
             b"x_groq" => n.x_groq = Some(Box::new(sub(s, depth + 1)?)),
+            b"delta" => n.delta = Some(Box::new(sub(s, depth + 1)?)),
             other => member(s, depth, other)?,
         }
         Ok(())
@@ -631,6 +641,7 @@ fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
                         &mut u.output_tokens_details,
                     ),
                     b"cache_creation" => (0, &mut u.cache_creation),
+                    b"billed_units" => (UsageBlock::HAS_BILLED_UNITS, &mut u.billed_units),
                     b"cost" => {
                         u.cost = cost(s, 1)?;
                         return Ok(());
@@ -651,6 +662,8 @@ fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
                         b"reasoning_tokens" => &mut details.reasoning_tokens,
                         b"ephemeral_5m_input_tokens" => &mut details.ephemeral_5m_input_tokens,
                         b"ephemeral_1h_input_tokens" => &mut details.ephemeral_1h_input_tokens,
+                        b"input_tokens" => &mut details.input_tokens,
+                        b"output_tokens" => &mut details.output_tokens,
                         _ => return strict_skip(s, 2),
                     };
                     *slot = count(s, 2)?;

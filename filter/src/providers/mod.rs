@@ -6,6 +6,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod cohere;
 pub mod gemini;
 pub mod openai;
 #[cfg(test)]
@@ -36,6 +37,8 @@ pub enum ApiShape {
     /// `invoke`, `invoke-with-response-stream`): read by
     /// [`bedrock`], not by the JSON and SSE paths here.
     Bedrock,
+    /// Cohere v2 chat (`/v2/chat`).
+    Cohere,
     #[default]
     Unknown,
 }
@@ -48,6 +51,7 @@ impl ApiShape {
             ApiShape::Anthropic => Provider::Anthropic,
             ApiShape::Gemini => Provider::Gemini,
             ApiShape::Bedrock => Provider::Bedrock,
+            ApiShape::Cohere => Provider::Cohere,
             ApiShape::Unknown => Provider::Unknown,
         }
     }
@@ -95,6 +99,9 @@ pub fn detect_shape(path: &str) -> ApiShape {
     }
     if p.ends_with("/messages") {
         return ApiShape::Anthropic;
+    }
+    if p.ends_with("/v2/chat") {
+        return ApiShape::Cohere;
     }
     ApiShape::Unknown
 }
@@ -217,7 +224,9 @@ fn infer_shape_from_node(obj: &Node<'_>) -> ApiShape {
 }
 
 fn infer_shape_from_usage(u: &UsageBlock) -> ApiShape {
-    if u.has(UsageBlock::HAS_PROMPT_TOKENS) || u.has(UsageBlock::HAS_COMPLETION_TOKENS) {
+    if u.has(UsageBlock::HAS_BILLED_UNITS) {
+        ApiShape::Cohere
+    } else if u.has(UsageBlock::HAS_PROMPT_TOKENS) || u.has(UsageBlock::HAS_COMPLETION_TOKENS) {
         ApiShape::OpenaiChat
     } else if u.has(UsageBlock::HAS_CACHE_CREATION_INPUT_TOKENS)
         || u.has(UsageBlock::HAS_CACHE_READ_INPUT_TOKENS)
@@ -251,6 +260,8 @@ pub fn infer_shape_from_bytes(head: &[u8], tail: &[u8]) -> ApiShape {
         ApiShape::OpenaiChat
     } else if ty == "message" || has(b"\"cache_creation_input_tokens\"") {
         ApiShape::Anthropic
+    } else if has(b"\"billed_units\"") {
+        ApiShape::Cohere
     } else {
         ApiShape::Unknown
     }
@@ -268,6 +279,9 @@ pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Top<'_>>) -> ApiShap
     }
     if ty.starts_with("response.") {
         return ApiShape::OpenaiResponses;
+    }
+    if cohere::is_event_type(ty) {
+        return ApiShape::Cohere;
     }
     let Some(v) = v else {
         return ApiShape::Unknown;
@@ -295,6 +309,7 @@ pub fn extract_json(shape: ApiShape, v: &Top<'_>) -> Extraction {
         ApiShape::OpenaiResponses => openai::extract_responses(v.object()),
         ApiShape::Anthropic => anthropic::extract(v.object()),
         ApiShape::Gemini => gemini::extract(v),
+        ApiShape::Cohere => cohere::extract(v.object()),
         ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
@@ -490,6 +505,7 @@ pub struct StreamAccumulator {
     responses: openai::ResponsesStream,
     anthropic: anthropic::MessagesStream,
     gemini: gemini::GeminiStream,
+    cohere: cohere::ChatStream,
     parse_errors: u32,
     events: u64,
 }
@@ -612,6 +628,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.on_node(ev.event, v.object()),
             ApiShape::Anthropic => self.anthropic.on_node(ev.event, v.object()),
             ApiShape::Gemini => self.gemini.on_top(&v),
+            ApiShape::Cohere => self.cohere.on_node(ev.event, v.object()),
             ApiShape::Bedrock | ApiShape::Unknown => {}
         }
     }
@@ -647,6 +664,10 @@ impl StreamAccumulator {
                     name,
                     "message_start" | "message_delta" | "message_stop" | "error"
                 ),
+                None => true,
+            },
+            ApiShape::Cohere => match ev.event {
+                Some(name) => name == "message-end",
                 None => true,
             },
             ApiShape::Gemini | ApiShape::Bedrock | ApiShape::Unknown => true,
@@ -688,6 +709,11 @@ impl StreamAccumulator {
                 outer.raw("message", &inner.finish());
                 outer
             }
+            ApiShape::Cohere => {
+                let mut outer = Synth::default();
+                outer.raw("delta", &inner.finish());
+                outer
+            }
             ApiShape::Gemini => {
                 if let Some(reason) = find_string_field(tail, "finishReason", false) {
                     let mut cand = Synth::default();
@@ -716,6 +742,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.terminal,
             ApiShape::Anthropic => self.anthropic.delta_seen || self.anthropic.stop_seen,
             ApiShape::Gemini => self.gemini.finished,
+            ApiShape::Cohere => self.cohere.finished,
             ApiShape::Bedrock | ApiShape::Unknown => false,
         }
     }
@@ -727,6 +754,7 @@ impl StreamAccumulator {
             ApiShape::OpenaiResponses => self.responses.ext.clone(),
             ApiShape::Anthropic => self.anthropic.extraction(),
             ApiShape::Gemini => self.gemini.ext.clone(),
+            ApiShape::Cohere => self.cohere.ext.clone(),
             ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
         }
     }
@@ -741,6 +769,7 @@ impl StreamAccumulator {
             + s(&self.anthropic.model)
             + s(&self.anthropic.reported_cost)
             + s(&self.gemini.ext.model)
+            + s(&self.cohere.ext.model)
     }
 }
 

@@ -70,7 +70,9 @@ pub fn infer_shape_from_json(v: &Value) -> ApiShape {
 }
 
 fn infer_shape_from_usage(u: &Value) -> ApiShape {
-    if u.get("prompt_tokens").is_some() || u.get("completion_tokens").is_some() {
+    if u.get("billed_units").is_some() {
+        ApiShape::Cohere
+    } else if u.get("prompt_tokens").is_some() || u.get("completion_tokens").is_some() {
         ApiShape::OpenaiChat
     } else if u.get("cache_creation_input_tokens").is_some()
         || u.get("cache_read_input_tokens").is_some()
@@ -104,6 +106,18 @@ pub fn infer_shape_from_event(ev: &SseEvent<'_>, v: Option<&Value>) -> ApiShape 
     if ty.starts_with("response.") {
         return ApiShape::OpenaiResponses;
     }
+    if [
+        "message-",
+        "content-",
+        "tool-plan-",
+        "tool-call-",
+        "citation-",
+    ]
+    .iter()
+    .any(|p| ty.starts_with(p))
+    {
+        return ApiShape::Cohere;
+    }
     let Some(v) = v else {
         return ApiShape::Unknown;
     };
@@ -130,6 +144,7 @@ pub fn extract_json(shape: ApiShape, v: &Value) -> Extraction {
         ApiShape::OpenaiResponses => openai::extract_responses(v),
         ApiShape::Anthropic => anthropic::extract(v),
         ApiShape::Gemini => gemini::extract(v),
+        ApiShape::Cohere => cohere::extract(v),
         ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
@@ -145,7 +160,7 @@ pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction 
     };
     let (usage_key, model_key) = match shape {
         ApiShape::Gemini => ("usageMetadata", "modelVersion"),
-        ApiShape::Unknown => return Extraction::default(),
+        ApiShape::Bedrock | ApiShape::Unknown => return Extraction::default(),
         _ => ("usage", "model"),
     };
     let usage = find_last_object(tail, usage_key).or_else(|| find_last_object(head, usage_key));
@@ -164,6 +179,7 @@ pub fn extract_windows(shape: ApiShape, head: &[u8], tail: &[u8]) -> Extraction 
         ApiShape::OpenaiResponses => openai::extract_responses(&synth),
         ApiShape::Anthropic => anthropic::extract(&synth),
         ApiShape::Gemini => gemini::extract(&synth),
+        ApiShape::Cohere => cohere::extract(&synth),
         ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
     }
 }
@@ -537,6 +553,60 @@ pub mod gemini {
     }
 }
 
+pub mod cohere {
+    use super::*;
+
+    /// `billed_units` of a usage object (present, whatever its value).
+    fn usage(u: &Value) -> Option<Usage> {
+        let billed = u.get("billed_units")?;
+        Some(clamp(Usage {
+            input_tokens: u64_or0(billed, "input_tokens"),
+            output_tokens: u64_or0(billed, "output_tokens"),
+            ..Usage::default()
+        }))
+    }
+
+    fn usage_of(v: &Value) -> Option<Usage> {
+        v.get("usage").filter(|u| u.is_object()).and_then(usage)
+    }
+
+    pub fn extract(v: &Value) -> Extraction {
+        let mut ext = Extraction {
+            model: model_of(v, "model"),
+            ..Default::default()
+        };
+        if let Some(u) = usage_of(v) {
+            ext.usage = u;
+            ext.usage_seen = true;
+        }
+        ext
+    }
+
+    #[derive(Debug, Default)]
+    pub struct ChatStream {
+        pub ext: Extraction,
+        pub finished: bool,
+    }
+
+    impl ChatStream {
+        pub fn on_value(&mut self, event_name: Option<&str>, v: &Value) {
+            let ty = v
+                .get("type")
+                .and_then(Value::as_str)
+                .or(event_name)
+                .unwrap_or("");
+            if ty != "message-end" {
+                return;
+            }
+            self.finished = true;
+            if let Some(u) = v.get("delta").and_then(usage_of) {
+                self.ext.usage = u;
+                self.ext.usage_seen = true;
+            }
+        }
+    }
+}
+
 /// Incremental usage accumulation over an SSE stream.
 #[derive(Debug, Default)]
 pub struct OldAccumulator {
@@ -545,6 +615,7 @@ pub struct OldAccumulator {
     responses: openai::ResponsesStream,
     anthropic: anthropic::MessagesStream,
     gemini: gemini::GeminiStream,
+    cohere: cohere::ChatStream,
     parse_errors: u32,
     events: u64,
 }
@@ -610,6 +681,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.on_value(ev.event, &v),
             ApiShape::Anthropic => self.anthropic.on_value(ev.event, &v),
             ApiShape::Gemini => self.gemini.on_value(&v),
+            ApiShape::Cohere => self.cohere.on_value(ev.event, &v),
             ApiShape::Bedrock | ApiShape::Unknown => {}
         }
     }
@@ -647,6 +719,10 @@ impl OldAccumulator {
                 ),
                 None => true,
             },
+            ApiShape::Cohere => match ev.event {
+                Some(name) => name == "message-end",
+                None => true,
+            },
             ApiShape::Gemini | ApiShape::Bedrock | ApiShape::Unknown => true,
         }
     }
@@ -682,6 +758,9 @@ impl OldAccumulator {
             ApiShape::Anthropic if ty.as_deref() == Some("message_start") => {
                 outer.insert("message".to_owned(), Value::Object(inner));
             }
+            ApiShape::Cohere => {
+                outer.insert("delta".to_owned(), Value::Object(inner));
+            }
             ApiShape::Gemini => {
                 if let Some(reason) = find_string_field(tail, "finishReason", false) {
                     let cand = serde_json::json!([{ "finishReason": reason }]);
@@ -706,6 +785,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.terminal,
             ApiShape::Anthropic => self.anthropic.delta_seen || self.anthropic.stop_seen,
             ApiShape::Gemini => self.gemini.finished,
+            ApiShape::Cohere => self.cohere.finished,
             ApiShape::Bedrock | ApiShape::Unknown => false,
         }
     }
@@ -717,6 +797,7 @@ impl OldAccumulator {
             ApiShape::OpenaiResponses => self.responses.ext.clone(),
             ApiShape::Anthropic => self.anthropic.extraction(),
             ApiShape::Gemini => self.gemini.ext.clone(),
+            ApiShape::Cohere => self.cohere.ext.clone(),
             ApiShape::Bedrock | ApiShape::Unknown => Extraction::default(),
         }
     }
@@ -736,11 +817,12 @@ mod agreement {
     use crate::providers::{self, ApiShape, StreamAccumulator};
     use crate::sse::SseFramer;
 
-    const SHAPES: [ApiShape; 5] = [
+    const SHAPES: [ApiShape; 6] = [
         ApiShape::OpenaiChat,
         ApiShape::OpenaiResponses,
         ApiShape::Anthropic,
         ApiShape::Gemini,
+        ApiShape::Cohere,
         ApiShape::Unknown,
     ];
 
@@ -1000,6 +1082,8 @@ mod agreement {
         "prompt_cache_hit_tokens",
         "prompt_cache_miss_tokens",
         "x_groq",
+        "billed_units",
+        "tokens",
         "prompt_tokens_details",
         "completion_tokens_details",
         "input_tokens_details",
