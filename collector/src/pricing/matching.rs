@@ -5,6 +5,11 @@
 //! walks its result and, for each name, tries catalog model ids first and
 //! aliases second. The rules, in order:
 //!
+//! 0. **The provider's own price** for providers that host others' models
+//!    at their own prices (`azure`, `bedrock`, `deepseek`, `groq`,
+//!    `mistral`, `xai`): `provider/model` and its snapshot-stripped forms
+//!    (`azure/gpt-4o-mini-2024-07-18`, `azure/gpt-4o-mini`), as LiteLLM
+//!    keys them, before any name below.
 //! 1. **Exact** id as given (trimmed), then its ASCII-lowercase form if that differs.
 //! 2. **Provider prefix stripped**, one `/`-segment at a time:
 //!    `openai/gpt-4o` → `gpt-4o`, `models/gemini-2.5-pro` → `gemini-2.5-pro`,
@@ -95,6 +100,18 @@ pub fn candidate_names(provider: &str, model: &str) -> Vec<String> {
     stripped.extend(bedrock);
 
     let mut out: Vec<String> = Vec::new();
+    // Rule 0: the gateway's own price list first (LiteLLM keys these
+    // providers' models `azure/…`, `bedrock/…`, …).
+    if let Some(prefix) = own_price_prefix(provider) {
+        if !model.to_ascii_lowercase().starts_with(&prefix) {
+            let own = format!("{prefix}{model}");
+            let chain = suffix_chain(&own);
+            push_unique(&mut out, own);
+            for s in chain {
+                push_unique(&mut out, s);
+            }
+        }
+    }
     if is_openrouter {
         for name in &exact_with_dashes {
             push_unique(&mut out, name.clone());
@@ -121,6 +138,14 @@ pub fn candidate_names(provider: &str, model: &str) -> Vec<String> {
         }
     }
     out
+}
+
+/// Providers that bill their own prices for models they host, and the
+/// prefix price lists (LiteLLM's) give those prices.
+fn own_price_prefix(provider: &str) -> Option<String> {
+    let p = provider.trim().to_ascii_lowercase();
+    const OWN: &[&str] = &["azure", "bedrock", "deepseek", "groq", "mistral", "xai"];
+    OWN.contains(&p.as_str()).then(|| format!("{p}/"))
 }
 
 /// Cross-region inference profiles put one of these before the model id.

@@ -222,7 +222,7 @@ fn invalid_dates_are_not_stripped() {
     // Mistral's YYMM versions are not month-day snapshots.
     assert_eq!(
         names("mistral", "mistral-small-2603"),
-        v(&["mistral-small-2603"])
+        v(&["mistral/mistral-small-2603", "mistral-small-2603"])
     );
 }
 
@@ -503,6 +503,10 @@ fn bedrock_ids_lose_geo_vendor_and_version_in_turn() {
     assert_eq!(
         names("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"),
         v(&[
+            // Bedrock's own price list first (LiteLLM's `bedrock/…` keys).
+            "bedrock/us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+            "bedrock/us.anthropic.claude-sonnet-4-5-20250929",
+            "bedrock/us.anthropic.claude-sonnet-4-5",
             "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
             "anthropic.claude-sonnet-4-5-20250929-v1:0",
             "claude-sonnet-4-5-20250929-v1:0",
@@ -520,8 +524,12 @@ fn bedrock_ids_lose_geo_vendor_and_version_in_turn() {
 fn bedrock_arns_keep_the_profile_after_the_last_slash() {
     let arn = "arn:aws:bedrock:us-east-1:123456789012:inference-profile/eu.anthropic.claude-3-5-haiku-20241022-v1:0";
     let list = names("bedrock", arn);
-    assert_eq!(list[0], arn);
-    assert_eq!(list[1], "eu.anthropic.claude-3-5-haiku-20241022-v1:0");
+    assert_eq!(list[0], format!("bedrock/{arn}"));
+    let whole = list.iter().position(|n| n == arn).unwrap();
+    assert_eq!(
+        list[whole + 1],
+        "eu.anthropic.claude-3-5-haiku-20241022-v1:0"
+    );
     assert!(list.contains(&"claude-3-5-haiku".to_string()), "{list:?}");
 }
 
@@ -536,6 +544,8 @@ fn bedrock_versions_are_recognised_only_in_their_shapes() {
     assert_eq!(
         names("bedrock", "amazon.nova-pro-v1:0"),
         v(&[
+            "bedrock/amazon.nova-pro-v1:0",
+            "bedrock/amazon.nova-pro",
             "amazon.nova-pro-v1:0",
             "nova-pro-v1:0",
             "amazon.nova-pro",
@@ -547,6 +557,52 @@ fn bedrock_versions_are_recognised_only_in_their_shapes() {
     assert_eq!(names("openai", "model-v1:a"), v(&["model-v1:a"]));
     // A dotted name whose first part is no known prefix stays whole.
     assert_eq!(names("openai", "gpt-4.1"), v(&["gpt-4.1"]));
+}
+
+#[test]
+fn gateway_providers_try_their_own_prices_first() {
+    assert_eq!(
+        names("azure", "gpt-4o-mini-2024-07-18"),
+        v(&[
+            "azure/gpt-4o-mini-2024-07-18",
+            "azure/gpt-4o-mini",
+            "gpt-4o-mini-2024-07-18",
+            "gpt-4o-mini",
+        ])
+    );
+    // Already prefixed: not twice.
+    assert_eq!(
+        names("DeepSeek", "deepseek/deepseek-chat"),
+        v(&["deepseek/deepseek-chat", "deepseek-chat"])
+    );
+    // Vendors selling their own models keep the bare ids.
+    assert_eq!(names("openai", "gpt-4o"), v(&["gpt-4o"]));
+    assert_eq!(
+        names("anthropic", "claude-sonnet-4-5")[0],
+        "claude-sonnet-4-5"
+    );
+}
+
+#[test]
+fn an_imported_azure_price_wins_over_openai_s_for_azure_traffic() {
+    let at = ts("2026-01-01T00:00:00Z");
+    let cat = Catalog::from_entries(
+        "test",
+        vec![
+            PriceEntry::new("gpt-4o-mini", at, d("0.15"), d("0.60")),
+            PriceEntry::new("azure/gpt-4o-mini-2024-07-18", at, d("0.165"), d("0.66")),
+        ],
+    )
+    .unwrap();
+    let later = ts("2026-06-01T00:00:00Z");
+    let azure = cat
+        .lookup("azure", "gpt-4o-mini-2024-07-18", later)
+        .unwrap();
+    assert_eq!(azure.model, "azure/gpt-4o-mini-2024-07-18");
+    let openai = cat
+        .lookup("openai", "gpt-4o-mini-2024-07-18", later)
+        .unwrap();
+    assert_eq!(openai.model, "gpt-4o-mini");
 }
 
 #[test]
