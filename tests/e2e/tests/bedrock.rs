@@ -196,3 +196,81 @@ async fn hostile_event_streams_reach_the_client_unchanged_and_write_flagged_rows
         assert_eq!(r["output_tokens"], 0, "{ctx}");
     }
 }
+
+/// Prices in LiteLLM's file format (`tests/e2e/fixtures/litellm_gateway_prices.json`,
+/// an excerpt with Bedrock's US-profile and Azure's own prices, which
+/// differ from the vendors'), imported with `collector prices import`:
+/// Bedrock and Azure traffic is charged those, to the token.
+#[tokio::test]
+async fn bedrock_and_azure_are_charged_their_own_prices_from_an_imported_litellm_catalog() {
+    let stack = Stack::start("gateway-litellm", StackOptions::default())
+        .await
+        .unwrap();
+    let bin = std::env::var("COLLECTOR_BIN").unwrap_or_else(|_| "target/debug/collector".into());
+    let file = e2e::repo_root().join("tests/e2e/fixtures/litellm_gateway_prices.json");
+    let out = std::process::Command::new(e2e::repo_root().join(bin))
+        .args(["prices", "import", "--format", "litellm"])
+        .arg(&file)
+        .env("DATABASE_URL", &stack.database_url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The running collector picks the new prices up (reprice reloads at once).
+    let r = stack
+        .http
+        .post(stack.collector_url("/v1/reprice"))
+        .bearer_auth(e2e::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let through = send(
+        &stack,
+        stack.envoy_url(&path("converse-stream")),
+        Some("litellm-bedrock"),
+    )
+    .await;
+    assert_eq!(through.0, 200);
+    let azure = stack
+        .http
+        .post(
+            stack
+                .envoy_url("/openai/deployments/prod-mini/chat/completions?api-version=2024-10-21"),
+        )
+        .header("api-key", "azure-litellm-key")
+        .header("x-tenant-id", "bedrock")
+        .header("x-request-id", "litellm-azure")
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(azure.status(), 200);
+    let rows = stack.wait_rows("bedrock", 2, ROW_TIMEOUT).await.unwrap();
+    let r = row(&rows, "litellm-bedrock");
+    // 1000 × $3.30 + 200 × $0.33 cache read + 100 × $4.125 cache write
+    // + 300 × $16.50 output, per million = $0.0087285.
+    assert_eq!(r["cost"], "0.0087285", "{r:#}");
+    assert_eq!(r["status"], "priced", "{r:#}");
+    assert!(
+        r["price_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("us.anthropic.claude-sonnet-4-5-20250929-v1:0@")),
+        "{r:#}"
+    );
+    let r = row(&rows, "litellm-azure");
+    assert_eq!(r["provider"], "azure", "{r:#}");
+    assert_eq!(r["model"], "gpt-4o-mini-2024-07-18", "{r:#}");
+    // 1000 × $0.165 + 200 × $0.083 cache read + 300 × $0.66, per million.
+    assert_eq!(r["cost"], "0.0003796", "{r:#}");
+    assert!(
+        r["price_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("azure/gpt-4o-mini-2024-07-18@")),
+        "{r:#}"
+    );
+}
