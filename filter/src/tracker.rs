@@ -468,6 +468,22 @@ impl ResponseTracker {
                     }
                 }
             }
+            Body::Json(buf)
+                if crate::providers::gemini::is_vertex_predict(crate::providers::strip_query(
+                    &self.info.path,
+                )) =>
+            {
+                match buf.whole().map(crate::providers::gemini::predict_usage) {
+                    Some(Some(Some(usage))) => {
+                        ext.usage = usage;
+                        ext.usage_seen = true;
+                    }
+                    Some(Some(None)) if ok => flag(Flag::NoUsage),
+                    Some(None) if ok && end_of_stream_seen => flag(Flag::ParseError),
+                    None if ok => flag(Flag::BodyTooLarge),
+                    _ => {}
+                }
+            }
             Body::Json(buf) => {
                 if buf.is_empty() {
                     if ok && end_of_stream_seen {
@@ -1435,6 +1451,25 @@ data:
         assert_eq!(sse("/v2/chat", cut).flags, vec![Flag::Incomplete]);
         // And by its usage object in a JSON body.
         assert_eq!(json("/proxy", COHERE).provider, Provider::Cohere);
+    }
+
+    #[test]
+    fn gemini_and_vertex_embeddings() {
+        let predict = "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-embedding-001:predict";
+        let body = br#"{"predictions":[{"embeddings":{"statistics":{"truncated":false,"token_count":7},"values":[0.5]}}]}"#;
+        let r = json(predict, body);
+        assert_eq!(r.provider, Provider::Gemini);
+        assert_eq!(r.model.as_deref(), Some("gemini-embedding-001"));
+        assert_eq!(r.usage, u(7, 0, 0, 0, 0, 0));
+        assert_eq!(r.flags, vec![]);
+        // The Gemini API reports no usage for embeddings: counted, flagged.
+        let r = json(
+            "/v1beta/models/gemini-embedding-001:embedContent",
+            br#"{"embedding":{"values":[0.1,0.2]}}"#,
+        );
+        assert_eq!(r.model.as_deref(), Some("gemini-embedding-001"));
+        assert_eq!(r.flags, vec![Flag::NoUsage]);
+        assert_eq!(json(predict, b"[").flags, vec![Flag::ParseError]);
     }
 
     const BEDROCK_PATH: &str =

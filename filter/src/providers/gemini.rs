@@ -7,6 +7,11 @@
 //! this version already folded thoughts into the candidates count. Streams
 //! (`?alt=sse`, or a JSON array without it) repeat `usageMetadata` in every
 //! chunk; the last one wins.
+//!
+//! Embeddings: the Gemini API's `embedContent` / `batchEmbedContents`
+//! report no usage (such records are flagged `no_usage`, model from the
+//! path); Vertex AI's `:predict` for embedding models reports each
+//! instance's `embeddings.statistics.token_count`, summed as input.
 
 use super::{clamp, Extraction};
 use crate::capture::cap_model;
@@ -36,6 +41,37 @@ pub fn gemini_usage(m: &GeminiMeta) -> Usage {
         cache_write_1h_tokens: 0,
         reasoning_tokens: thoughts,
     })
+}
+
+/// Whether a path is a Vertex AI `:predict` call on a Google model (the
+/// embedding models' endpoint).
+pub fn is_vertex_predict(path: &str) -> bool {
+    path.ends_with(":predict") && path.contains("/publishers/google/models/")
+}
+
+/// The input tokens of a Vertex AI embeddings `:predict` body: the sum of
+/// `predictions[].embeddings.statistics.token_count`; `None` when it is
+/// not JSON, `Some(None)` when no prediction reports a count.
+pub fn predict_usage(body: &[u8]) -> Option<Option<Usage>> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        #[serde(default)]
+        predictions: Vec<serde_json::Value>,
+    }
+    let body: Body = serde_json::from_slice(body).ok()?;
+    let counts: Vec<u64> = body
+        .predictions
+        .iter()
+        .filter_map(|p| p.pointer("/embeddings/statistics/token_count"))
+        .filter_map(|n| n.as_number().and_then(super::number_u64))
+        .collect();
+    if counts.is_empty() {
+        return Some(None);
+    }
+    Some(Some(Usage {
+        input_tokens: counts.iter().fold(0u64, |a, n| a.saturating_add(*n)),
+        ..Usage::default()
+    }))
 }
 
 fn model_version(v: &Node<'_>) -> Option<String> {
@@ -94,6 +130,29 @@ impl GeminiStream {
             self.ext.usage_seen = true;
         }
         self.finished |= later.finished;
+    }
+}
+
+#[cfg(test)]
+mod embedding_tests {
+    use super::*;
+
+    #[test]
+    fn vertex_predict_sums_the_instances_token_counts() {
+        let body = br#"{"predictions":[
+            {"embeddings":{"statistics":{"truncated":false,"token_count":6},"values":[0.1,0.2]}},
+            {"embeddings":{"statistics":{"truncated":false,"token_count":9.0},"values":[0.3]}}],
+            "metadata":{"billableCharacterCount":40}}"#;
+        assert_eq!(predict_usage(body).unwrap().unwrap().input_tokens, 15);
+        assert_eq!(
+            predict_usage(br#"{"predictions":[{"embeddings":{"values":[]}}]}"#),
+            Some(None)
+        );
+        assert_eq!(predict_usage(b"{\"predictions\":"), None);
+        assert!(is_vertex_predict(
+            "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-embedding-001:predict"
+        ));
+        assert!(!is_vertex_predict("/v1/models/x:predict"));
     }
 }
 

@@ -79,7 +79,13 @@ pub fn detect_shape(path: &str) -> ApiShape {
     let p = strip_query(path).trim_end_matches('/');
     // Cheap tests first: each substring search sets up a searcher, and this
     // runs a few times per request.
-    if p.contains(':') && (p.contains(":generateContent") || p.contains(":streamGenerateContent")) {
+    if p.contains(':')
+        && (p.contains(":generateContent")
+            || p.contains(":streamGenerateContent")
+            || p.ends_with(":embedContent")
+            || p.ends_with(":batchEmbedContents")
+            || gemini::is_vertex_predict(p))
+    {
         return ApiShape::Gemini;
     }
     if (p.ends_with(":rawPredict") || p.ends_with(":streamRawPredict"))
