@@ -96,12 +96,14 @@ impl AppState {
         self
     }
 
-    /// Reloads the price book from the catalog table.
+    /// Reloads the price book: catalog, tenant agreements and model aliases.
     pub async fn reload_prices(&self) -> Result<(), sqlx::Error> {
         let stored = db::load_prices(&self.pool).await?;
         let agreements = db::load_tenant_pricing(&self.pool, None).await?;
+        let aliases = db::load_model_aliases(&self.pool, None).await?;
         let latest = stored.iter().map(|p| p.id).max();
-        let book = price_book::PriceBook::with_tenants(stored, agreements, latest);
+        let book =
+            price_book::PriceBook::with_tenants(stored, agreements, latest).with_aliases(aliases);
         match self.prices.write() {
             Ok(mut guard) => *guard = book,
             Err(poisoned) => *poisoned.into_inner() = book,

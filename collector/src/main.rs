@@ -135,15 +135,16 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Other replicas may change the catalog; pick that up within seconds.
+/// Other replicas may change the catalog or the model aliases; pick that up
+/// within seconds.
 async fn reload_prices_on_change(state: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        let Ok(latest) = db::latest_price_id(&state.pool).await else {
+        let Ok(current) = db::pricing_version(&state.pool).await else {
             continue;
         };
-        if latest != state.price_book().latest_id {
+        if current != state.price_book().version() {
             if let Err(e) = state.reload_prices().await {
                 tracing::warn!(error = %e, "price catalog reload failed");
             }

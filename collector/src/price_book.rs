@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::db::{AppliedPrice, LedgerEntry, StoredPrice, TenantPricing};
+use crate::db::{
+    AppliedPrice, LedgerEntry, ModelAlias, PricingVersion, StoredPrice, TenantPricing,
+};
 use crate::ingest::UsageRecord;
 use crate::pricing::{cost, Catalog, UsageCounts};
 
@@ -15,6 +17,7 @@ pub struct PriceBook {
     ids: HashMap<(String, DateTime<Utc>), i64>,
     /// Pricing agreements by tenant, sorted by effective_from.
     tenants: HashMap<String, Vec<TenantPricing>>,
+    aliases: ModelAliases,
     /// Highest catalog row id loaded: replicas reload when it changes.
     pub latest_id: Option<i64>,
 }
@@ -56,12 +59,36 @@ impl PriceBook {
             catalog,
             ids,
             tenants,
+            aliases: ModelAliases::default(),
             latest_id,
         }
     }
 
+    /// Adds the admin-managed model aliases.
+    pub fn with_aliases(mut self, rows: Vec<ModelAlias>) -> Self {
+        self.aliases = ModelAliases::new(rows);
+        self
+    }
+
     pub fn catalog(&self) -> Option<&Catalog> {
         self.catalog.as_ref()
+    }
+
+    /// What this book was loaded from, to compare with
+    /// [`crate::db::pricing_version`]: computed from the rows themselves, so a
+    /// change that lands while they load is seen on the next check.
+    pub fn version(&self) -> PricingVersion {
+        PricingVersion {
+            latest_price_id: self.latest_id,
+            aliases: self.aliases.count as i64,
+            aliases_changed_at: self.aliases.changed_at,
+        }
+    }
+
+    /// The alias `model` is priced through for `tenant_id` and `provider`,
+    /// if any (see [`ModelAliases::resolve`]).
+    pub fn alias(&self, tenant_id: &str, provider: &str, model: &str) -> Option<&ModelAlias> {
+        self.aliases.resolve(tenant_id, provider, model)
     }
 
     /// The tenant's agreement in force at `at` for the catalog model `model`:
@@ -90,7 +117,12 @@ impl PriceBook {
         usage: &UsageCounts,
         http_status: u16,
     ) -> Option<AppliedPrice> {
-        let entry = self.catalog.as_ref()?.lookup(provider, model?, at)?;
+        let model = model?;
+        // An alias replaces the raw name for the lookup only: the ledger row
+        // keeps the model it was recorded with.
+        let alias = self.aliases.resolve(tenant_id, provider, model);
+        let name = alias.map_or(model, |a| a.model.as_str());
+        let entry = self.catalog.as_ref()?.lookup(provider, name, at)?;
         let price_id = *self.ids.get(&(entry.model.clone(), entry.effective_from))?;
         let agreement = self.agreement(tenant_id, &entry.model, at);
         let breakdown = match cost(usage, entry, agreement.map(|a| &a.adjustment)) {
@@ -107,20 +139,27 @@ impl PriceBook {
         } else {
             breakdown.request_fee
         };
+        // Alias rows can change later; the version records which one applied.
+        let mut version = breakdown.version.clone();
+        if let Some(a) = alias {
+            version.push_str(&format!(
+                " alias:{}/{}/{}",
+                a.tenant_id, a.provider, a.alias
+            ));
+        }
+        // The agreement is part of the price charged: keep it auditable.
+        if let Some(a) = agreement {
+            version.push_str(&format!(
+                " tenant:{}/{}@{}",
+                a.tenant_id,
+                a.model,
+                a.effective_from
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ));
+        }
         Some(AppliedPrice {
             price_id,
-            version: match agreement {
-                // The agreement is part of the price charged: keep it auditable.
-                Some(a) => format!(
-                    "{} tenant:{}/{}@{}",
-                    breakdown.version,
-                    a.tenant_id,
-                    a.model,
-                    a.effective_from
-                        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                ),
-                None => breakdown.version.clone(),
-            },
+            version,
             currency: breakdown.currency.clone(),
             total: breakdown.total - breakdown.request_fee + fee,
             input: breakdown.input,
@@ -159,5 +198,184 @@ pub fn usage_of(r: &UsageRecord) -> UsageCounts {
         cache_write_tokens: r.cache_write_tokens,
         cache_write_1h_tokens: r.cache_write_1h_tokens,
         reasoning_tokens: r.reasoning_tokens,
+    }
+}
+
+/// Admin-managed model aliases, by alias name (exact, case-sensitive).
+#[derive(Debug, Default)]
+pub struct ModelAliases {
+    /// alias → its rows, any tenant and provider (a handful per name).
+    by_alias: HashMap<String, Vec<ModelAlias>>,
+    count: usize,
+    changed_at: Option<DateTime<Utc>>,
+}
+
+impl ModelAliases {
+    pub fn new(rows: Vec<ModelAlias>) -> Self {
+        let count = rows.len();
+        let changed_at = rows.iter().map(|r| r.updated_at).max();
+        let mut by_alias: HashMap<String, Vec<ModelAlias>> = HashMap::new();
+        for row in rows {
+            by_alias.entry(row.alias.clone()).or_default().push(row);
+        }
+        Self {
+            by_alias,
+            count,
+            changed_at,
+        }
+    }
+
+    /// The alias row for `model` as recorded by `tenant_id` from `provider`,
+    /// most specific first: (tenant, provider), (tenant, `*`), (`*`, provider),
+    /// (`*`, `*`). A tenant's own alias thus wins over a global one even when
+    /// the global one names the provider.
+    pub fn resolve(&self, tenant_id: &str, provider: &str, model: &str) -> Option<&ModelAlias> {
+        let rows = self.by_alias.get(model)?;
+        [
+            (tenant_id, provider),
+            (tenant_id, "*"),
+            ("*", provider),
+            ("*", "*"),
+        ]
+        .into_iter()
+        .find_map(|(t, p)| rows.iter().find(|r| r.tenant_id == t && r.provider == p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alias(tenant_id: &str, provider: &str, alias: &str, model: &str) -> ModelAlias {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        ModelAlias {
+            tenant_id: tenant_id.into(),
+            provider: provider.into(),
+            alias: alias.into(),
+            model: model.into(),
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn target<'a>(
+        t: &'a ModelAliases,
+        tenant: &str,
+        provider: &str,
+        model: &str,
+    ) -> Option<&'a str> {
+        t.resolve(tenant, provider, model).map(|a| a.model.as_str())
+    }
+
+    #[test]
+    fn the_most_specific_alias_wins_in_order() {
+        let all = vec![
+            alias("*", "*", "dep", "any-any"),
+            alias("*", "openai", "dep", "any-openai"),
+            alias("acme", "*", "dep", "acme-any"),
+            alias("acme", "openai", "dep", "acme-openai"),
+        ];
+        // Remove the most specific row one at a time: the next one in order answers.
+        let expected = ["acme-openai", "acme-any", "any-openai", "any-any"];
+        for skip in 0..4 {
+            let t = ModelAliases::new(all[..4 - skip].to_vec());
+            assert_eq!(
+                target(&t, "acme", "openai", "dep"),
+                Some(expected[skip]),
+                "{skip}"
+            );
+        }
+        let t = ModelAliases::new(all.clone());
+        // Another tenant gets only the global rows; another provider skips
+        // the provider-specific ones.
+        assert_eq!(target(&t, "globex", "openai", "dep"), Some("any-openai"));
+        assert_eq!(target(&t, "globex", "anthropic", "dep"), Some("any-any"));
+        assert_eq!(target(&t, "acme", "anthropic", "dep"), Some("acme-any"));
+        // The quote's tenant `*` sees the global rows only.
+        assert_eq!(target(&t, "*", "openai", "dep"), Some("any-openai"));
+    }
+
+    #[test]
+    fn a_tenant_alias_wins_over_a_global_provider_specific_one() {
+        let t = ModelAliases::new(vec![
+            alias("*", "openai", "dep", "global-openai"),
+            alias("acme", "*", "dep", "acme-any"),
+        ]);
+        assert_eq!(target(&t, "acme", "openai", "dep"), Some("acme-any"));
+    }
+
+    #[test]
+    fn no_match_leaves_the_name_alone() {
+        let t = ModelAliases::new(vec![
+            alias("acme", "openai", "dep", "x"),
+            alias("*", "anthropic", "dep", "y"),
+        ]);
+        assert_eq!(target(&t, "globex", "openai", "dep"), None, "other tenant");
+        assert_eq!(target(&t, "acme", "gemini", "dep"), None, "other provider");
+        assert_eq!(target(&t, "acme", "openai", "Dep"), None, "exact name only");
+        assert_eq!(target(&t, "acme", "openai", "other"), None);
+        assert_eq!(
+            target(&ModelAliases::default(), "acme", "openai", "dep"),
+            None
+        );
+    }
+
+    #[test]
+    fn an_aliased_model_is_priced_as_its_target_and_the_alias_is_recorded() {
+        let stored = Catalog::bundled()
+            .unwrap()
+            .into_entries()
+            .into_iter()
+            .enumerate()
+            .map(|(i, entry)| StoredPrice {
+                id: i as i64 + 1,
+                entry,
+                source: "test".into(),
+                created_at: DateTime::<Utc>::UNIX_EPOCH,
+            })
+            .collect();
+        let book = PriceBook::from_stored(stored, None).with_aliases(vec![alias(
+            "*",
+            "openai",
+            "prod-gpt4o-eu",
+            "gpt-4o",
+        )]);
+        let at = DateTime::parse_from_rfc3339("2025-11-24T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let usage = UsageCounts {
+            input_tokens: 1200,
+            cache_read_tokens: 200,
+            output_tokens: 300,
+            ..UsageCounts::default()
+        };
+        let price =
+            |provider: &str| book.applied("acme", provider, Some("prod-gpt4o-eu"), at, &usage, 200);
+        // gpt-4o: 1000 × 2.50 + 200 × 1.25 + 300 × 10.00 per million.
+        let p = price("openai").expect("priced through the alias");
+        assert_eq!(p.total, Decimal::new(575, 5));
+        assert_eq!(
+            p.version,
+            "gpt-4o@2024-10-02T00:00:00Z alias:*/openai/prod-gpt4o-eu"
+        );
+        assert!(price("anthropic").is_none(), "provider-specific alias");
+    }
+
+    #[test]
+    fn the_version_counts_aliases_and_their_latest_change() {
+        let mut a = alias("*", "*", "a", "m");
+        let mut b = alias("*", "*", "b", "m");
+        a.updated_at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(5);
+        b.updated_at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(9);
+        let book = PriceBook::from_stored(Vec::new(), Some(7)).with_aliases(vec![a, b.clone()]);
+        assert_eq!(
+            book.version(),
+            PricingVersion {
+                latest_price_id: Some(7),
+                aliases: 2,
+                aliases_changed_at: Some(b.updated_at),
+            }
+        );
+        assert_eq!(PriceBook::empty().version(), PricingVersion::default());
     }
 }

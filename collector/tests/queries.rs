@@ -1265,6 +1265,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/prices/{model}", &["put"]),
     ("/v1/reprice", &["post"]),
     ("/v1/quote", &["post"]),
+    ("/v1/model-aliases", &["get", "put", "delete"]),
     ("/v1/reconciliation", &["get"]),
     ("/v1/tokens", &["get", "post"]),
     ("/v1/tokens/{id}", &["delete"]),
@@ -1394,7 +1395,7 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                 )
                 | ("/internal/billing/transactions" | "/internal/billing/summary", "get")
                 | ("/v1/quote" | "/internal/billing/quote", "post")
-                | ("/v1/tenants/{tenant_id}/balance-alert", "get") => {
+                | ("/v1/tenants/{tenant_id}/balance-alert" | "/v1/model-aliases", "get") => {
                     json!([{"adminToken": []}, {"tenantToken": []}])
                 }
                 // Includes ("/v1/invoices/finalize", "post"): the Admin extractor.

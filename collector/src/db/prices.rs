@@ -41,6 +41,40 @@ pub async fn latest_price_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> 
         .await
 }
 
+/// What a replica compares with what it loaded to notice a change made on
+/// another one: the newest catalog row, and the number and latest change of
+/// the model aliases (a delete lowers the count, an update moves the latest
+/// change, an insert does both).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PricingVersion {
+    pub latest_price_id: Option<i64>,
+    pub aliases: i64,
+    pub aliases_changed_at: Option<DateTime<Utc>>,
+}
+
+/// The current [`PricingVersion`], in one cheap query (an index probe and a
+/// scan of the small alias table).
+pub async fn pricing_version(pool: &PgPool) -> Result<PricingVersion, sqlx::Error> {
+    let (latest_price_id, aliases, aliases_changed_at) = sqlx::query_as(
+        "SELECT (SELECT max(id) FROM price_catalog), count(*), max(updated_at) FROM model_aliases",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(PricingVersion {
+        latest_price_id,
+        aliases,
+        aliases_changed_at,
+    })
+}
+
+/// Whether `model` is a model id of the catalog (any version, exact id).
+pub async fn price_model_exists(pool: &PgPool, model: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM price_catalog WHERE model = $1)")
+        .bind(model)
+        .fetch_one(pool)
+        .await
+}
+
 /// Adds catalog entries; an existing (model, effective_from) is left as it
 /// is, since transactions may already reference it. Returns rows added.
 #[tracing::instrument(skip_all, fields(count = entries.len(), source))]

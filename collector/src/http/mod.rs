@@ -3,6 +3,7 @@
 mod budgets;
 mod dashboard;
 mod invoices;
+mod model_aliases;
 mod openapi;
 mod prices;
 mod query;
@@ -38,6 +39,7 @@ pub fn app(state: AppState) -> Router {
         .merge(reconciliation::router())
         .merge(tokens::router())
         .merge(tenant_pricing::router())
+        .merge(model_aliases::router())
         .merge(openapi::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(DefaultBodyLimit::max(limit))

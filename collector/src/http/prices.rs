@@ -154,13 +154,14 @@ struct QuoteRequest {
 /// reconciliation against it.
 async fn quote(
     State(state): State<AppState>,
-    _reader: Reader,
+    reader: Reader,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let q: QuoteRequest = parse_json(&body)?;
     let provider = q.provider.as_deref().unwrap_or("unknown");
     priced_quote(
         &state,
+        &reader,
         provider,
         &q.model,
         &q.usage,
@@ -184,7 +185,7 @@ struct InternalQuoteRequest {
 /// is the model, looked up as `/v1/quote` would.
 async fn internal_quote(
     State(state): State<AppState>,
-    _reader: Reader,
+    reader: Reader,
     Body(body): Body,
 ) -> ApiResult<Json<Value>> {
     let q: InternalQuoteRequest = parse_json(&body)?;
@@ -194,7 +195,7 @@ async fn internal_quote(
             "provider_model_id must name a model, e.g. openai/gpt-4o-mini".into(),
         ));
     }
-    let mut out = priced_quote(&state, provider, model, &q.usage, None, None)?;
+    let mut out = priced_quote(&state, &reader, provider, model, &q.usage, None, None)?;
     out["provider"] = Value::from(provider);
     out["provider_model_id"] = Value::from(q.provider_model_id.as_str());
     Ok(Json(out))
@@ -214,8 +215,11 @@ fn split_provider_model_id(id: &str) -> (&str, &str) {
     }
 }
 
+/// Model aliases apply as for usage: the global ones for the admin, and a
+/// tenant token's own ones too.
 fn priced_quote(
     state: &AppState,
+    reader: &Reader,
     provider: &str,
     model: &str,
     usage: &UsageCounts,
@@ -226,12 +230,22 @@ fn priced_quote(
     let catalog = book
         .catalog()
         .ok_or_else(|| ApiError::Internal("price catalog unavailable".into()))?;
-    let breakdown = pricing::price_usage(catalog, provider, model, state.clock.now(), usage, None)
-        .map_err(|e| match e {
+    let tenant = match reader {
+        Reader::Tenant { tenant_id, .. } => tenant_id.as_str(),
+        Reader::Admin => "*",
+    };
+    let alias = book.alias(tenant, provider, model);
+    let name = alias.map_or(model, |a| a.model.as_str());
+    let now = state.clock.now();
+    let breakdown =
+        pricing::price_usage(catalog, provider, name, now, usage, None).map_err(|e| match e {
             pricing::PricingError::NoPrice { .. } => ApiError::NotFound(e.to_string()),
             other => ApiError::BadRequest(other.to_string()),
         })?;
     let mut out = json!({"model": model, "cost": breakdown});
+    if let Some(a) = alias {
+        out["alias"] = json!(a);
+    }
     if let Some(reported) = reported_cost {
         let tolerance = tolerance.unwrap_or_else(|| Decimal::new(1, 6));
         out["reconciliation"] =
