@@ -77,6 +77,17 @@ pub struct FilterConfig {
     /// (true) or refuse them with 503 (false). Known blocks hold either way.
     #[serde(default = "default_true")]
     pub deny_fail_open: bool,
+    /// Collector path of reservations, taken by requests of scopes the deny
+    /// list watches (near their limit).
+    #[serde(default = "default_reserve_path")]
+    pub reserve_path: String,
+    /// How long a watched request waits for its reservation before
+    /// `deny_fail_open` decides.
+    #[serde(default = "default_reserve_timeout_ms")]
+    pub reserve_timeout_ms: u64,
+    /// How long a reservation holds if its usage record never lands.
+    #[serde(default = "default_reservation_ttl_ms")]
+    pub reservation_ttl_ms: u64,
 }
 
 fn default_ingest_path() -> String {
@@ -133,6 +144,15 @@ fn default_deny_refresh_ms() -> u64 {
 }
 fn default_deny_ttl_ms() -> u64 {
     30_000
+}
+fn default_reserve_path() -> String {
+    "/v1/reservations".to_string()
+}
+fn default_reserve_timeout_ms() -> u64 {
+    2000
+}
+fn default_reservation_ttl_ms() -> u64 {
+    600_000
 }
 fn default_true() -> bool {
     true
@@ -231,6 +251,15 @@ impl FilterConfig {
         if self.deny_ttl_ms < self.deny_refresh_ms || self.deny_ttl_ms > 86_400_000 {
             return invalid("deny_ttl_ms must be at least deny_refresh_ms and at most 86400000");
         }
+        if !self.reserve_path.starts_with('/') {
+            return invalid("reserve_path must start with '/'");
+        }
+        if !(10..=60_000).contains(&self.reserve_timeout_ms) {
+            return invalid("reserve_timeout_ms must be between 10 and 60000");
+        }
+        if !(1000..=3_600_000).contains(&self.reservation_ttl_ms) {
+            return invalid("reservation_ttl_ms must be between 1000 and 3600000");
+        }
         Ok(())
     }
 }
@@ -280,6 +309,9 @@ mod tests {
         assert!(!c.deny_fail_open);
         for (patch, needle) in [
             (r#","deny_path":"v1/deny""#, "deny_path"),
+            (r#","reserve_path":"x""#, "reserve_path"),
+            (r#","reserve_timeout_ms":0"#, "reserve_timeout_ms"),
+            (r#","reservation_ttl_ms":10"#, "reservation_ttl_ms"),
             (r#","deny_refresh_ms":10"#, "deny_refresh_ms"),
             (
                 r#","deny_refresh_ms":2000,"deny_ttl_ms":1000"#,

@@ -8,8 +8,12 @@
 //! last known entries are still honoured (until their reset time) and
 //! everything else is let through (fail open) or refused with 503 (fail
 //! closed), per configuration.
+//!
+//! The list also names the scopes near their limit (`watch`): requests of
+//! those take the reservation path ([`crate::reserve`]); every other
+//! request is decided here, from memory.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{IgnoredAny, SeqAccess, Visitor};
@@ -115,6 +119,48 @@ impl<'de> Deserialize<'de> for Capped {
 #[derive(Deserialize)]
 struct RawList {
     entries: Capped,
+    /// Scopes near their limit (absent from older collectors).
+    #[serde(default)]
+    watch: Vec<RawScope>,
+}
+
+#[derive(Deserialize)]
+struct RawScope {
+    tenant_id: String,
+    #[serde(default)]
+    api_key_id: Option<String>,
+}
+
+/// An entry as the collector sends it (deny list or refused reservation),
+/// or `None` when it cannot be enforced here (a model scope, ids too long).
+fn entry_of(e: RawEntry) -> Option<(String, Option<String>, DenyEntry)> {
+    if e.model.is_some()
+        || e.tenant_id.is_empty()
+        || e.tenant_id.len() > MAX_FIELD_LEN
+        || e.api_key_id
+            .as_ref()
+            .is_some_and(|k| k.len() > MAX_FIELD_LEN)
+    {
+        return None;
+    }
+    let entry = DenyEntry {
+        reason: match e.reason.as_deref() {
+            Some("balance_exhausted") => Reason::BalanceExhausted,
+            _ => Reason::BudgetExceeded,
+        },
+        limit: money(e.limit),
+        spent: money(e.spent),
+        currency: short(e.currency).unwrap_or_default(),
+        resets_at: short(e.resets_at),
+        resets_at_ms: e.resets_at_ms,
+    };
+    Some((e.tenant_id, e.api_key_id, entry))
+}
+
+/// One entry in the deny list's shape (a refused reservation's `entry`).
+pub fn parse_entry(v: serde_json::Value) -> Option<DenyEntry> {
+    let raw: RawEntry = serde_json::from_value(v).ok()?;
+    entry_of(raw).map(|(_, _, e)| e)
 }
 
 /// The current deny set: by tenant, and by tenant + hashed API key.
@@ -122,6 +168,9 @@ struct RawList {
 pub struct DenySet {
     tenants: HashMap<String, DenyEntry>,
     keys: HashMap<String, DenyEntry>,
+    /// Scopes near their limit: tenants (every key) and tenant + key pairs.
+    watched_tenants: HashSet<String>,
+    watched_keys: HashSet<String>,
     /// Entries not kept: over the cap, malformed, or scoped to a model
     /// (the gateway decides before it knows the model).
     pub skipped: usize,
@@ -171,34 +220,17 @@ impl DenySet {
             ..DenySet::default()
         };
         for e in raw.entries.entries {
-            if e.model.is_some()
-                || e.tenant_id.is_empty()
-                || e.tenant_id.len() > MAX_FIELD_LEN
-                || e.api_key_id
-                    .as_ref()
-                    .is_some_and(|k| k.len() > MAX_FIELD_LEN)
-            {
+            let Some((tenant_id, api_key_id, entry)) = entry_of(e) else {
                 set.skipped += 1;
                 continue;
-            }
-            let entry = DenyEntry {
-                reason: match e.reason.as_deref() {
-                    Some("balance_exhausted") => Reason::BalanceExhausted,
-                    _ => Reason::BudgetExceeded,
-                },
-                limit: money(e.limit),
-                spent: money(e.spent),
-                currency: short(e.currency).unwrap_or_default(),
-                resets_at: short(e.resets_at),
-                resets_at_ms: e.resets_at_ms,
             };
-            let map = match &e.api_key_id {
+            let map = match &api_key_id {
                 Some(_) => &mut set.keys,
                 None => &mut set.tenants,
             };
-            let k = match &e.api_key_id {
-                Some(key) => key_of(&e.tenant_id, key),
-                None => e.tenant_id,
+            let k = match &api_key_id {
+                Some(key) => key_of(&tenant_id, key),
+                None => tenant_id,
             };
             match map.get(&k) {
                 Some(old) if longer(old, &entry) => {}
@@ -207,7 +239,36 @@ impl DenySet {
                 }
             }
         }
+        for w in raw.watch.into_iter().take(MAX_DENY_ENTRIES) {
+            if w.tenant_id.is_empty()
+                || w.tenant_id.len() > MAX_FIELD_LEN
+                || w.api_key_id
+                    .as_ref()
+                    .is_some_and(|k| k.len() > MAX_FIELD_LEN)
+            {
+                set.skipped += 1;
+                continue;
+            }
+            match &w.api_key_id {
+                Some(key) => set.watched_keys.insert(key_of(&w.tenant_id, key)),
+                None => set.watched_tenants.insert(w.tenant_id),
+            };
+        }
         Ok(set)
+    }
+
+    /// Whether requests of this tenant (or its key) must reserve first.
+    pub fn watched(&self, tenant: &str, api_key: Option<&str>) -> bool {
+        if self.watched_tenants.is_empty() && self.watched_keys.is_empty() {
+            return false;
+        }
+        self.watched_tenants.contains(tenant)
+            || api_key.is_some_and(|k| self.watched_keys.contains(&key_of(tenant, k)))
+    }
+
+    /// Scopes near their limit.
+    pub fn watched_len(&self) -> usize {
+        self.watched_tenants.len() + self.watched_keys.len()
     }
 
     pub fn len(&self) -> usize {
@@ -237,6 +298,8 @@ impl DenySet {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision<'a> {
     Allow,
+    /// Near its limit: admit only against a reservation.
+    Reserve,
     Deny(&'a DenyEntry),
     /// The list is stale and the configuration fails closed.
     Unavailable,
@@ -317,6 +380,9 @@ impl DenyState {
         if stale && !fail_open {
             return (Decision::Unavailable, true);
         }
+        if self.set.watched(tenant, api_key) {
+            return (Decision::Reserve, stale);
+        }
         (Decision::Allow, stale)
     }
 }
@@ -392,6 +458,33 @@ mod tests {
         {"tenant_id": "acme", "model": "gpt-4o", "limit": "1", "spent": "2", "currency": "USD"}
     ]}"#;
     const NOW: u64 = 1_764_151_200_000;
+
+    #[test]
+    fn watched_scopes_reserve_and_the_rest_is_decided_from_memory() {
+        let list = br#"{"entries": [{"tenant_id": "capped", "limit": "1", "spent": "1", "currency": "USD"}],
+            "watch": [{"tenant_id": "near"}, {"tenant_id": "acme", "api_key_id": "k1"},
+                      {"tenant_id": ""}]}"#;
+        let set = DenySet::parse(list).unwrap();
+        assert_eq!((set.len(), set.watched_len(), set.skipped), (1, 2, 1));
+        assert!(set.watched("near", None) && set.watched("near", Some("any")));
+        assert!(set.watched("acme", Some("k1")));
+        assert!(!set.watched("acme", Some("k2")) && !set.watched("acme", None));
+        let mut state = DenyState::default();
+        state.update(set, NOW);
+        let decide = |t, k| state.decide(t, k, NOW, 30_000, true).0;
+        assert_eq!(decide("acme", Some("k1")), Decision::Reserve);
+        assert_eq!(decide("acme", Some("k2")), Decision::Allow);
+        assert!(matches!(decide("capped", None), Decision::Deny(_)));
+        // A list without `watch` (an older collector) reserves nothing.
+        assert_eq!(DenySet::parse(LIST.as_bytes()).unwrap().watched_len(), 0);
+        // A refused reservation's entry reads like a list entry.
+        let e = parse_entry(serde_json::json!({"tenant_id": "acme", "api_key_id": "k1",
+            "reason": "budget_exceeded", "limit": "1.00", "spent": "0.98", "currency": "USD",
+            "resets_at": null, "resets_at_ms": null}))
+        .unwrap();
+        assert_eq!((e.limit.as_str(), e.spent.as_str()), ("1.00", "0.98"));
+        assert_eq!(parse_entry(serde_json::json!({"reason": "x"})), None);
+    }
 
     #[test]
     fn parses_and_looks_up_by_tenant_and_by_key() {

@@ -15,6 +15,7 @@ use crate::queue::{DeliveryQueue, Outcome};
 use crate::request::{
     header_value, pick_request_headers, prepare_request_body, stream_usage_injectable, HeaderNames,
 };
+use crate::reserve::{self, Answer, ReservationRequest};
 use crate::tracker::{Limits, RequestInfo, ResponseTracker};
 
 proxy_wasm::main! {{
@@ -38,6 +39,12 @@ struct Stats {
     deny_stale: Option<u32>,
     deny_failures: Option<u32>,
     deny_entries: Option<u32>,
+    /// Watched requests admitted against a reservation.
+    reserve_admitted: Option<u32>,
+    /// Watched requests refused (429) because their estimate did not fit.
+    reserve_refused: Option<u32>,
+    /// Reservation calls without a usable answer (`deny_fail_open` decided).
+    reserve_unavailable: Option<u32>,
 }
 
 impl Stats {
@@ -69,6 +76,9 @@ impl Stats {
                 "llm_billing.deny_list_entries",
             )
             .ok(),
+            reserve_admitted: counter("reservations_admitted"),
+            reserve_refused: counter("requests_refused_by_reservation"),
+            reserve_unavailable: counter("reservations_unavailable"),
         }
     }
 
@@ -645,6 +655,7 @@ impl RootContext for BillingRoot {
             tracker: None,
             buffer_request_body: false,
             response_complete: false,
+            reserve: ReservePhase::No,
         }))
     }
 }
@@ -655,6 +666,26 @@ struct BillingHttp {
     tracker: Option<ResponseTracker>,
     buffer_request_body: bool,
     response_complete: bool,
+    reserve: ReservePhase,
+}
+
+/// Where a request of a watched scope is on the reservation path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReservePhase {
+    No,
+    /// Reserve once the body (the estimate's input) is read.
+    AwaitBody,
+    /// Held until the collector answers.
+    Waiting,
+}
+
+/// What the deny list says about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Allow,
+    Reserve,
+    /// Answered locally (429 or 503).
+    Answered,
 }
 
 impl BillingHttp {
@@ -673,8 +704,8 @@ impl BillingHttp {
 }
 
 impl BillingHttp {
-    /// Answers the request locally when the deny list says so; true if it did.
-    fn enforce(&self, tenant: &str, key: Option<&str>, now: u64) -> bool {
+    /// Answers the request locally when the deny list says so.
+    fn enforce(&self, tenant: &str, key: Option<&str>, now: u64) -> Admission {
         let answer = {
             let shared = self.shared.borrow();
             let (decision, stale) = shared.deny.decide(
@@ -688,7 +719,8 @@ impl BillingHttp {
                 Stats::add(shared.stats.deny_stale, 1);
             }
             match decision {
-                Decision::Allow => None,
+                Decision::Allow => return Admission::Allow,
+                Decision::Reserve => return Admission::Reserve,
                 Decision::Deny(entry) => Some((
                     429,
                     enforce::retry_after_secs(entry, now),
@@ -704,8 +736,23 @@ impl BillingHttp {
             }
         };
         let Some((status, retry_after, should_retry, body)) = answer else {
-            return false;
+            return Admission::Allow;
         };
+        if self.answer_locally(status, retry_after, should_retry, &body) {
+            Admission::Answered
+        } else {
+            Admission::Allow
+        }
+    }
+
+    /// Sends a 429 / 503 of the deny list's shape; true if it was sent.
+    fn answer_locally(
+        &self,
+        status: u32,
+        retry_after: u64,
+        should_retry: &str,
+        body: &[u8],
+    ) -> bool {
         let retry_after = retry_after.to_string();
         let sent = proxy_wasm::hostcalls::send_http_response(
             status,
@@ -714,7 +761,7 @@ impl BillingHttp {
                 ("retry-after", retry_after.as_str()),
                 ("x-should-retry", should_retry),
             ],
-            Some(&body),
+            Some(body),
         )
         .is_ok();
         if sent {
@@ -722,9 +769,101 @@ impl BillingHttp {
         }
         sent
     }
+
+    /// Asks the collector to reserve this request's cost bound; true when
+    /// the request must wait for the answer. A call that cannot be sent is
+    /// decided by `deny_fail_open` at once.
+    fn request_reservation(&mut self, body: Option<&[u8]>) -> bool {
+        let Some(tracker) = &self.tracker else {
+            return false;
+        };
+        let info = tracker.request();
+        let model = tracker.requested_model();
+        let payload = ReservationRequest {
+            request_id: &info.request_id,
+            tenant_id: &info.tenant_id,
+            api_key_id: info.api_key_id.as_deref(),
+            provider: tracker.provider().as_str(),
+            model: model.as_deref(),
+            estimate: reserve::estimate(body),
+            ttl_ms: self.config.reservation_ttl_ms,
+        }
+        .body();
+        let auth = format!("Bearer {}", self.config.ingest_token);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", self.config.reserve_path.as_str()),
+            (":authority", self.config.collector_authority.as_str()),
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        match self.dispatch_http_call(
+            &self.config.collector_cluster,
+            headers,
+            Some(&payload),
+            vec![],
+            Duration::from_millis(self.config.reserve_timeout_ms),
+        ) {
+            Ok(_) => {
+                self.reserve = ReservePhase::Waiting;
+                true
+            }
+            Err(status) => {
+                log::warn!("llm_billing: cannot ask for a reservation ({status:?})");
+                !self.on_reservation(Answer::Unusable)
+            }
+        }
+    }
+
+    /// Acts on a reservation answer; true when the request goes on.
+    fn on_reservation(&mut self, answer: Answer) -> bool {
+        self.reserve = ReservePhase::No;
+        let stats = self.shared.borrow().stats;
+        match answer {
+            Answer::Admitted => {
+                Stats::add(stats.reserve_admitted, 1);
+                true
+            }
+            Answer::Refused(entry) => {
+                Stats::add(stats.reserve_refused, 1);
+                // Refused before upstream: nothing spent, nothing recorded.
+                self.tracker = None;
+                let retry_after = enforce::retry_after_secs(&entry, now_ms());
+                !self.answer_locally(429, retry_after, "false", &enforce::blocked_body(&entry))
+            }
+            Answer::Unusable => {
+                Stats::add(stats.reserve_unavailable, 1);
+                if self.config.deny_fail_open {
+                    return true;
+                }
+                self.tracker = None;
+                !self.answer_locally(
+                    503,
+                    enforce::UNAVAILABLE_RETRY_AFTER_SECS,
+                    "true",
+                    &enforce::unavailable_body(),
+                )
+            }
+        }
+    }
 }
 
-impl Context for BillingHttp {}
+impl Context for BillingHttp {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
+        if self.reserve != ReservePhase::Waiting {
+            return;
+        }
+        let status = self
+            .get_http_call_response_header(":status")
+            .and_then(|s| s.parse::<u16>().ok());
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        if self.on_reservation(reserve::parse_answer(status, &body)) {
+            self.resume_http_request();
+        }
+    }
+}
 
 impl HttpContext for BillingHttp {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -743,9 +882,12 @@ impl HttpContext for BillingHttp {
         let tenant_id = picked.tenant_id.unwrap_or(&config.default_tenant);
         // Blocked requests never reach upstream and are not recorded in the
         // ledger (nothing was spent); they are counted in requests_blocked.
-        if config.enforce_budgets
-            && self.enforce(tenant_id, picked.api_key_id.as_deref(), started_at_ms)
-        {
+        let admission = if config.enforce_budgets {
+            self.enforce(tenant_id, picked.api_key_id.as_deref(), started_at_ms)
+        } else {
+            Admission::Allow
+        };
+        if admission == Admission::Answered {
             return Action::Pause;
         }
         let request_id = picked.request_id.map_or_else(
@@ -784,12 +926,26 @@ impl HttpContext for BillingHttp {
         // Read small JSON request bodies (model, stream flag, include_usage
         // injection). Only with a known, bounded length: pausing on a body
         // beyond Envoy's buffer limit would fail the request.
-        let read_body = !end_of_stream
-            && tracker.provider_known()
+        let readable = !end_of_stream
             && picked
                 .content_length
                 .is_some_and(|l| l <= config.max_request_body_bytes);
+        let read_body = readable && tracker.provider_known();
         self.tracker = Some(tracker);
+        // A watched scope reserves the request's bound before upstream sees
+        // it: from its body when it can be read, else unbounded. A request
+        // without a body carries no prompt and generates nothing to bill.
+        if admission == Admission::Reserve && !end_of_stream {
+            if readable {
+                self.reserve = ReservePhase::AwaitBody;
+                self.buffer_request_body = true;
+            } else if self.request_reservation(None) {
+                return Action::Pause;
+            } else if self.tracker.is_none() {
+                // Answered locally (refused, or fail closed).
+                return Action::Pause;
+            }
+        }
         if read_body {
             self.buffer_request_body = true;
             // A body that may be rewritten grows; Envoy recomputes framing.
@@ -811,6 +967,9 @@ impl HttpContext for BillingHttp {
         }
         self.buffer_request_body = false;
         let Some(body) = self.get_http_request_body(0, body_size) else {
+            if self.reserve == ReservePhase::AwaitBody && self.request_reservation(None) {
+                return Action::Pause;
+            }
             return Action::Continue;
         };
         let path = self
@@ -824,6 +983,12 @@ impl HttpContext for BillingHttp {
         }
         if let Some(tracker) = self.tracker.as_mut() {
             tracker.set_request_details(info.model, info.stream);
+        }
+        if self.reserve == ReservePhase::AwaitBody {
+            let body = info.rewritten.as_deref().unwrap_or(&body);
+            if self.request_reservation(Some(body)) || self.tracker.is_none() {
+                return Action::Pause;
+            }
         }
         Action::Continue
     }

@@ -13,6 +13,7 @@ pub mod providers;
 pub mod queue;
 pub mod record;
 pub mod request;
+pub mod reserve;
 pub mod sparse;
 pub mod sse;
 pub mod tracker;

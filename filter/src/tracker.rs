@@ -229,6 +229,20 @@ impl ResponseTracker {
         &self.info.path
     }
 
+    /// What identifies the request to a budget: its id, tenant and key.
+    pub fn request(&self) -> &RequestInfo {
+        &self.info
+    }
+
+    /// The model the request names (its body, else its path), before any
+    /// response.
+    pub fn requested_model(&self) -> Option<String> {
+        self.info
+            .request_model
+            .clone()
+            .or_else(|| model_from_path(&self.info.path))
+    }
+
     /// What the request body said: its model (kept when `None`) and whether
     /// it asked for a stream. Call before the response headers.
     pub fn set_request_details(&mut self, model: Option<String>, stream: bool) {
