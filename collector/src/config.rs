@@ -145,6 +145,25 @@ pub struct ServeConfig {
         allow_hyphen_values = true
     )]
     pub budget_utc_offset_minutes: Option<String>,
+    /// A hard budget or prepaid account not yet blocked is on the deny
+    /// list's watch list (its requests reserve their estimated cost first)
+    /// once what remains is at most this fraction of its limit (0 to 1).
+    #[arg(
+        long,
+        env = "BUDGET_WATCH_FRACTION",
+        default_value = "0.5",
+        global = true
+    )]
+    pub budget_watch_fraction: String,
+    /// Seconds a budget reservation lives when the call names no `ttl_ms`
+    /// (1 to 3600).
+    #[arg(
+        long,
+        env = "RESERVATION_TTL_SECS",
+        default_value_t = crate::reservations::DEFAULT_TTL_SECS,
+        global = true
+    )]
+    pub reservation_ttl_secs: u64,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -168,6 +187,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("alert_eval_interval_ms", &self.alert_eval_interval_ms)
             .field("budget_time_zone", &self.budget_time_zone)
             .field("budget_utc_offset_minutes", &self.budget_utc_offset_minutes)
+            .field("budget_watch_fraction", &self.budget_watch_fraction)
+            .field("reservation_ttl_secs", &self.reservation_ttl_secs)
             .finish()
     }
 }

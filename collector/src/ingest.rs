@@ -154,7 +154,8 @@ pub fn validate(record: &UsageRecord, now: DateTime<Utc>) -> Result<(), String> 
     Ok(())
 }
 
-fn check_id(name: &str, value: &str) -> Result<(), String> {
+/// An id (request, tenant, key): non-empty, at most 256 bytes, no control characters.
+pub fn check_id(name: &str, value: &str) -> Result<(), String> {
     if value.is_empty() {
         return Err(format!("{name} is empty"));
     }

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod price_book;
 pub mod pricing;
 pub mod ratelimit;
+pub mod reservations;
 pub mod sync;
 pub mod writer;
 
@@ -47,6 +48,9 @@ pub struct AppState {
     pub ledger_writer: writer::LedgerWriter,
     /// The one source of "now" for every calendar decision (see `clock`).
     pub clock: clock::Clock,
+    /// Budget reservations: the watch fraction and the default lifetime
+    /// (`BUDGET_WATCH_FRACTION`, `RESERVATION_TTL_SECS`).
+    pub reservations: reservations::Settings,
 }
 
 impl AppState {
@@ -75,6 +79,7 @@ impl AppState {
             webhook_secret: None,
             budget_zone: budgets::Zone::default(),
             clock: clock::Clock::system(),
+            reservations: reservations::Settings::default(),
         }
     }
 
@@ -93,6 +98,12 @@ impl AppState {
     /// Sets the clock every calendar decision reads (tests pin instants).
     pub fn with_clock(mut self, clock: clock::Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Sets the budget reservation settings.
+    pub fn with_reservations(mut self, settings: reservations::Settings) -> Self {
+        self.reservations = settings;
         self
     }
 

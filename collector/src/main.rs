@@ -66,6 +66,11 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     )
     .map_err(|e| format!("invalid budget time zone configuration: {e}"))?;
     tracing::info!(zone = %budget_zone, "budget periods are calendar-aligned in this zone");
+    let reservations = collector::reservations::Settings::parse(
+        &config.budget_watch_fraction,
+        config.reservation_ttl_secs,
+    )
+    .map_err(|e| format!("invalid budget reservation configuration: {e}"))?;
     if config.ingest_token.as_deref().unwrap_or("").is_empty() {
         tracing::warn!("INGEST_TOKEN is not set: every ingest request will be refused");
     }
@@ -96,7 +101,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     )
     .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst)
     .with_webhook_secret(config.webhook_secret.as_deref())
-    .with_budget_zone(budget_zone);
+    .with_budget_zone(budget_zone)
+    .with_reservations(reservations);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     tokio::spawn(ledger_maintenance(
@@ -104,6 +110,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         state.metrics.clone(),
         state.clock.clone(),
     ));
+    tokio::spawn(reservation_sweep(state.clone()));
     if let Some(url) = config.price_sync_url.clone() {
         let interval = Duration::from_secs(config.price_sync_interval_secs);
         tokio::spawn(collector::sync::run(
@@ -188,6 +195,20 @@ async fn ledger_maintenance(
             metrics
                 .rollup_folded_before
                 .store(secs, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Every 30 s: deletes the budget reservations that expired without their
+/// usage record (they stopped counting when they expired).
+async fn reservation_sweep(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match collector::reservations::sweep(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired budget reservations swept"),
+            Err(e) => tracing::warn!(error = %e, "sweeping expired budget reservations failed"),
         }
     }
 }

@@ -15,6 +15,15 @@ pub struct Metrics {
     pub ingest_statements: AtomicU64,
     /// The daily rollups' fold watermark (Unix seconds; 0 until read).
     pub rollup_folded_before: AtomicU64,
+    /// Budget reservations admitted, by rule (`fits`, `one_over`,
+    /// `not_governed`: nothing stored), refused, released by their usage
+    /// record, and deleted expired.
+    pub reservations_fits: AtomicU64,
+    pub reservations_one_over: AtomicU64,
+    pub reservations_not_governed: AtomicU64,
+    pub reservations_refused: AtomicU64,
+    pub reservations_released: AtomicU64,
+    pub reservations_expired: AtomicU64,
     pub ingest_latency_us_sum: AtomicU64,
     /// Cumulative histogram buckets of ingest latency (ms upper bounds).
     pub ingest_latency_buckets: [AtomicU64; 8],
@@ -77,6 +86,36 @@ impl Metrics {
             "Ledger insert statements run for ingest (concurrent batches are merged).",
             get(&self.ingest_statements),
         );
+        counter(
+            "billing_reservations_refused_total",
+            "Budget reservations refused: the estimate did not fit in a hard budget or prepaid balance.",
+            get(&self.reservations_refused),
+        );
+        counter(
+            "billing_reservations_released_total",
+            "Budget reservations released by their usage record landing in the ledger.",
+            get(&self.reservations_released),
+        );
+        counter(
+            "billing_reservations_expired_total",
+            "Budget reservations deleted after they expired without a usage record.",
+            get(&self.reservations_expired),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP billing_reservations_admitted_total Budget reservations admitted, by admission rule (not_governed: no hard budget or prepaid account applies, nothing reserved).\n# TYPE billing_reservations_admitted_total counter"
+        );
+        for (rule, c) in [
+            ("fits", &self.reservations_fits),
+            ("one_over", &self.reservations_one_over),
+            ("not_governed", &self.reservations_not_governed),
+        ] {
+            let _ = writeln!(
+                out,
+                "billing_reservations_admitted_total{{rule=\"{rule}\"}} {}",
+                get(c)
+            );
+        }
         let _ = writeln!(out, "# HELP billing_ingest_seconds Ingest batch latency, HTTP in to commit.\n# TYPE billing_ingest_seconds histogram");
         for (bucket, bound) in self.ingest_latency_buckets.iter().zip(LATENCY_BUCKETS_MS) {
             let _ = writeln!(

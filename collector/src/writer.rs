@@ -80,14 +80,16 @@ async fn run(pool: sqlx::PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, metrics
             jobs
         };
         Metrics::add(&metrics.ingest_statements, 1);
-        write(&pool, jobs).await;
+        write(&pool, jobs, &metrics).await;
     }
 }
 
 /// One statement for all `jobs`. A record in several of them (a batch
 /// resent while its first copy still queues) belongs to the first, so it is
 /// accepted exactly once and a duplicate for the others.
-async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>) {
+/// Budget reservations of the records are released in the same
+/// transaction (see `db::insert_batch_releasing`).
+async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>, metrics: &Metrics) {
     let mut owner: HashMap<LedgerKey, usize> = HashMap::new();
     let mut merged: Vec<&LedgerEntry> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -105,8 +107,9 @@ async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>) {
             "merged ingest batches"
         );
     }
-    match db::insert_batch(pool, &merged).await {
-        Ok(inserted) => {
+    match db::insert_batch_releasing(pool, &merged).await {
+        Ok(db::InsertOutcome { inserted, released }) => {
+            Metrics::add(&metrics.reservations_released, released);
             let mut per_job: Vec<Vec<LedgerKey>> = vec![Vec::new(); jobs.len()];
             for key in inserted {
                 if let Some(&i) = owner.get(&key) {

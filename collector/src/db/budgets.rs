@@ -1,5 +1,7 @@
 //! Budgets, the prepaid credit ledger, and priced spend over a window.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -168,6 +170,33 @@ pub async fn spent_in_current_period(
     Ok(windows.into_iter().zip(spent).collect())
 }
 
+/// The scopes of a spend query as CTE `h`, one row per scope: UNNEST of
+/// $1 index, $2 tenant, $3 key, $4 model, $5 currency, $6 start, with `hs`,
+/// the first whole hour at or after the start.
+pub(super) const SCOPES_CTE: &str = "WITH b AS (
+            SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                $6::timestamptz[]) AS b(i, tenant_id, api_key_id, model, currency, s)
+        ), h AS (
+            SELECT b.*, CASE WHEN date_trunc('hour', s, 'UTC') = s THEN s
+                ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs
+            FROM b
+        )";
+
+/// Priced spend of the scope `h` (see [`SCOPES_CTE`]).
+pub(super) const SPENT_EXPR: &str = "coalesce((SELECT sum(u.cost) FROM usage_hourly u
+                WHERE u.tenant_id = h.tenant_id AND u.hour >= h.hs AND u.status = 'priced'
+                    AND u.currency = h.currency
+                    AND (h.api_key_id IS NULL OR u.api_key_id = h.api_key_id)
+                    AND (h.model IS NULL OR u.model = h.model)), 0)
+          + coalesce((SELECT sum(t.cost) FROM transactions t
+                WHERE t.tenant_id = h.tenant_id AND t.occurred_at >= h.s
+                    AND t.occurred_at < h.hs AND t.status = 'priced' AND t.currency = h.currency
+                    AND (h.api_key_id IS NULL OR t.api_key_id = h.api_key_id)
+                    AND (h.model IS NULL OR t.model = h.model)), 0)";
+
+static SPENT_SQL: LazyLock<String> =
+    LazyLock::new(|| format!("{SCOPES_CTE} SELECT h.i, {SPENT_EXPR} AS spent FROM h ORDER BY h.i"));
+
 /// Priced spend of each scope, in order, in one query: whole hours from the
 /// hourly rollup (kept in the ledger's own transaction, so it is exact), the
 /// partial first hour from the ledger. Open-ended: usage stamped later than
@@ -183,36 +212,15 @@ pub async fn spent(pool: &PgPool, scopes: &[SpendScope]) -> Result<Vec<Decimal>,
     let model: Vec<Option<&str>> = scopes.iter().map(|s| s.model.as_deref()).collect();
     let currency: Vec<&str> = scopes.iter().map(|s| s.currency.as_str()).collect();
     let start: Vec<DateTime<Utc>> = scopes.iter().map(|s| s.start).collect();
-    let rows = sqlx::query(
-        "WITH b AS (
-            SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
-                $6::timestamptz[]) AS b(i, tenant_id, api_key_id, model, currency, s)
-        ), h AS (
-            SELECT b.*, CASE WHEN date_trunc('hour', s, 'UTC') = s THEN s
-                ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs
-            FROM b
-        )
-        SELECT h.i,
-            coalesce((SELECT sum(u.cost) FROM usage_hourly u
-                WHERE u.tenant_id = h.tenant_id AND u.hour >= h.hs AND u.status = 'priced'
-                    AND u.currency = h.currency
-                    AND (h.api_key_id IS NULL OR u.api_key_id = h.api_key_id)
-                    AND (h.model IS NULL OR u.model = h.model)), 0)
-          + coalesce((SELECT sum(t.cost) FROM transactions t
-                WHERE t.tenant_id = h.tenant_id AND t.occurred_at >= h.s
-                    AND t.occurred_at < h.hs AND t.status = 'priced' AND t.currency = h.currency
-                    AND (h.api_key_id IS NULL OR t.api_key_id = h.api_key_id)
-                    AND (h.model IS NULL OR t.model = h.model)), 0) AS spent
-        FROM h ORDER BY h.i",
-    )
-    .bind(&idx)
-    .bind(&tenant)
-    .bind(&key)
-    .bind(&model)
-    .bind(&currency)
-    .bind(&start)
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(&SPENT_SQL)
+        .bind(&idx)
+        .bind(&tenant)
+        .bind(&key)
+        .bind(&model)
+        .bind(&currency)
+        .bind(&start)
+        .fetch_all(pool)
+        .await?;
     let mut out = vec![Decimal::ZERO; scopes.len()];
     for row in rows {
         let i: i64 = row.try_get("i")?;
@@ -287,7 +295,10 @@ pub struct Account {
 }
 
 /// Prepaid accounts, optionally of one tenant.
-pub async fn accounts(pool: &PgPool, tenant_id: Option<&str>) -> Result<Vec<Account>, sqlx::Error> {
+pub async fn accounts(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: Option<&str>,
+) -> Result<Vec<Account>, sqlx::Error> {
     sqlx::query_as(
         "SELECT tenant_id, min(currency) AS currency, sum(amount) AS credits,
             min(created_at) AS opened_at
@@ -295,6 +306,6 @@ pub async fn accounts(pool: &PgPool, tenant_id: Option<&str>) -> Result<Vec<Acco
          GROUP BY tenant_id ORDER BY tenant_id",
     )
     .bind(tenant_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }

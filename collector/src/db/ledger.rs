@@ -417,20 +417,43 @@ pub async fn folded_before(db: impl sqlx::PgExecutor<'_>) -> Result<DateTime<Utc
         .await
 }
 
+/// What a ledger insert did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct InsertOutcome {
+    /// The (tenant_id, request_id, occurred_at) keys actually inserted; the
+    /// others were duplicates.
+    pub inserted: Vec<LedgerKey>,
+    /// Budget reservations of the batch's requests deleted with it.
+    pub released: u64,
+}
+
+/// [`insert_batch_releasing`], keeping only the inserted keys.
+pub async fn insert_batch<E: std::borrow::Borrow<LedgerEntry>>(
+    pool: &PgPool,
+    entries: &[E],
+) -> Result<Vec<LedgerKey>, sqlx::Error> {
+    insert_batch_releasing(pool, entries)
+        .await
+        .map(|o| o.inserted)
+}
+
 /// Inserts a batch in one statement: ledger rows that are new, plus the
-/// rollup for exactly those rows. Returns the (tenant_id, request_id,
-/// occurred_at) keys actually inserted; the others were duplicates.
+/// rollup for exactly those rows. In the same transaction, deletes the
+/// budget reservations (same tenant_id and request_id) of every record of
+/// the batch, duplicates included: a reader of spend and reservations in one
+/// snapshot sees each request either as its reservation or as its ledger
+/// row, never both, never neither.
 ///
 /// The key includes the start time: the filter resends a record unchanged,
 /// so retries collide, while a client that reuses an `x-request-id` for a
 /// new request still gets a row per request.
 #[tracing::instrument(skip_all, fields(records = entries.len()))]
-pub async fn insert_batch<E: std::borrow::Borrow<LedgerEntry>>(
+pub async fn insert_batch_releasing<E: std::borrow::Borrow<LedgerEntry>>(
     pool: &PgPool,
     entries: &[E],
-) -> Result<Vec<LedgerKey>, sqlx::Error> {
+) -> Result<InsertOutcome, sqlx::Error> {
     if entries.is_empty() {
-        return Ok(Vec::new());
+        return Ok(InsertOutcome::default());
     }
     // A fixed row order keeps lock order stable across concurrent batches.
     let mut sorted: Vec<&LedgerEntry> = entries.iter().map(|e| e.borrow()).collect();
@@ -487,8 +510,12 @@ pub async fn insert_batch<E: std::borrow::Borrow<LedgerEntry>>(
         .bind(&c.flags)
         .fetch_all(&mut *tx)
         .await?;
+    let tenants: Vec<&str> = c.tenant_id.iter().map(String::as_str).collect();
+    let requests: Vec<&str> = c.request_id.iter().map(String::as_str).collect();
+    let released = super::reservations::release_reservations(&mut tx, &tenants, &requests).await?;
     tx.commit().await?;
-    rows.iter()
+    let inserted = rows
+        .iter()
         .map(|r| {
             Ok((
                 r.try_get("tenant_id")?,
@@ -496,7 +523,8 @@ pub async fn insert_batch<E: std::borrow::Borrow<LedgerEntry>>(
                 r.try_get("occurred_at")?,
             ))
         })
-        .collect()
+        .collect::<Result<_, sqlx::Error>>()?;
+    Ok(InsertOutcome { inserted, released })
 }
 
 /// Column-wise arrays for UNNEST.

@@ -11,8 +11,9 @@
 //! - `GET /v1/alerts?tenant_id=` (admin, or a tenant token for its own):
 //!   the alert delivery log, newest first (see `crate::alerts`).
 //! - `GET /v1/deny` (ingest token): what the filter must block now: hard
-//!   budgets whose current-period spend reached the limit, and prepaid
-//!   tenants whose balance is at or below zero.
+//!   budgets whose current-period spend (plus active reservations) reached
+//!   the limit, and prepaid tenants whose balance (less reservations) is at
+//!   or below zero; and the `watch` list of scopes near their limit.
 
 use std::str::FromStr;
 
@@ -479,77 +480,18 @@ async fn balance(
 }
 
 /// The filter's deny list. One worker per Envoy polls it (default every
-/// second) and shares it with the others, so it costs two queries per poll
-/// whatever the traffic: the hard budgets and the prepaid accounts, then one
-/// batched spend query.
+/// second) and shares it with the others, so it costs three queries per poll
+/// whatever the traffic (see `reservations::deny_list`): `entries`, the
+/// scopes to block, and `watch`, those near their limit whose requests
+/// reserve first (`POST /v1/reservations`).
 async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
     let now = state.clock.now();
-    let hard: Vec<Budget> = db::hard_budgets(&state.pool)
-        .await?
-        .into_iter()
-        .filter(|b| b.model.is_none())
-        .collect();
-    let accounts = db::accounts(&state.pool, None).await?;
-    let windows: Vec<_> = hard
-        .iter()
-        .map(|b| budgets::budget_window(&b.period, b.time_zone.as_deref(), now, state.budget_zone))
-        .collect();
-    let mut scopes: Vec<SpendScope> = hard
-        .iter()
-        .zip(&windows)
-        .map(|(b, w)| SpendScope {
-            tenant_id: b.tenant_id.clone(),
-            api_key_id: b.api_key_id.clone(),
-            model: None,
-            currency: b.currency.clone(),
-            start: w.start,
-        })
-        .collect();
-    scopes.extend(accounts.iter().map(|a| SpendScope {
-        tenant_id: a.tenant_id.clone(),
-        api_key_id: None,
-        model: None,
-        currency: a.currency.clone(),
-        start: a.opened_at,
-    }));
-    let spent = db::spent(&state.pool, &scopes).await?;
-    let mut entries = Vec::new();
-    for ((b, w), spent) in hard.iter().zip(&windows).zip(&spent) {
-        if *spent >= b.limit {
-            let mut e = json!({
-                "tenant_id": b.tenant_id,
-                "reason": "budget_exceeded",
-                "budget_id": b.id,
-                "limit": b.limit.normalize().to_string(),
-                "spent": spent.to_string(),
-                "currency": b.currency,
-                "resets_at": w.end,
-                "resets_at_ms": w.end.map(|t| t.timestamp_millis()),
-            });
-            if let Some(key) = &b.api_key_id {
-                e["api_key_id"] = json!(key);
-            }
-            entries.push(e);
-        }
-    }
-    for (a, spent) in accounts.iter().zip(spent.iter().skip(hard.len())) {
-        let credits = a.credits.normalize();
-        if credits - *spent <= Decimal::ZERO {
-            entries.push(json!({
-                "tenant_id": a.tenant_id,
-                "reason": "balance_exhausted",
-                "limit": credits.to_string(),
-                "spent": spent.to_string(),
-                "currency": a.currency,
-                "resets_at": null,
-                "resets_at_ms": null,
-            }));
-        }
-    }
+    let list = crate::reservations::deny_list(&state, now).await?;
     Ok(Json(json!({
         "generated_at": now,
         "generated_at_ms": now.timestamp_millis(),
-        "entries": entries,
+        "entries": list.entries,
+        "watch": list.watch,
     })))
 }
 

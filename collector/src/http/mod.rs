@@ -8,6 +8,7 @@ mod openapi;
 mod prices;
 mod query;
 mod reconciliation;
+mod reservations;
 mod tenant_pricing;
 mod tokens;
 mod usage;
@@ -32,6 +33,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(usage::router())
         .merge(budgets::router())
+        .merge(reservations::router())
         .merge(invoices::router())
         .merge(dashboard::router())
         .merge(query::router())
