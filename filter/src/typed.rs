@@ -31,7 +31,12 @@ pub struct Details {
     pub reasoning_tokens: Option<u64>,
     pub ephemeral_5m_input_tokens: Option<u64>,
     pub ephemeral_1h_input_tokens: Option<u64>,
-    /// Cohere's `billed_units`.
+}
+
+/// Cohere's `billed_units` (kept apart from [`Details`], which every usage
+/// object carries six of: each field there is copied on every parse).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BilledUnits {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
 }
@@ -50,7 +55,7 @@ pub struct UsageBlock {
     pub cache_creation_input_tokens: Option<u64>,
     pub prompt_tokens_details: Details,
     /// Cohere: the tokens it bills (`usage.billed_units`).
-    pub billed_units: Details,
+    pub billed_units: BilledUnits,
     pub completion_tokens_details: Details,
     pub input_tokens_details: Details,
     pub output_tokens_details: Details,
@@ -641,7 +646,21 @@ fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
                         &mut u.output_tokens_details,
                     ),
                     b"cache_creation" => (0, &mut u.cache_creation),
-                    b"billed_units" => (UsageBlock::HAS_BILLED_UNITS, &mut u.billed_units),
+                    b"billed_units" => {
+                        u.present |= UsageBlock::HAS_BILLED_UNITS;
+                        let units = &mut u.billed_units;
+                        *units = BilledUnits::default();
+                        strict_object(s, 1, |s, key| {
+                            let slot = match key {
+                                b"input_tokens" => &mut units.input_tokens,
+                                b"output_tokens" => &mut units.output_tokens,
+                                _ => return strict_skip(s, 2),
+                            };
+                            *slot = count(s, 2)?;
+                            Ok(())
+                        })?;
+                        return Ok(());
+                    }
                     b"cost" => {
                         u.cost = cost(s, 1)?;
                         return Ok(());
@@ -662,8 +681,6 @@ fn usage_block(s: &mut Scanner<'_>) -> Result<Option<UsageBlock>, Invalid> {
                         b"reasoning_tokens" => &mut details.reasoning_tokens,
                         b"ephemeral_5m_input_tokens" => &mut details.ephemeral_5m_input_tokens,
                         b"ephemeral_1h_input_tokens" => &mut details.ephemeral_1h_input_tokens,
-                        b"input_tokens" => &mut details.input_tokens,
-                        b"output_tokens" => &mut details.output_tokens,
                         _ => return strict_skip(s, 2),
                     };
                     *slot = count(s, 2)?;

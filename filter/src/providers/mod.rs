@@ -161,7 +161,10 @@ pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
 /// An OpenAI-compatible vendor named by an API host (lowercase).
 fn compatible_vendor(host: &str) -> Option<Provider> {
     let name = host.split(':').next().unwrap_or(host);
-    let is = |domain: &str| name == domain || name.ends_with(&format!(".{domain}"));
+    let is = |domain: &str| {
+        name.strip_suffix(domain)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('.'))
+    };
     if is("deepseek.com") {
         Some(Provider::Deepseek)
     } else if is("groq.com") {
