@@ -1280,6 +1280,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/balance", &["get"]),
     ("/v1/alerts", &["get"]),
     ("/v1/deny", &["get"]),
+    ("/v1/reservations", &["post"]),
     ("/v1/invoices", &["get"]),
     ("/v1/invoices/finalize", &["post"]),
     ("/internal/billing/quote", &["post"]),
@@ -1387,7 +1388,9 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                     | "/dashboard/vendor/uPlot.LICENSE",
                     "get",
                 ) => json!([]),
-                ("/v1/usage" | "/v1/deny", _) => json!([{"ingestToken": []}]),
+                ("/v1/usage" | "/v1/deny" | "/v1/reservations", _) => {
+                    json!([{"ingestToken": []}])
+                }
                 (
                     "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices"
                     | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts" | "/v1/invoices",
