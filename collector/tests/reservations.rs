@@ -624,3 +624,50 @@ async fn calls_are_validated_and_ungoverned_requests_reserve_nothing(pool: PgPoo
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn records_landing_while_others_reserve_are_counted_exactly_once(pool: PgPool) {
+    let a = state(pool).await;
+    let b = replica(&a).await;
+    budget(
+        &a,
+        json!({"tenant_id": "acme", "limit": "0.02", "currency": "USD", "period": "total"}),
+    )
+    .await;
+    // 16 clients over two replicas: reserve, and when admitted, ingest the
+    // record (cheaper than its estimate) at once; until refused.
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let s = if c % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                let mut landed = 0u32;
+                for i in 0.. {
+                    let id = format!("c{c}-{i}");
+                    let answer = reserve(&s, body(&id, "acme", Some("k"), Some(1000))).await;
+                    if answer["admitted"] != true {
+                        break;
+                    }
+                    ingest(&s, vec![record_now(&s, &id, "acme", "k")]).await;
+                    landed += 1;
+                }
+                landed
+            })
+        })
+        .collect();
+    let mut landed = 0;
+    for c in clients {
+        landed += c.await.unwrap();
+    }
+    // Nothing is left reserved; every admitted request was billed once.
+    assert!(db::stored_reservations(&a.pool, "acme")
+        .await
+        .unwrap()
+        .is_empty());
+    let (_, budgets) = call(&a, "GET", "/v1/budgets?tenant_id=acme", Some(ADMIN), None).await;
+    let spent = dec(&budgets["budgets"][0]["spent"]);
+    assert_eq!(spent, d(RECORD) * Decimal::from(landed));
+    assert!(spent <= d("0.02"), "{spent}");
+    // The last refusals left less than one estimate: spend got within
+    // 0.00075 of the limit, as bounded requests allow.
+    assert!(d("0.02") - spent < d(ESTIMATE), "{spent} after {landed}");
+}
