@@ -3,7 +3,8 @@
 //! Everything that decides by the calendar (open and closed invoice months,
 //! budget periods in their time zones, the rollup fold's cut-off, alert
 //! windows, the start of a prepaid account, deny-list resets, ingest's skew
-//! check, default query ranges) asks `AppState::clock`, never the system
+//! check, default query ranges, budget reservations' expiry and the deny
+//! list's last-minute spend) asks `AppState::clock`, never the system
 //! directly, so a test can pin any instant: the last second of a month, a
 //! DST change, 29 February.
 //!
