@@ -416,6 +416,60 @@ impl Stack {
             .sum())
     }
 
+    /// An admin call to the collector: status and JSON body (`null` when
+    /// there is none).
+    pub async fn admin_call(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
+            return (0, Value::Null);
+        };
+        let Ok(r) = self
+            .http
+            .request(method, self.collector_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+        else {
+            return (0, Value::Null);
+        };
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A tenant's ledger rows and priced spend, straight from PostgreSQL.
+    pub async fn ledger_spend(
+        &self,
+        tenant: &str,
+    ) -> Result<(i64, rust_decimal::Decimal), BoxError> {
+        Ok(sqlx::query_as(
+            "SELECT count(*), coalesce(sum(cost), 0) FROM transactions WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_one(&self.db)
+        .await?)
+    }
+
+    /// Waits until every record the filter captured was acknowledged (the
+    /// ledger is complete); returns how many were captured.
+    pub async fn settled(&self, within: Duration) -> Result<u64, BoxError> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let captured = self
+                .envoy_stat("wasmcustom.llm_billing.records_captured")
+                .await?;
+            let flushed = self
+                .envoy_stat("wasmcustom.llm_billing.records_flushed")
+                .await?;
+            if captured == flushed {
+                return Ok(captured);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{captured} records captured, {flushed} flushed").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Moves the collector onto a private PostgreSQL cluster that the test
     /// may stop and start (the shared one must stay up); returns both.
     pub async fn collector_on_private_cluster(&mut self) -> Result<(pg::Cluster, Proc), BoxError> {

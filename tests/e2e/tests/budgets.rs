@@ -14,7 +14,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use e2e::{Stack, StackOptions, ADMIN_TOKEN};
+use e2e::{Stack, StackOptions};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -71,19 +71,7 @@ async fn chat(stack: &Stack, tenant: &str, key: &str, request_id: &str) -> Reply
 }
 
 async fn admin(stack: &Stack, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = stack
-        .http
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            stack.collector_url(path),
-        )
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    stack.admin_call(method, path, body).await
 }
 
 async fn stat(stack: &Stack, name: &str) -> u64 {
@@ -92,11 +80,7 @@ async fn stat(stack: &Stack, name: &str) -> u64 {
 
 /// Priced spend of a tenant, straight from PostgreSQL.
 async fn spent(stack: &Stack, tenant: &str) -> (i64, Decimal) {
-    sqlx::query_as("SELECT count(*), coalesce(sum(cost), 0) FROM transactions WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_one(&stack.db)
-        .await
-        .unwrap()
+    stack.ledger_spend(tenant).await.unwrap()
 }
 
 /// Sends a request every 50 ms until one is refused; returns the refusal,
@@ -127,16 +111,7 @@ async fn until_blocked(
 /// Waits until every record the filter captured was acknowledged, so the
 /// ledger is complete.
 async fn settled(stack: &Stack) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let captured = stat(stack, &format!("{STAT}records_captured")).await;
-        let flushed = stat(stack, &format!("{STAT}records_flushed")).await;
-        if captured == flushed || Instant::now() > deadline {
-            assert_eq!(captured, flushed, "records left unflushed");
-            return captured;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    stack.settled(Duration::from_secs(15)).await.unwrap()
 }
 
 fn assert_blocked_shape(r: &Reply, reason: &str, limit: &str, retry_after: &str) {

@@ -12,7 +12,7 @@
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use e2e::{Stack, StackOptions, ADMIN_TOKEN, INGEST_TOKEN};
+use e2e::{Stack, StackOptions, INGEST_TOKEN};
 use futures_util::future::join_all;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -66,46 +66,8 @@ async fn chat(stack: &Stack, tenant: &str, key: &str, id: &str, max_tokens: Opti
     status
 }
 
-async fn admin(stack: &Stack, method: &str, path: &str, body: Value) -> (u16, Value) {
-    let r = stack
-        .http
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            stack.collector_url(path),
-        )
-        .bearer_auth(ADMIN_TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn stat(stack: &Stack, name: &str) -> u64 {
     stack.envoy_stat(&format!("{STAT}{name}")).await.unwrap()
-}
-
-async fn spent(stack: &Stack, tenant: &str) -> (i64, Decimal) {
-    sqlx::query_as("SELECT count(*), coalesce(sum(cost), 0) FROM transactions WHERE tenant_id = $1")
-        .bind(tenant)
-        .fetch_one(&stack.db)
-        .await
-        .unwrap()
-}
-
-/// Every captured record acknowledged: the ledger is complete.
-async fn settled(stack: &Stack) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let captured = stat(stack, "records_captured").await;
-        let flushed = stat(stack, "records_flushed").await;
-        if captured == flushed {
-            return;
-        }
-        assert!(Instant::now() < deadline, "records left unflushed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Sequential bounded requests until the filter takes the reservation path
@@ -181,19 +143,19 @@ async fn thirty_two_concurrent_clients_never_push_a_key_past_its_hard_budget() {
         .await
         .unwrap();
     let limit = d("0.02");
-    let (status, body) = admin(
-        &stack,
-        "POST",
-        "/v1/budgets",
-        json!({"tenant_id": "race", "api_key_id": key_id("sk-race"), "limit": "0.02",
+    let (status, body) = stack
+        .admin_call(
+            "POST",
+            "/v1/budgets",
+            json!({"tenant_id": "race", "api_key_id": key_id("sk-race"), "limit": "0.02",
             "currency": "USD", "period": "total", "hard": true}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let warm = until_watched(&stack, "race", "sk-race").await;
     let o = stampede(&stack, "race", "sk-race", Some(300)).await;
-    settled(&stack).await;
-    let (rows, total) = spent(&stack, "race").await;
+    stack.settled(Duration::from_secs(15)).await.unwrap();
+    let (rows, total) = stack.ledger_spend("race").await.unwrap();
     let affordable = ((limit - total) / d("0.000345")).floor();
     println!(
         "MEASURED 32 concurrent clients, $0.02 hard key budget, max_tokens set: {warm} warm-up, \
@@ -215,21 +177,23 @@ async fn a_prepaid_tenant_under_32_concurrent_clients_ends_at_a_balance_of_zero_
     let stack = Stack::start("reservations-prepaid", options(false))
         .await
         .unwrap();
-    let (status, body) = admin(
-        &stack,
-        "POST",
-        "/v1/credits",
-        json!({"tenant_id": "pre", "amount": "0.015", "currency": "USD", "reason": "trial"}),
-    )
-    .await;
+    let (status, body) = stack
+        .admin_call(
+            "POST",
+            "/v1/credits",
+            json!({"tenant_id": "pre", "amount": "0.015", "currency": "USD", "reason": "trial"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     until_watched(&stack, "pre", "sk-pre").await;
     // Bounded requests: each reserves its cost bound, so the balance never
     // goes below zero (unbounded ones could take it below by at most one
     // request, the "one over" rule).
     let o = stampede(&stack, "pre", "sk-pre", Some(300)).await;
-    settled(&stack).await;
-    let (_, balance) = admin(&stack, "GET", "/v1/balance?tenant_id=pre", Value::Null).await;
+    stack.settled(Duration::from_secs(15)).await.unwrap();
+    let (_, balance) = stack
+        .admin_call("GET", "/v1/balance?tenant_id=pre", Value::Null)
+        .await;
     let balance = d(balance["balance"].as_str().unwrap());
     println!(
         "MEASURED prepaid $0.015, 32 concurrent clients (max_tokens set): {} admitted, {} refused, \
@@ -245,14 +209,14 @@ async fn an_expired_reservation_is_released() {
     let stack = Stack::start("reservations-expiry", options(true))
         .await
         .unwrap();
-    let (status, body) = admin(
-        &stack,
-        "POST",
-        "/v1/budgets",
-        json!({"tenant_id": "exp", "api_key_id": key_id("sk-exp"), "limit": "0.01",
+    let (status, body) = stack
+        .admin_call(
+            "POST",
+            "/v1/budgets",
+            json!({"tenant_id": "exp", "api_key_id": key_id("sk-exp"), "limit": "0.01",
             "currency": "USD", "period": "total", "hard": true}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     until_watched(&stack, "exp", "sk-exp").await;
     // A gateway that reserved and then died: an unbounded reservation whose
@@ -283,14 +247,14 @@ async fn with_the_collector_down_deny_fail_open_decides_the_reservation_path() {
     for fail_open in [true, false] {
         let name = format!("reservations-down-{fail_open}");
         let mut stack = Stack::start(&name, options(fail_open)).await.unwrap();
-        let (status, body) = admin(
-            &stack,
-            "POST",
-            "/v1/budgets",
-            json!({"tenant_id": "down", "api_key_id": key_id("sk-down"), "limit": "0.01",
+        let (status, body) = stack
+            .admin_call(
+                "POST",
+                "/v1/budgets",
+                json!({"tenant_id": "down", "api_key_id": key_id("sk-down"), "limit": "0.01",
                 "currency": "USD", "period": "total", "hard": true}),
-        )
-        .await;
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
         until_watched(&stack, "down", "sk-down").await;
         if let Some(mut c) = stack.collector.take() {
