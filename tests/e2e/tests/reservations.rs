@@ -242,10 +242,14 @@ async fn an_expired_reservation_is_released() {
     assert_eq!(chat(&stack, "exp", "sk-exp", "exp-after", None).await, 200);
 }
 
+/// The collector's per-tenant reservation lock (db/reservations.rs): held
+/// here, it keeps a reservation call waiting inside the collector.
+const RESERVATION_LOCK_NS: i32 = 0x7265_7376;
+
 #[tokio::test]
-async fn with_the_collector_down_deny_fail_open_decides_the_reservation_path() {
+async fn a_collector_killed_mid_reservation_leaves_the_decision_to_deny_fail_open() {
     for fail_open in [true, false] {
-        let name = format!("reservations-down-{fail_open}");
+        let name = format!("reservations-killed-{fail_open}");
         let mut stack = Stack::start(&name, options(fail_open)).await.unwrap();
         let (status, body) = stack
             .admin_call(
@@ -257,16 +261,41 @@ async fn with_the_collector_down_deny_fail_open_decides_the_reservation_path() {
             .await;
         assert_eq!(status, 201, "{body}");
         until_watched(&stack, "down", "sk-down").await;
-        if let Some(mut c) = stack.collector.take() {
-            c.kill();
-        }
         let before = stat(&stack, "reservations_unavailable").await;
-        let status = chat(&stack, "down", "sk-down", "down-1", Some(300)).await;
+        // Hold the tenant's lock so the next reservation waits in the
+        // collector, then kill the collector while it waits.
+        let mut lock = stack.db.acquire().await.unwrap();
+        sqlx::query("SELECT pg_advisory_lock($1, hashtext('down'))")
+            .bind(RESERVATION_LOCK_NS)
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let mut collector = stack.collector.take();
+        let request = chat(&stack, "down", "sk-down", "down-1", Some(300));
+        let kill = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Some(c) = collector.as_mut() {
+                c.kill();
+            }
+        };
+        let (status, ()) = tokio::join!(request, kill);
+        sqlx::query("SELECT pg_advisory_unlock_all()")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
         assert_eq!(
             status,
             if fail_open { 200 } else { 503 },
             "fail_open {fail_open}"
         );
         assert_eq!(stat(&stack, "reservations_unavailable").await, before + 1);
+        // The killed collector's transaction died with it: nothing held.
+        let held: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM budget_reservations WHERE request_id = 'down-1'",
+        )
+        .fetch_one(&stack.db)
+        .await
+        .unwrap();
+        assert_eq!(held, 0);
     }
 }
