@@ -23,6 +23,7 @@ pub const KNOWN_PROVIDERS: &[&str] = &[
     "mistral",
     "xai",
     "cohere",
+    "vertex_ai",
     "unknown",
 ];
 pub const KNOWN_FLAGS: &[&str] = &[

@@ -39,6 +39,9 @@ pub enum Provider {
     Xai,
     /// Cohere (v2 chat, or its OpenAI-compatible endpoint).
     Cohere,
+    /// Google Vertex AI serving a partner's model (Anthropic's Claude
+    /// behind `:rawPredict`): Google bills it, at its own prices.
+    VertexAi,
     #[default]
     Unknown,
 }
@@ -57,6 +60,7 @@ impl Provider {
             Provider::Mistral => "mistral",
             Provider::Xai => "xai",
             Provider::Cohere => "cohere",
+            Provider::VertexAi => "vertex_ai",
             Provider::Unknown => "unknown",
         }
     }

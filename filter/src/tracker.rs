@@ -544,8 +544,9 @@ impl ResponseTracker {
         if provider == Provider::Unknown {
             provider = shape.default_provider();
         }
-        // Bedrock responses do not name the model; its path does, exactly.
-        let path_model = if provider == Provider::Bedrock {
+        // Bedrock responses do not name the model, and Vertex AI bills the
+        // partner model its path names: the path is exact for both.
+        let path_model = if matches!(provider, Provider::Bedrock | Provider::VertexAi) {
             model_from_path(&self.info.path)
         } else {
             None

@@ -7,7 +7,7 @@
 //!
 //! 0. **The provider's own price** for providers that host others' models
 //!    at their own prices (`azure`, `bedrock`, `deepseek`, `groq`,
-//!    `mistral`, `xai`): `provider/model` and its snapshot-stripped forms
+//!    `mistral`, `xai`, `vertex_ai`): `provider/model` and its snapshot-stripped forms
 //!    (`azure/gpt-4o-mini-2024-07-18`, `azure/gpt-4o-mini`), as LiteLLM
 //!    keys them, before any name below.
 //! 1. **Exact** id as given (trimmed), then its ASCII-lowercase form if that differs.
@@ -144,7 +144,15 @@ pub fn candidate_names(provider: &str, model: &str) -> Vec<String> {
 /// prefix price lists (LiteLLM's) give those prices.
 fn own_price_prefix(provider: &str) -> Option<String> {
     let p = provider.trim().to_ascii_lowercase();
-    const OWN: &[&str] = &["azure", "bedrock", "deepseek", "groq", "mistral", "xai"];
+    const OWN: &[&str] = &[
+        "azure",
+        "bedrock",
+        "deepseek",
+        "groq",
+        "mistral",
+        "xai",
+        "vertex_ai",
+    ];
     OWN.contains(&p.as_str()).then(|| format!("{p}/"))
 }
 

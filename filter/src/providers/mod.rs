@@ -135,6 +135,9 @@ pub fn detect_provider(path: &str, host: Option<&str>) -> Provider {
         return Provider::Azure;
     }
     let shape = detect_shape(path);
+    if shape == ApiShape::Anthropic && p.contains("/publishers/anthropic/") {
+        return Provider::VertexAi;
+    }
     if matches!(shape, ApiShape::OpenaiChat | ApiShape::OpenaiResponses) {
         if let Some(vendor) = compatible_vendor(&host) {
             return vendor;
@@ -906,6 +909,13 @@ mod tests {
         assert_eq!(
             detect_provider("/x", Some("bedrock-runtime.us-east-1.amazonaws.com")),
             Provider::Bedrock
+        );
+        assert_eq!(
+            detect_provider(
+                "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict",
+                Some("us-east5-aiplatform.googleapis.com")
+            ),
+            Provider::VertexAi
         );
     }
 

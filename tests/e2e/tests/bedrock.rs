@@ -198,11 +198,11 @@ async fn hostile_event_streams_reach_the_client_unchanged_and_write_flagged_rows
 }
 
 /// Prices in LiteLLM's file format (`tests/e2e/fixtures/litellm_gateway_prices.json`,
-/// an excerpt with Bedrock's US-profile and Azure's own prices, which
-/// differ from the vendors'), imported with `collector prices import`:
-/// Bedrock and Azure traffic is charged those, to the token.
+/// an excerpt with Bedrock's US-profile, Vertex AI's regional and Azure's
+/// own prices, which differ from the vendors'), imported with `collector
+/// prices import`: that traffic is charged those, to the token.
 #[tokio::test]
-async fn bedrock_and_azure_are_charged_their_own_prices_from_an_imported_litellm_catalog() {
+async fn bedrock_azure_and_vertex_are_charged_their_own_prices_from_an_imported_litellm_catalog() {
     let stack = Stack::start("gateway-litellm", StackOptions::default())
         .await
         .unwrap();
@@ -250,7 +250,36 @@ async fn bedrock_and_azure_are_charged_their_own_prices_from_an_imported_litellm
         .await
         .unwrap();
     assert_eq!(azure.status(), 200);
-    let rows = stack.wait_rows("bedrock", 2, ROW_TIMEOUT).await.unwrap();
+    let vertex = stack
+        .http
+        .post(stack.envoy_url(
+            "/v1/projects/demo/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict",
+        ))
+        .bearer_auth("ya29.vertex-litellm-token")
+        .header("x-tenant-id", "bedrock")
+        .header("x-request-id", "litellm-vertex")
+        .json(&json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 1024, "stream": true,
+                      "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(vertex.status(), 200);
+    let _ = vertex.bytes().await.unwrap();
+    let rows = stack.wait_rows("bedrock", 3, ROW_TIMEOUT).await.unwrap();
+    let r = row(&rows, "litellm-vertex");
+    assert_eq!(r["provider"], "vertex_ai", "{r:#}");
+    assert_eq!(r["streamed"], true, "{r:#}");
+    assert!(
+        r["price_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("vertex_ai/claude-sonnet-4-5@20250929@")),
+        "{r:#}"
+    );
+    assert_eq!(r["model"], "claude-sonnet-4-5@20250929", "{r:#}");
+    // 50 uncached × $3.30 + 1000 cache reads × $0.33 + 200 cache writes
+    // × $4.125 + 120 output × $16.50, per million = $0.0033 (Anthropic's
+    // own prices would give $0.003).
+    assert_eq!(r["cost"], "0.0033", "{r:#}");
     let r = row(&rows, "litellm-bedrock");
     // 1000 × $3.30 + 200 × $0.33 cache read + 100 × $4.125 cache write
     // + 300 × $16.50 output, per million = $0.0087285.

@@ -834,10 +834,18 @@ async fn azure_openai_and_vertex_anthropic_are_billed_exactly() {
         cred,
     )
     .await;
-    expect_one_row(&stack, "vertex-json", "vertex-json-1", cred, &ANTHROPIC).await;
+    // Google bills Vertex AI's Claude: provider `vertex_ai`, the model as
+    // the path names it, priced like Anthropic's unless a Vertex price list
+    // says otherwise.
+    let vertex = Expect {
+        provider: "vertex_ai",
+        model: "claude-sonnet-4-5@20250929",
+        ..ANTHROPIC
+    };
+    expect_one_row(&stack, "vertex-json", "vertex-json-1", cred, &vertex).await;
     let streamed = Expect {
         streamed: true,
-        ..ANTHROPIC
+        ..vertex
     };
     expect_one_row(&stack, "vertex-stream", "vertex-stream-1", cred, &streamed).await;
 }

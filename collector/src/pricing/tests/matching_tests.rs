@@ -575,6 +575,16 @@ fn gateway_providers_try_their_own_prices_first() {
         names("DeepSeek", "deepseek/deepseek-chat"),
         v(&["deepseek/deepseek-chat", "deepseek-chat"])
     );
+    // Vertex AI's Claude: Google's price list first, then Anthropic's.
+    assert_eq!(
+        names("vertex_ai", "claude-sonnet-4-5@20250929"),
+        v(&[
+            "vertex_ai/claude-sonnet-4-5@20250929",
+            "vertex_ai/claude-sonnet-4-5",
+            "claude-sonnet-4-5@20250929",
+            "claude-sonnet-4-5",
+        ])
+    );
     // Vendors selling their own models keep the bare ids.
     assert_eq!(names("openai", "gpt-4o"), v(&["gpt-4o"]));
     assert_eq!(
