@@ -10,8 +10,10 @@
 //!       sequential SSE requests: time to the first body byte
 //!   benchtool query   --url U --token T --path P [--tenants a,b] [--runs 50] [--follow-cursor]
 //!       times a query API call; `{t}` in the path is replaced by each tenant in turn
-//!   benchtool overshoot --url U --tenant T --key K [--clients 32] [--model M] [--event-delay-ms 200] [--cap-seconds 60]
-//!       closed-loop streaming clients on one key until each is refused (429)
+//!   benchtool overshoot --url U[,U2...] --tenant T --key K [--clients 32] [--model M] [--event-delay-ms 200]
+//!                       [--cap-seconds 60] [--max-tokens N] [--prompt-bytes N]
+//!       closed-loop streaming clients on one key until each is refused (429);
+//!       clients are spread round-robin over the URLs (several Envoys)
 //!
 //! Every command ends with one `RESULT key=value ...` line for the script.
 
@@ -440,6 +442,9 @@ async fn rate(a: &Args) -> Res<()> {
 struct ClientLog {
     admitted: u64,
     errors: u64,
+    /// 503s: the gateway could not verify the budget (a reservation that
+    /// timed out or failed, with `deny_fail_open: false`); retried.
+    unavailable: u64,
     other: u64,
     /// Wall-clock ms: start of the last request that got a 200, and when
     /// the first 429 came back.
@@ -448,13 +453,52 @@ struct ClientLog {
     stream_ms: Vec<f64>,
 }
 
+/// The chat request of every overshoot client: a streaming request for
+/// `model`, with `"max_tokens": N` when given (a request that bounds its
+/// own output), and the user message padded with words until the body is
+/// at least `prompt_bytes` long (the filter bounds the input by the body's
+/// bytes, so a bounded request needs a body at least as long as the
+/// prompt tokens the upstream will bill).
+fn overshoot_body(model: &str, max_tokens: Option<u64>, prompt_bytes: usize) -> String {
+    let build = |content: &str| {
+        let mut body = serde_json::json!({
+            "model": model,
+            "stream": true,
+            "messages": [{"role": "user", "content": content}],
+        });
+        if let Some(n) = max_tokens {
+            body["max_tokens"] = n.into();
+        }
+        body.to_string()
+    };
+    let mut content = String::from("Explain usage-based billing.");
+    let short = build(&content).len();
+    if prompt_bytes > short {
+        // ASCII words: one byte each in the JSON, no escaping.
+        let words = " Each tenant pays for the tokens its requests consume.";
+        let need = prompt_bytes - short;
+        content.extend(words.chars().cycle().take(need));
+    }
+    build(&content)
+}
+
 /// `clients` closed loops of streaming chat requests on one tenant and key
 /// (the demo upstream paces the stream and names the model); each loop stops
 /// at its first 429, so the run ends when the key is refused everywhere.
 /// Starts are spread over one stream's length (`--stagger-ms`), so requests
-/// arrive at a steady rate instead of in waves of `clients`.
+/// arrive at a steady rate instead of in waves of `clients`. With several
+/// comma-separated `--url`s, client `c` uses URL `c mod n`.
 async fn overshoot(a: &Args) -> Res<()> {
-    let url = a.str("url")?;
+    let urls: Vec<String> = a
+        .str("url")?
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect();
+    if urls.is_empty() {
+        return Err("--url names no URL".into());
+    }
     let tenant = a.str("tenant")?;
     let key = a.str("key")?;
     let clients = a.num("clients", 32)?;
@@ -462,12 +506,21 @@ async fn overshoot(a: &Args) -> Res<()> {
     let delay = a.num("event-delay-ms", 200)?;
     let cap = Duration::from_secs(a.num("cap-seconds", 60)?);
     let stagger = a.num("stagger-ms", delay * 7)?;
-    let body = r#"{"model":"gpt-4o","stream":true,"messages":[{"role":"user","content":"Explain usage-based billing."}]}"#;
+    let max_tokens =
+        a.0.contains_key("max-tokens")
+            .then(|| a.num("max-tokens", 0))
+            .transpose()?;
+    let prompt_bytes = a.num("prompt-bytes", 0)? as usize;
+    // The body names the model the upstream bills, so the reservation's
+    // estimate is priced as the usage record will be.
+    let body = Arc::new(overshoot_body(&model, max_tokens, prompt_bytes));
+    let body_bytes = body.len();
     let started_ms = now_ms();
     let deadline = Instant::now() + cap;
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let (url, tenant, key, model) = (url.clone(), tenant.clone(), key.clone(), model.clone());
+        let url = urls[c as usize % urls.len()].clone();
+        let (tenant, key, model, body) = (tenant.clone(), key.clone(), model.clone(), body.clone());
         tasks.push(tokio::spawn(async move {
             // One connection per client, as an SDK would hold.
             let client = reqwest::Client::builder().pool_max_idle_per_host(1).build();
@@ -489,7 +542,7 @@ async fn overshoot(a: &Args) -> Res<()> {
                     .header("x-request-id", format!("{tenant}-{c:02}-{i:05}"))
                     .header("x-demo-model", &model)
                     .header("x-demo-event-delay-ms", delay.to_string())
-                    .body(body)
+                    .body(body.as_str().to_owned())
                     .send()
                     .await;
                 let status = match r {
@@ -510,6 +563,7 @@ async fn overshoot(a: &Args) -> Res<()> {
                         log.refused_at_ms = Some(now_ms());
                         break;
                     }
+                    503 => log.unavailable += 1,
                     0 => log.errors += 1,
                     _ => log.other += 1,
                 }
@@ -527,9 +581,12 @@ async fn overshoot(a: &Args) -> Res<()> {
     let refused: Vec<i64> = logs.iter().filter_map(|l| l.refused_at_ms).collect();
     let mut streams: Vec<f64> = logs.iter().flat_map(|l| l.stream_ms.clone()).collect();
     println!(
-        "RESULT clients={clients} admitted={} refused_clients={} errors={} other={} started_ms={started_ms} first_429_ms={} all_refused_ms={} last_admitted_start_ms={} stream_p50_ms={:.0} elapsed_s={:.1}",
+        "RESULT clients={clients} urls={} max_tokens={} body_bytes={body_bytes} admitted={} refused_clients={} unavailable={} errors={} other={} started_ms={started_ms} first_429_ms={} all_refused_ms={} last_admitted_start_ms={} stream_p50_ms={:.0} elapsed_s={:.1}",
+        urls.len(),
+        max_tokens.map_or_else(|| "none".to_string(), |n| n.to_string()),
         logs.iter().map(|l| l.admitted).sum::<u64>(),
         refused.len(),
+        logs.iter().map(|l| l.unavailable).sum::<u64>(),
         logs.iter().map(|l| l.errors).sum::<u64>(),
         logs.iter().map(|l| l.other).sum::<u64>(),
         refused.iter().min().copied().unwrap_or(0),
