@@ -21,6 +21,9 @@ pub struct Metrics {
     pub reservations_fits: AtomicU64,
     pub reservations_one_over: AtomicU64,
     pub reservations_not_governed: AtomicU64,
+    /// Requests the gateway admitted from memory and reported after the
+    /// fact, held as `noticed` reservations.
+    pub reservations_noticed: AtomicU64,
     pub reservations_refused: AtomicU64,
     pub reservations_released: AtomicU64,
     pub reservations_expired: AtomicU64,
@@ -103,12 +106,13 @@ impl Metrics {
         );
         let _ = writeln!(
             out,
-            "# HELP billing_reservations_admitted_total Budget reservations admitted, by admission rule (not_governed: no hard budget or prepaid account applies, nothing reserved).\n# TYPE billing_reservations_admitted_total counter"
+            "# HELP billing_reservations_admitted_total Budget reservations admitted, by admission rule (not_governed: no hard budget or prepaid account applies, nothing reserved; noticed: admitted by the gateway from memory and reported on its next tick).\n# TYPE billing_reservations_admitted_total counter"
         );
         for (rule, c) in [
             ("fits", &self.reservations_fits),
             ("one_over", &self.reservations_one_over),
             ("not_governed", &self.reservations_not_governed),
+            ("noticed", &self.reservations_noticed),
         ] {
             let _ = writeln!(
                 out,

@@ -14,6 +14,8 @@
 //! The arithmetic ([`decide`], [`watched`]) is pure; [`reserve`],
 //! [`deny_list`] and [`sweep`] run it against the database.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -33,9 +35,12 @@ pub const DEFAULT_TTL_SECS: u64 = 600;
 pub const MAX_TTL_SECS: u64 = 3600;
 /// Default of `BUDGET_WATCH_FRACTION`.
 pub const DEFAULT_WATCH_FRACTION: Decimal = Decimal::from_parts(5, 0, 0, false, 1);
-/// A scope whose remaining amount is at most what it spent in this window
-/// could run out before the gateway's next poll: it is watched.
-pub const RECENT_SECS: i64 = 60;
+/// The window of recent spend in the watch rule.
+pub const RECENT_SECS: i64 = 10;
+/// A scope whose remaining amount is at most this many windows of its
+/// recent spend plus what it has in flight (reserved, noticed) could run
+/// out before the gateways learn of it: it is watched.
+pub const RECENT_HORIZON_WINDOWS: i64 = 6;
 /// Expired reservations deleted per sweep statement.
 const SWEEP_BATCH: i64 = 10_000;
 
@@ -97,6 +102,10 @@ pub enum Rule {
     OneOver,
     /// No hard budget or prepaid account governs it: nothing reserved.
     NotGoverned,
+    /// Admitted by the gateway from memory (its scope was not watched yet)
+    /// and reported on the filter's next tick: held as a reservation of
+    /// its bound until its record lands, never refused.
+    Noticed,
 }
 
 impl Rule {
@@ -105,12 +114,14 @@ impl Rule {
             Rule::Fits => "fits",
             Rule::OneOver => "one_over",
             Rule::NotGoverned => "not_governed",
+            Rule::Noticed => "noticed",
         }
     }
 
     fn parse(s: &str) -> Self {
         match s {
             "one_over" => Rule::OneOver,
+            "noticed" => Rule::Noticed,
             _ => Rule::Fits,
         }
     }
@@ -162,8 +173,10 @@ pub fn decide(scopes: &[ScopeState], estimate: Option<Decimal>, bounded: bool) -
 }
 
 /// The watch rule for a scope that is not blocked: remaining = limit −
-/// spent − reserved is at most `limit × fraction`, or at most what the scope
-/// spent in the last [`RECENT_SECS`] (it could run out before the next poll).
+/// spent − reserved is at most `limit × fraction`, or at most
+/// [`RECENT_HORIZON_WINDOWS`] × (what it spent in the last [`RECENT_SECS`]
+/// + what it has in flight): at that pace it could run out within a
+///   minute, far longer than the gateways take to learn of the watch.
 pub fn watched(
     limit: Decimal,
     spent: Decimal,
@@ -172,7 +185,8 @@ pub fn watched(
     fraction: Decimal,
 ) -> bool {
     let remaining = limit - spent - reserved;
-    remaining <= limit * fraction || remaining <= recent
+    remaining <= limit * fraction
+        || remaining <= Decimal::from(RECENT_HORIZON_WINDOWS) * (recent + reserved)
 }
 
 /// What a scope is.
@@ -274,12 +288,16 @@ impl Scope {
     }
 }
 
-/// The deny list's `entries` (blocked scopes) and `watch` (scopes not
-/// blocked but near their limit, whose requests take the reservation path).
+/// The deny list's `entries` (blocked scopes), `watch` (scopes not
+/// blocked but near their limit, whose requests take the reservation path)
+/// and `governed` (the other scopes of hard budgets and prepaid accounts,
+/// whose requests the gateway admits from memory and reports on its next
+/// tick, see [`notice`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DenyList {
     pub entries: Vec<Value>,
     pub watch: Vec<Value>,
+    pub governed: Vec<Value>,
 }
 
 /// Computes the deny list at `now` in three queries whatever the traffic:
@@ -307,7 +325,10 @@ pub async fn deny_list(state: &AppState, now: DateTime<Utc>) -> Result<DenyList,
     let usage = db::scope_usage(&state.pool, &spend, now).await?;
     let (current, recent) = usage.split_at(scopes.len().min(usage.len()));
     let mut out = DenyList::default();
+    let mut watch = BTreeSet::new();
+    let mut governed = BTreeSet::new();
     for ((scope, u), r) in scopes.iter().zip(current).zip(recent) {
+        let id = (scope.tenant_id.as_str(), scope.api_key_id.as_deref());
         if scope.blocks(u) {
             out.entries.push(scope.entry(u.spent + u.reserved));
         } else if watched(
@@ -317,15 +338,22 @@ pub async fn deny_list(state: &AppState, now: DateTime<Utc>) -> Result<DenyList,
             r.spent,
             state.reservations.watch_fraction,
         ) {
-            let mut w = json!({"tenant_id": scope.tenant_id});
-            if let Some(key) = &scope.api_key_id {
-                w["api_key_id"] = json!(key);
-            }
-            if !out.watch.contains(&w) {
-                out.watch.push(w);
-            }
+            watch.insert(id);
+        } else {
+            governed.insert(id);
         }
     }
+    let listed = |(tenant, key): (&str, Option<&str>)| match key {
+        Some(key) => json!({"tenant_id": tenant, "api_key_id": key}),
+        None => json!({"tenant_id": tenant}),
+    };
+    // A scope both watched (one budget) and governed (another) is watched.
+    out.governed = governed
+        .difference(&watch)
+        .copied()
+        .map(listed)
+        .collect();
+    out.watch = watch.into_iter().map(listed).collect();
     Ok(out)
 }
 
@@ -368,6 +396,75 @@ fn admitted(r: &Reservation) -> Outcome {
     }
 }
 
+/// The price of a request's bound: its input bound, and its output limit
+/// or [`DEFAULT_OUTPUT_TOKENS`]; None when it cannot be priced.
+fn priced_bound(
+    state: &AppState,
+    req: &Request,
+    now: DateTime<Utc>,
+) -> Option<db::AppliedPrice> {
+    let usage = UsageCounts {
+        input_tokens: req.max_input_tokens,
+        output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
+        ..UsageCounts::default()
+    };
+    state.price_book().applied(
+        &req.tenant_id,
+        &req.provider,
+        req.model.as_deref(),
+        now,
+        &usage,
+        200,
+    )
+}
+
+/// A request admitted without a reservation, as the filter reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notice {
+    pub request: Request,
+    pub started_at: DateTime<Utc>,
+}
+
+/// Holds the bound of each noticed request as a `noticed` reservation
+/// until its record lands or it expires, so the deny and watch decisions
+/// count it while it is in flight. Nothing is decided: the requests are
+/// already on their way. Unpriceable ones are held at zero (unbounded, so
+/// they still stop a second unbounded request from going over). Returns
+/// how many were stored (not already reserved, record not landed).
+pub async fn notice(state: &AppState, notices: &[Notice]) -> Result<u64, sqlx::Error> {
+    let now = state.clock.now();
+    let rows: Vec<db::Noticed> = notices
+        .iter()
+        .map(|n| {
+            let req = &n.request;
+            let ttl = req
+                .ttl
+                .unwrap_or(state.reservations.default_ttl)
+                .min(Duration::seconds(MAX_TTL_SECS as i64));
+            let price = priced_bound(state, req, now);
+            db::Noticed {
+                reservation: Reservation {
+                    tenant_id: req.tenant_id.clone(),
+                    request_id: req.request_id.clone(),
+                    api_key_id: req.api_key_id.clone(),
+                    amount: price.as_ref().map_or(Decimal::ZERO, |p| p.total.normalize()),
+                    currency: price
+                        .as_ref()
+                        .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),
+                    bounded: req.max_output_tokens.is_some() && price.is_some(),
+                    rule: Rule::Noticed.as_str().to_string(),
+                    created_at: now,
+                    expires_at: now + ttl,
+                },
+                occurred_at: n.started_at,
+            }
+        })
+        .collect();
+    let stored = db::insert_noticed(&state.pool, &rows).await?;
+    Metrics::add(&state.metrics.reservations_noticed, stored);
+    Ok(stored)
+}
+
 /// Decides and, if admitted and governed, stores the reservation of
 /// `req`, in one transaction under the tenant's advisory lock. A repeated
 /// call for the same (tenant, request id) answers the stored reservation.
@@ -379,19 +476,7 @@ pub async fn reserve(state: &AppState, req: &Request) -> Result<Outcome, sqlx::E
         .unwrap_or(state.reservations.default_ttl)
         .min(Duration::seconds(MAX_TTL_SECS as i64));
     let expires_at = now + ttl;
-    let usage = UsageCounts {
-        input_tokens: req.max_input_tokens,
-        output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
-        ..UsageCounts::default()
-    };
-    let price = state.price_book().applied(
-        &req.tenant_id,
-        &req.provider,
-        req.model.as_deref(),
-        now,
-        &usage,
-        200,
-    );
+    let price = priced_bound(state, req, now);
     let estimate = price.as_ref().map(|p| p.total.normalize());
     let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     let m = &state.metrics;
@@ -582,6 +667,10 @@ mod tests {
         assert!(watched(d("1"), d("0.3"), d("0"), d("0.7"), half));
         // Fraction 0: only the rate rule.
         assert!(!watched(d("1"), d("0.9"), d("0"), d("0"), d("0")));
+        // In flight counts six-fold: 0.8 remaining <= 6 × 0.2 ...
+        assert!(watched(d("1"), d("0"), d("0.2"), d("0"), half));
+        // ... 0.9 > 6 × 0.1 (and > 0.5) is not watched.
+        assert!(!watched(d("1"), d("0"), d("0.1"), d("0"), half));
     }
 
     #[test]

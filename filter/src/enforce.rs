@@ -11,7 +11,11 @@
 //!
 //! The list also names the scopes near their limit (`watch`): requests of
 //! those take the reservation path ([`crate::reserve`]); every other
-//! request is decided here, from memory.
+//! request is decided here, from memory. Requests of the other scopes that
+//! a hard budget or prepaid balance governs (`governed`) are admitted from
+//! memory too, and reported to the collector on the next tick
+//! ([`crate::reserve::Notices`]), so it counts them while they are in
+//! flight.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -122,6 +126,9 @@ struct RawList {
     /// Scopes near their limit (absent from older collectors).
     #[serde(default)]
     watch: Vec<RawScope>,
+    /// Scopes of hard budgets and prepaid accounts not near their limit.
+    #[serde(default)]
+    governed: Vec<RawScope>,
 }
 
 #[derive(Deserialize)]
@@ -164,13 +171,52 @@ pub fn parse_entry(v: serde_json::Value) -> Option<DenyEntry> {
 }
 
 /// The current deny set: by tenant, and by tenant + hashed API key.
+/// Tenants (every key) and tenant + key pairs.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct ScopeSet {
+    tenants: HashSet<String>,
+    keys: HashSet<String>,
+}
+
+impl ScopeSet {
+    /// Adds a scope of the list; false when its ids are unusable.
+    fn insert(&mut self, w: RawScope) -> bool {
+        if w.tenant_id.is_empty()
+            || w.tenant_id.len() > MAX_FIELD_LEN
+            || w.api_key_id
+                .as_ref()
+                .is_some_and(|k| k.len() > MAX_FIELD_LEN)
+        {
+            return false;
+        }
+        match &w.api_key_id {
+            Some(key) => self.keys.insert(key_of(&w.tenant_id, key)),
+            None => self.tenants.insert(w.tenant_id),
+        };
+        true
+    }
+
+    fn contains(&self, tenant: &str, api_key: Option<&str>) -> bool {
+        if self.tenants.is_empty() && self.keys.is_empty() {
+            return false;
+        }
+        self.tenants.contains(tenant)
+            || api_key.is_some_and(|k| !self.keys.is_empty() && self.keys.contains(&key_of(tenant, k)))
+    }
+
+    fn len(&self) -> usize {
+        self.tenants.len() + self.keys.len()
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct DenySet {
     tenants: HashMap<String, DenyEntry>,
     keys: HashMap<String, DenyEntry>,
     /// Scopes near their limit: tenants (every key) and tenant + key pairs.
-    watched_tenants: HashSet<String>,
-    watched_keys: HashSet<String>,
+    watched: ScopeSet,
+    /// Scopes far from their limit whose admitted requests are reported.
+    governed: ScopeSet,
     /// Entries not kept: over the cap, malformed, or scoped to a model
     /// (the gateway decides before it knows the model).
     pub skipped: usize,
@@ -240,35 +286,36 @@ impl DenySet {
             }
         }
         for w in raw.watch.into_iter().take(MAX_DENY_ENTRIES) {
-            if w.tenant_id.is_empty()
-                || w.tenant_id.len() > MAX_FIELD_LEN
-                || w.api_key_id
-                    .as_ref()
-                    .is_some_and(|k| k.len() > MAX_FIELD_LEN)
-            {
+            if !set.watched.insert(w) {
                 set.skipped += 1;
-                continue;
             }
-            match &w.api_key_id {
-                Some(key) => set.watched_keys.insert(key_of(&w.tenant_id, key)),
-                None => set.watched_tenants.insert(w.tenant_id),
-            };
+        }
+        for g in raw.governed.into_iter().take(MAX_DENY_ENTRIES) {
+            if !set.governed.insert(g) {
+                set.skipped += 1;
+            }
         }
         Ok(set)
     }
 
+    /// Whether admitted requests of this tenant (or its key) are reported.
+    pub fn governed(&self, tenant: &str, api_key: Option<&str>) -> bool {
+        self.governed.contains(tenant, api_key)
+    }
+
+    /// Governed scopes far from their limit.
+    pub fn governed_len(&self) -> usize {
+        self.governed.len()
+    }
+
     /// Whether requests of this tenant (or its key) must reserve first.
     pub fn watched(&self, tenant: &str, api_key: Option<&str>) -> bool {
-        if self.watched_tenants.is_empty() && self.watched_keys.is_empty() {
-            return false;
-        }
-        self.watched_tenants.contains(tenant)
-            || api_key.is_some_and(|k| self.watched_keys.contains(&key_of(tenant, k)))
+        self.watched.contains(tenant, api_key)
     }
 
     /// Scopes near their limit.
     pub fn watched_len(&self) -> usize {
-        self.watched_tenants.len() + self.watched_keys.len()
+        self.watched.len()
     }
 
     pub fn len(&self) -> usize {
@@ -300,6 +347,8 @@ pub enum Decision<'a> {
     Allow,
     /// Near its limit: admit only against a reservation.
     Reserve,
+    /// Governed but far from its limit: admit, and report it.
+    Notice,
     Deny(&'a DenyEntry),
     /// The list is stale and the configuration fails closed.
     Unavailable,
@@ -382,6 +431,9 @@ impl DenyState {
         }
         if self.set.watched(tenant, api_key) {
             return (Decision::Reserve, stale);
+        }
+        if self.set.governed(tenant, api_key) {
+            return (Decision::Notice, stale);
         }
         (Decision::Allow, stale)
     }
@@ -475,6 +527,24 @@ mod tests {
         assert_eq!(decide("acme", Some("k1")), Decision::Reserve);
         assert_eq!(decide("acme", Some("k2")), Decision::Allow);
         assert!(matches!(decide("capped", None), Decision::Deny(_)));
+        // Governed scopes far from their limit are admitted and reported;
+        // watched and blocked ones take precedence.
+        let list = br#"{"entries": [{"tenant_id": "capped", "limit": "1", "spent": "1", "currency": "USD"}],
+            "watch": [{"tenant_id": "acme", "api_key_id": "k1"}],
+            "governed": [{"tenant_id": "acme"}, {"tenant_id": "capped"},
+                         {"tenant_id": "other", "api_key_id": "k9"}, {"tenant_id": ""}]}"#;
+        let set = DenySet::parse(list).unwrap();
+        assert_eq!((set.governed_len(), set.skipped), (3, 1));
+        let mut state = DenyState::default();
+        state.update(set, NOW);
+        let decide = |t, k| state.decide(t, k, NOW, 30_000, true).0;
+        assert_eq!(decide("acme", Some("k1")), Decision::Reserve);
+        assert_eq!(decide("acme", Some("k2")), Decision::Notice);
+        assert_eq!(decide("acme", None), Decision::Notice);
+        assert!(matches!(decide("capped", None), Decision::Deny(_)));
+        assert_eq!(decide("other", Some("k9")), Decision::Notice);
+        assert_eq!(decide("other", Some("k8")), Decision::Allow);
+        assert_eq!(decide("other", None), Decision::Allow);
         // A list without `watch` (an older collector) reserves nothing.
         assert_eq!(DenySet::parse(LIST.as_bytes()).unwrap().watched_len(), 0);
         // A refused reservation's entry reads like a list entry.

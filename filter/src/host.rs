@@ -15,7 +15,7 @@ use crate::queue::{DeliveryQueue, Outcome};
 use crate::request::{
     header_value, pick_request_headers, prepare_request_body, stream_usage_injectable, HeaderNames,
 };
-use crate::reserve::{self, Answer, ReservationRequest};
+use crate::reserve::{self, Answer, Notices, ReservationRequest};
 use crate::tracker::{Limits, RequestInfo, ResponseTracker};
 
 proxy_wasm::main! {{
@@ -45,6 +45,12 @@ struct Stats {
     reserve_refused: Option<u32>,
     /// Reservation calls without a usable answer (`deny_fail_open` decided).
     reserve_unavailable: Option<u32>,
+    /// Requests of governed scopes admitted from memory and reported to
+    /// the collector on the next tick; reported but not acknowledged; not
+    /// reported (buffer full, or finished first and told by their record).
+    notices_sent: Option<u32>,
+    notices_failed: Option<u32>,
+    notices_dropped: Option<u32>,
 }
 
 impl Stats {
@@ -79,6 +85,9 @@ impl Stats {
             reserve_admitted: counter("reservations_admitted"),
             reserve_refused: counter("requests_refused_by_reservation"),
             reserve_unavailable: counter("reservations_unavailable"),
+            notices_sent: counter("reservation_notices_sent"),
+            notices_failed: counter("reservation_notices_failed"),
+            notices_dropped: counter("reservation_notices_dropped"),
         }
     }
 
@@ -145,6 +154,8 @@ struct Shared {
     deny: DenyState,
     /// Which published deny list `deny` holds.
     deny_seen: Follower,
+    /// Admitted requests of governed scopes to report on the next tick.
+    notices: Notices,
 }
 
 thread_local! {
@@ -190,6 +201,7 @@ fn shared_queue(config: &FilterConfig) -> Rc<RefCell<Shared>> {
             roots: 0,
             deny: DenyState::default(),
             deny_seen: Follower::default(),
+            notices: Notices::default(),
         }));
         queues.push((key, shared.clone()));
         shared
@@ -216,6 +228,8 @@ struct BillingRoot {
     deny_keys: Option<Keys>,
     /// Held the poller lease on the last tick (to log hand-overs).
     deny_polling: bool,
+    /// The notices callout in flight (token, sent at, notices).
+    notice_call: Option<(u32, u64, usize)>,
 }
 
 fn now_ms() -> u64 {
@@ -267,6 +281,46 @@ impl BillingRoot {
 }
 
 impl BillingRoot {
+    /// Reports the requests of governed scopes admitted since the last
+    /// tick, one callout at a time; a lost call is not retried (the
+    /// records still tell the collector, only later).
+    fn send_notices(&mut self, now: u64) {
+        let (Some(config), Some(shared)) = (self.config.clone(), self.shared.clone()) else {
+            return;
+        };
+        let mut shared = shared.borrow_mut();
+        Stats::add(shared.stats.notices_dropped, shared.notices.take_dropped());
+        if let Some((_, sent, n)) = self.notice_call {
+            if now.saturating_sub(sent) <= config.callout_timeout_ms.saturating_mul(2) {
+                return;
+            }
+            self.notice_call = None;
+            Stats::add(shared.stats.notices_failed, n as u64);
+        }
+        let Some((body, n)) = shared.notices.take_body() else {
+            return;
+        };
+        let auth = format!("Bearer {}", config.ingest_token);
+        let path = format!("{}/notices", config.reserve_path);
+        let headers = vec![
+            (":method", "POST"),
+            (":path", path.as_str()),
+            (":authority", config.collector_authority.as_str()),
+            ("content-type", "application/json"),
+            ("authorization", auth.as_str()),
+        ];
+        match self.dispatch_http_call(
+            &config.collector_cluster,
+            headers,
+            Some(&body),
+            vec![],
+            Duration::from_millis(config.callout_timeout_ms),
+        ) {
+            Ok(token) => self.notice_call = Some((token, now, n)),
+            Err(_) => Stats::add(shared.stats.notices_failed, n as u64),
+        }
+    }
+
     /// True when a job of period `interval` last run at `last` is due on
     /// this tick (half a tick of slack absorbs timer jitter).
     fn due(&self, now: u64, last: u64, interval: u64) -> bool {
@@ -498,6 +552,17 @@ impl Context for BillingRoot {
             self.on_deny_response(body_size);
             return;
         }
+        if let Some((_, _, n)) = self.notice_call.filter(|(t, _, _)| *t == token) {
+            self.notice_call = None;
+            let ok = self
+                .get_http_call_response_header(":status")
+                .is_some_and(|s| s.starts_with('2'));
+            if let Some(shared) = &self.shared {
+                let stats = shared.borrow().stats;
+                Stats::add(if ok { stats.notices_sent } else { stats.notices_failed }, n as u64);
+            }
+            return;
+        }
         let status = self
             .get_http_call_response_header(":status")
             .and_then(|s| s.parse::<u16>().ok());
@@ -639,6 +704,9 @@ impl RootContext for BillingRoot {
             self.last_flush_tick_ms = now;
             self.flush();
         }
+        if !self.released {
+            self.send_notices(now);
+        }
         self.refresh_deny(now);
     }
 
@@ -656,6 +724,7 @@ impl RootContext for BillingRoot {
             buffer_request_body: false,
             response_complete: false,
             reserve: ReservePhase::No,
+            notice: NoticePhase::No,
         }))
     }
 }
@@ -667,6 +736,18 @@ struct BillingHttp {
     buffer_request_body: bool,
     response_complete: bool,
     reserve: ReservePhase,
+    notice: NoticePhase,
+}
+
+/// Where a request of a governed scope far from its limit is in being
+/// reported to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoticePhase {
+    No,
+    /// Reported once the body (the bound's input) is read.
+    AwaitBody,
+    /// Waiting in the worker's notices for the next tick.
+    Queued,
 }
 
 /// Where a request of a watched scope is on the reservation path.
@@ -684,6 +765,8 @@ enum ReservePhase {
 enum Admission {
     Allow,
     Reserve,
+    /// Allowed; reported on the next tick.
+    Notice,
     /// Answered locally (429 or 503).
     Answered,
 }
@@ -721,6 +804,7 @@ impl BillingHttp {
             match decision {
                 Decision::Allow => return Admission::Allow,
                 Decision::Reserve => return Admission::Reserve,
+                Decision::Notice => return Admission::Notice,
                 Decision::Deny(entry) => Some((
                     429,
                     enforce::retry_after_secs(entry, now),
@@ -774,21 +858,9 @@ impl BillingHttp {
     /// the request must wait for the answer. A call that cannot be sent is
     /// decided by `deny_fail_open` at once.
     fn request_reservation(&mut self, body: Option<&[u8]>) -> bool {
-        let Some(tracker) = &self.tracker else {
+        let Some(payload) = self.with_bound(body, |r| r.body()) else {
             return false;
         };
-        let info = tracker.request();
-        let model = tracker.requested_model();
-        let payload = ReservationRequest {
-            request_id: &info.request_id,
-            tenant_id: &info.tenant_id,
-            api_key_id: info.api_key_id.as_deref(),
-            provider: tracker.provider().as_str(),
-            model: model.as_deref(),
-            estimate: reserve::estimate(body),
-            ttl_ms: self.config.reservation_ttl_ms,
-        }
-        .body();
         let auth = format!("Bearer {}", self.config.ingest_token);
         let headers = vec![
             (":method", "POST"),
@@ -813,6 +885,39 @@ impl BillingHttp {
                 !self.on_reservation(Answer::Unusable)
             }
         }
+    }
+
+    /// `f` of this request's cost bound as the collector is told it.
+    fn with_bound<T>(
+        &self,
+        body: Option<&[u8]>,
+        f: impl FnOnce(&ReservationRequest) -> T,
+    ) -> Option<T> {
+        let tracker = self.tracker.as_ref()?;
+        let info = tracker.request();
+        let model = tracker.requested_model();
+        Some(f(&ReservationRequest {
+            request_id: &info.request_id,
+            tenant_id: &info.tenant_id,
+            api_key_id: info.api_key_id.as_deref(),
+            provider: tracker.provider().as_str(),
+            model: model.as_deref(),
+            estimate: reserve::estimate(body),
+            ttl_ms: self.config.reservation_ttl_ms,
+        }))
+    }
+
+    /// Queues this request's notice for the root context's next tick (no
+    /// host call).
+    fn queue_notice(&mut self, body: Option<&[u8]>) {
+        let Some((request_id, notice)) = self.with_bound(body, |r| {
+            let started = self.tracker.as_ref().map_or(0, |t| t.request().started_at_ms);
+            (r.request_id.to_string(), r.notice(started))
+        }) else {
+            return;
+        };
+        self.shared.borrow_mut().notices.push(&request_id, notice);
+        self.notice = NoticePhase::Queued;
     }
 
     /// Acts on a reservation answer; true when the request goes on.
@@ -946,6 +1051,13 @@ impl HttpContext for BillingHttp {
                 return Action::Pause;
             }
         }
+        if admission == Admission::Notice {
+            if read_body {
+                self.notice = NoticePhase::AwaitBody;
+            } else {
+                self.queue_notice(None);
+            }
+        }
         if read_body {
             self.buffer_request_body = true;
             // A body that may be rewritten grows; Envoy recomputes framing.
@@ -967,6 +1079,9 @@ impl HttpContext for BillingHttp {
         }
         self.buffer_request_body = false;
         let Some(body) = self.get_http_request_body(0, body_size) else {
+            if self.notice == NoticePhase::AwaitBody {
+                self.queue_notice(None);
+            }
             if self.reserve == ReservePhase::AwaitBody && self.request_reservation(None) {
                 return Action::Pause;
             }
@@ -983,6 +1098,9 @@ impl HttpContext for BillingHttp {
         }
         if let Some(tracker) = self.tracker.as_mut() {
             tracker.set_request_details(info.model, info.stream);
+        }
+        if self.notice == NoticePhase::AwaitBody {
+            self.queue_notice(Some(info.rewritten.as_deref().unwrap_or(&body)));
         }
         if self.reserve == ReservePhase::AwaitBody {
             let body = info.rewritten.as_deref().unwrap_or(&body);
@@ -1038,6 +1156,13 @@ impl HttpContext for BillingHttp {
         let Some(tracker) = self.tracker.take() else {
             return;
         };
+        if self.notice == NoticePhase::Queued {
+            // Not reported yet: its record will tell the collector instead.
+            self.shared
+                .borrow_mut()
+                .notices
+                .forget(&tracker.request().request_id);
+        }
         let record = tracker.finish(self.response_complete, now_ms());
         let incomplete = record.flags.contains(&crate::record::Flag::Incomplete);
         let parse_failure = record.flags.iter().any(|f| {

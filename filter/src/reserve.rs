@@ -18,6 +18,8 @@
 //!   unbounded, and the collector applies its "at most one unbounded
 //!   request over the limit" rule.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -103,9 +105,8 @@ pub struct ReservationRequest<'a> {
 }
 
 impl ReservationRequest<'_> {
-    /// The `POST /v1/reservations` body.
-    pub fn body(&self) -> Vec<u8> {
-        let body = json!({
+    fn value(&self) -> Value {
+        json!({
             "request_id": self.request_id,
             "tenant_id": self.tenant_id,
             "api_key_id": self.api_key_id,
@@ -114,8 +115,81 @@ impl ReservationRequest<'_> {
             "max_input_tokens": self.estimate.max_input_tokens,
             "max_output_tokens": self.estimate.max_output_tokens,
             "ttl_ms": self.ttl_ms,
-        });
-        serde_json::to_vec(&body).unwrap_or_default()
+        })
+    }
+
+    /// The `POST /v1/reservations` body.
+    pub fn body(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.value()).unwrap_or_default()
+    }
+
+    /// The request as one notice of `POST /v1/reservations/notices`.
+    pub fn notice(&self, started_at_ms: u64) -> Vec<u8> {
+        let mut v = self.value();
+        v["started_at_ms"] = json!(started_at_ms);
+        serde_json::to_vec(&v).unwrap_or_default()
+    }
+}
+
+/// Most notices a worker holds between two ticks; more are dropped and
+/// counted (the collector then learns of those requests from their records
+/// only, as it would without notices).
+pub const MAX_PENDING_NOTICES: usize = 4096;
+
+/// Requests of governed scopes admitted from memory, waiting for the root
+/// context's next tick to be reported (`POST /v1/reservations/notices`).
+/// A request that finishes first is forgotten: its record tells instead.
+#[derive(Debug, Default)]
+pub struct Notices {
+    pending: HashMap<String, Vec<u8>>,
+    dropped: u64,
+}
+
+impl Notices {
+    /// Holds the notice of `request_id`; false when full (dropped).
+    pub fn push(&mut self, request_id: &str, notice: Vec<u8>) -> bool {
+        if self.pending.len() >= MAX_PENDING_NOTICES && !self.pending.contains_key(request_id) {
+            self.dropped += 1;
+            return false;
+        }
+        self.pending.insert(request_id.to_string(), notice);
+        true
+    }
+
+    /// The request finished before its notice went out.
+    pub fn forget(&mut self, request_id: &str) {
+        self.pending.remove(request_id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Notices dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+
+    /// Takes every pending notice as one call body and its count.
+    pub fn take_body(&mut self) -> Option<(Vec<u8>, usize)> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let n = self.pending.len();
+        let mut body = Vec::with_capacity(16 + self.pending.values().map(|v| v.len() + 1).sum::<usize>());
+        body.extend_from_slice(b"{\"notices\":[");
+        for (i, (_, notice)) in self.pending.drain().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(&notice);
+        }
+        body.extend_from_slice(b"]}");
+        Some((body, n))
     }
 }
 
@@ -242,5 +316,52 @@ mod tests {
         ] {
             assert_eq!(parse_answer(status, body), Answer::Unusable, "{status:?}");
         }
+    }
+
+    #[test]
+    fn notices_wait_for_the_tick_and_finished_requests_are_forgotten() {
+        let request = |id: &'static str| ReservationRequest {
+            request_id: id,
+            tenant_id: "t",
+            api_key_id: Some("k"),
+            provider: "openai",
+            model: Some("gpt-4o"),
+            estimate: Estimate {
+                max_input_tokens: 100,
+                max_output_tokens: Some(50),
+            },
+            ttl_ms: 600_000,
+        };
+        let mut notices = Notices::default();
+        assert_eq!(notices.take_body(), None);
+        assert!(notices.push("r1", request("r1").notice(1_000)));
+        assert!(notices.push("r2", request("r2").notice(2_000)));
+        assert!(notices.push("r3", request("r3").notice(3_000)));
+        notices.forget("r2");
+        let (body, n) = notices.take_body().unwrap();
+        assert_eq!(n, 2);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        let mut ids: Vec<(String, u64)> = v["notices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                assert_eq!(n["max_output_tokens"], 50);
+                assert_eq!(n["api_key_id"], "k");
+                (n["request_id"].as_str().unwrap().to_string(), n["started_at_ms"].as_u64().unwrap())
+            })
+            .collect();
+        ids.sort();
+        assert_eq!(ids, [("r1".to_string(), 1_000), ("r3".to_string(), 3_000)]);
+        assert!(notices.is_empty() && notices.take_body().is_none());
+
+        // Bounded: the overflow is dropped and counted, a repeat replaces.
+        for i in 0..MAX_PENDING_NOTICES {
+            assert!(notices.push(&i.to_string(), b"{}".to_vec()));
+        }
+        assert!(!notices.push("one more", b"{}".to_vec()));
+        assert!(notices.push("0", b"{}".to_vec()));
+        assert_eq!((notices.len(), notices.take_dropped()), (MAX_PENDING_NOTICES, 1));
+        assert_eq!(notices.take_dropped(), 0);
     }
 }

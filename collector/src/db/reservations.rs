@@ -106,6 +106,71 @@ pub async fn insert_reservation(
     .map(|_| ())
 }
 
+/// A request admitted without a reservation, reported after the fact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Noticed {
+    pub reservation: Reservation,
+    /// The request's start: its ledger row's `occurred_at`.
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// Stores noticed requests as reservations (rule `noticed`) in one
+/// statement, skipping those already reserved and those whose record has
+/// already landed (looked up by the ledger key). Returns how many were
+/// stored.
+pub async fn insert_noticed(
+    db: impl sqlx::PgExecutor<'_>,
+    noticed: &[Noticed],
+) -> Result<u64, sqlx::Error> {
+    if noticed.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&Reservation) -> String| -> Vec<String> {
+        noticed.iter().map(|n| f(&n.reservation)).collect()
+    };
+    let tenant = col(|r| r.tenant_id.clone());
+    let request = col(|r| r.request_id.clone());
+    let currency = col(|r| r.currency.clone());
+    let rule = col(|r| r.rule.clone());
+    let key: Vec<Option<&str>> = noticed
+        .iter()
+        .map(|n| n.reservation.api_key_id.as_deref())
+        .collect();
+    let amount: Vec<Decimal> = noticed.iter().map(|n| n.reservation.amount).collect();
+    let bounded: Vec<bool> = noticed.iter().map(|n| n.reservation.bounded).collect();
+    let created: Vec<DateTime<Utc>> = noticed.iter().map(|n| n.reservation.created_at).collect();
+    let expires: Vec<DateTime<Utc>> = noticed.iter().map(|n| n.reservation.expires_at).collect();
+    let occurred: Vec<DateTime<Utc>> = noticed.iter().map(|n| n.occurred_at).collect();
+    let done = sqlx::query(&format!(
+        "INSERT INTO budget_reservations ({RESERVATION_COLUMNS})
+         SELECT n.tenant_id, n.request_id, n.api_key_id, n.amount, n.currency, n.bounded,
+                n.rule, n.created_at, n.expires_at
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[],
+                     $6::bool[], $7::text[], $8::timestamptz[], $9::timestamptz[],
+                     $10::timestamptz[])
+              AS n(tenant_id, request_id, api_key_id, amount, currency, bounded, rule,
+                   created_at, expires_at, occurred_at)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM transactions t
+             WHERE t.tenant_id = n.tenant_id AND t.occurred_at = n.occurred_at
+               AND t.request_id = n.request_id)
+         ON CONFLICT (tenant_id, request_id) DO NOTHING"
+    ))
+    .bind(&tenant)
+    .bind(&request)
+    .bind(&key)
+    .bind(&amount)
+    .bind(&currency)
+    .bind(&bounded)
+    .bind(&rule)
+    .bind(&created)
+    .bind(&expires)
+    .bind(&occurred)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// The hard budgets without a model that govern requests of `tenant_id`
 /// with key `api_key_id`: the tenant-wide ones and the one of that key.
 pub async fn governing_budgets(

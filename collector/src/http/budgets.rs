@@ -482,8 +482,10 @@ async fn balance(
 /// The filter's deny list. One worker per Envoy polls it (default every
 /// second) and shares it with the others, so it costs three queries per poll
 /// whatever the traffic (see `reservations::deny_list`): `entries`, the
-/// scopes to block, and `watch`, those near their limit whose requests
-/// reserve first (`POST /v1/reservations`).
+/// scopes to block, `watch`, those near their limit whose requests
+/// reserve first (`POST /v1/reservations`), and `governed`, the other
+/// scopes of hard budgets and prepaid accounts, whose admitted requests the
+/// filter reports on its next tick (`POST /v1/reservations/notices`).
 async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<Json<Value>> {
     let now = state.clock.now();
     let list = crate::reservations::deny_list(&state, now).await?;
@@ -492,6 +494,7 @@ async fn deny_list(State(state): State<AppState>, _ingest: Ingest) -> ApiResult<
         "generated_at_ms": now.timestamp_millis(),
         "entries": list.entries,
         "watch": list.watch,
+        "governed": list.governed,
     })))
 }
 
