@@ -90,7 +90,10 @@ if "overhead" in by:
         f"per variant and load; medians shown. `billing` ships records to a stub collector "
         f"(a `direct_response` 200 on the upstream Envoy, isolating filter cost); `billing_down` "
         f"points the collector cluster at a closed port (records retried with backoff, then "
-        f"dropped beyond the 10,000-record buffer). CPU µs/req is the front Envoy's user+system "
+        f"dropped beyond the 10,000-record buffer); `billing_governed` is `billing` with "
+        f"`enforce_budgets` on and the stub's deny list naming the bench tenant as governed by a hard budget "
+        f"far from its limit (each request is looked up in memory and reported on the next tick: the "
+        f"request path of a key far from its limit). CPU µs/req is the front Envoy's user+system "
         f"time divided by requests served.\n"
     )
     for w in ("json", "sse"):
@@ -101,7 +104,7 @@ if "overhead" in by:
             md.append(f"**{w.upper()} response, {c} connection{'s' if c > 1 else ''}**\n")
             md.append("| variant | requests/s | × no-op | × plain | p50 µs | p99 µs | Δp50 vs no-op | Δp99 vs no-op | CPU µs/req | rps spread | errors |")
             md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for v in ("plain", "noop", "billing", "billing_down"):
+            for v in ("plain", "noop", "billing", "billing_down", "billing_governed"):
                 m = med.get((v, w, c))
                 if not m:
                     continue
@@ -120,6 +123,24 @@ if "overhead" in by:
             dp99 = med[(v, w, 1)]["p99"] - med[("noop", w, 1)]["p99"]
             verdict(f"Filter overhead ({label})", f"{w.upper()} added p50 at 1 conn: {dp50:+.0f} µs", "≤ 15 µs", dp50 <= 15)
             verdict(f"Filter overhead ({label})", f"{w.upper()} added p99 at 1 conn: {dp99:+.0f} µs", "≤ 100 µs", dp99 <= 100)
+    # A key far from its hard budget against the same filter without budgets,
+    # round by round: is the difference within the rounds' own spread?
+    if any(k[0] == "billing_governed" for k in agg):
+        md.append("A key far from its hard budget (`billing_governed`) against `billing` (budgets off), same rounds:\n")
+        md.append("| workload | conns | Δp50 µs (median) | billing p50 spread over rounds µs | Δ requests/s |")
+        md.append("|---|---:|---:|---:|---:|")
+        for w in ("json", "sse"):
+            for c in (1, 16):
+                g, b = med.get(("billing_governed", w, c)), med.get(("billing", w, c))
+                if not g or not b:
+                    continue
+                spread = max(x["p50_us"] for x in agg[("billing", w, c)]) - min(x["p50_us"] for x in agg[("billing", w, c)])
+                dp50 = g["p50"] - b["p50"]
+                md.append(f"| {w.upper()} | {c} | {dp50:+.0f} | {spread:.0f} | {(g['rps'] / b['rps'] - 1) * 100:+.1f}% |")
+                if c == 1:
+                    verdict("Far-key budget path", f"{w.upper()} Δp50 at 1 conn vs billing: {dp50:+.0f} µs (spread {spread:.0f} µs)",
+                            "within noise (≤ spread or ≤ 15 µs)", dp50 <= max(spread, 15))
+        md.append("")
     # Marginal CPU per MB of body: the SSE-minus-JSON difference of the filter's
     # extra CPU per request cancels the fixed per-request cost.
     extra = {w: med[("billing", w, 16)]["cpu_us"] - med[("noop", w, 16)]["cpu_us"] for w in ("json", "sse")}
@@ -139,7 +160,7 @@ if "overhead" in by:
         md.append("|---|---:|---:|---:|")
         noop_t = statistics.median(t["noop"])
         noise = max(max(v) - min(v) for v in t.values())
-        for v in ("plain", "noop", "billing", "billing_down"):
+        for v in ("plain", "noop", "billing", "billing_down", "billing_governed"):
             if v in t:
                 md.append(f"| {v} | {statistics.median(t[v]):.0f} | {max(t[v]) - min(t[v]):.0f} | {statistics.median(t[v]) - noop_t:+.0f} |")
         md.append("")
@@ -277,8 +298,9 @@ if "overshoot" in by:
         f"`reservation_ttl_ms` and `deny_fail_open` at their defaults: 2000, 600000, true), release "
         f"collector(s), PostgreSQL. The collectors' `BUDGET_WATCH_FRACTION` (column *watch*) decides when the key "
         f"joins the deny list's watch list, and its requests start reserving their cost bound: at 0.5 (the "
-        f"default) once half the budget is spent (or less remains than it spent in the last minute), before "
-        f"that the deny list alone decides; at 1 from the first request. The demo upstream "
+        f"default) once half the budget is spent or reserved (or less remains than 6 × what it spent in the "
+        f"last 10 s plus what it has in flight); before that the filters admit from memory and report each "
+        f"admitted request on their next tick; at 1 from the first request. The demo upstream "
         f"streams each OpenAI chat completion over ~1.4 s (8 SSE events 200 ms apart, usage in the last), "
         f"as `gpt-4o-2024-05-13` with 1,200 prompt and 300 completion tokens: ${first['cost_max']:.4f} a "
         f"request at catalog prices; the request body names that model. Each client stops at its first "
@@ -318,7 +340,7 @@ if "overshoot" in by:
         mech.append(
             f"| {variant} | {wf} | {int(d['refresh_ms'])} | "
             + (f"{Decimal(str(d.get('spent_when_watched', 0))):.4f} | " if watched else "never | ")
-            + f"{unreserved} | {int(d.get('reserved', 0))} | {int(d.get('rule_fits', 0))} / {int(d.get('rule_one_over', 0))} | "
+            + f"{unreserved} | {int(d.get('rule_noticed', 0))} | {int(d.get('reserved', 0))} | {int(d.get('rule_fits', 0))} / {int(d.get('rule_one_over', 0))} | "
             f"{int(d.get('res_refused', 0))} | {int(d.get('reserve_unavailable', 0))} | "
             f"{int(d['admitted_after']) if d['crossed_ms'] else '—'} | "
             f"{f'{to_429:,.0f} ms' if to_429 is not None else '—'} | {int(d.get('collector_requests', 0))} |"
@@ -346,16 +368,17 @@ if "overshoot" in by:
         "until its record lands.\n"
     )
     md.append("How the key got there (ledger, the Envoys' `llm_billing` counters, the collectors' `/metrics`):\n")
-    md.append("| variant | watch | deny_refresh_ms | spent when watched USD | admitted without a reservation | admitted with a reservation | by rule fits / one_over | reservations refused | reservation timeouts | admitted after the crossing | first 429 − crossing | collector requests |")
-    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    md.append("| variant | watch | deny_refresh_ms | spent when watched USD | admitted without a reservation | of those, noticed in flight | admitted with a reservation | by rule fits / one_over | reservations refused | reservation timeouts | admitted after the crossing | first 429 − crossing | collector requests |")
+    md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     md.extend(mech)
     md.append("")
     md.append(
         "\"Spent when watched\" is the key's committed spend when `GET /v1/deny` first listed it under "
         "`watch` (polled every 100 ms beside the run). Requests admitted without a reservation (admitted − the "
-        "filters' `reservations_admitted`) started before the Envoys knew the key was watched and took the "
-        "deny-list path; the collector cannot see them until their rows land, so they come on top of what "
-        "the reservations admit. The crossing is the commit (`received_at`) of the row that took the running "
+        "filters' `reservations_admitted`) started before the Envoys knew the key was watched and were "
+        "admitted from memory; each that was still in flight at its worker's next tick was reported "
+        "(`POST /v1/reservations/notices`, the collectors' `noticed` count) and held as a reservation of its "
+        "bound until its row landed, so the watch and the reservations counted it. The crossing is the commit (`received_at`) of the row that took the running "
         "total to $1.00 (— when spend stayed under); a negative \"first 429 − crossing\" means reservations "
         "were refused before spend reached the limit. "
         "Collector requests are every callout of the front Envoys (deny polls, reservations, usage batches). "

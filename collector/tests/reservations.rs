@@ -499,8 +499,9 @@ async fn the_watch_list_holds_scopes_near_their_limit(pool: PgPool) {
     );
 
     // With BUDGET_WATCH_FRACTION=0 only the rate rule is left: "sixty" has
-    // 0.00023 left and spent 0.000345 in the last minute, so it stays
-    // watched; a minute later it is not.
+    // 0.00023 left, under 6 × the 0.000345 it spent in the last 10 s, so it
+    // stays watched; 11 s later it is not. "ten" stays: its reservation is
+    // still in flight (0.0004974 left <= 6 × 0.0026076).
     let strict = s
         .clone()
         .with_reservations(collector::reservations::Settings::parse("0", 600).unwrap());
@@ -512,9 +513,145 @@ async fn the_watch_list_holds_scopes_near_their_limit(pool: PgPool) {
             .contains(&json!({"tenant_id": "sixty"})),
         "{list}"
     );
-    strict.clock.advance(Duration::seconds(61));
+    strict.clock.advance(Duration::seconds(11));
     let list = deny_list(&strict).await;
-    assert_eq!(list["watch"], json!([]), "{list}");
+    assert_eq!(list["watch"], json!([{"tenant_id": "ten"}]), "{list}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn noticed_requests_count_while_in_flight_and_are_released_by_their_records(pool: PgPool) {
+    let s = state(pool).await;
+    budget(
+        &s,
+        json!({"tenant_id": "acme", "api_key_id": "key-a", "limit": "0.01",
+            "currency": "USD", "period": "total"}),
+    )
+    .await;
+    budget(
+        &s,
+        json!({"tenant_id": "soft", "limit": "0.01", "currency": "USD", "period": "total",
+            "hard": false}),
+    )
+    .await;
+    // Far from its limit: governed, neither watched nor blocked; a soft
+    // budget governs nothing.
+    let list = deny_list(&s).await;
+    assert_eq!(
+        (&list["governed"], &list["watch"], &list["entries"]),
+        (&json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), &json!([]), &json!([])),
+        "{list}"
+    );
+
+    let now_ms = s.clock.now().timestamp_millis();
+    let notice = |id: &str, started: i64| {
+        let mut n = body(id, "acme", Some("key-a"), Some(1000));
+        n["started_at_ms"] = json!(started);
+        n
+    };
+    // r0's record landed before its notice: the notice is not stored.
+    ingest(&s, vec![record_now(&s, "r0", "acme", "key-a")]).await;
+    let notices: Vec<Value> = (0..3)
+        .map(|i| notice(&format!("r{i}"), now_ms))
+        .chain([
+            json!({"request_id": "bad", "tenant_id": "acme"}),
+            notice("no-start", now_ms).as_object().map(|o| {
+                let mut o = o.clone();
+                o.remove("started_at_ms");
+                Value::Object(o)
+            }).unwrap(),
+        ])
+        .collect();
+    let (status, answer) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        Some(INGEST),
+        Some(json!({ "notices": notices })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({"received": 5, "stored": 2, "rejected": 2}));
+    let stored = db::stored_reservations(&s.pool, "acme").await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for r in &stored {
+        assert_eq!((r.rule.as_str(), r.bounded), ("noticed", true));
+        assert_eq!(r.amount, d(ESTIMATE));
+        assert_eq!(r.api_key_id.as_deref(), Some("key-a"));
+    }
+    // The same notices again (a retried call) store nothing twice.
+    let (_, again) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        Some(INGEST),
+        Some(json!({"notices": [notice("r1", now_ms), notice("r2", now_ms)]})),
+    )
+    .await;
+    assert_eq!(again["stored"], 0, "{again}");
+
+    // In flight they count: 0.01 − 0.000345 − 2 × 0.00075 = 0.008155 is
+    // under 6 × (0.000345 + 0.0015), so the key is watched now, and a
+    // reservation sees only what is left.
+    let list = deny_list(&s).await;
+    assert_eq!(list["watch"], json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), "{list}");
+    assert_eq!(list["governed"], json!([]), "{list}");
+    let (_, budgets) = call(&s, "GET", "/v1/budgets?tenant_id=acme", Some(ADMIN), None).await;
+    assert_eq!(dec(&budgets["budgets"][0]["spent"]), d(RECORD), "budgets show spend only");
+
+    // Their records release them, exactly once.
+    ingest(
+        &s,
+        vec![
+            record_now(&s, "r1", "acme", "key-a"),
+            record_now(&s, "r2", "acme", "key-a"),
+        ],
+    )
+    .await;
+    assert!(db::stored_reservations(&s.pool, "acme").await.unwrap().is_empty());
+    s.clock.advance(Duration::seconds(11));
+    let list = deny_list(&s).await;
+    assert_eq!(list["governed"], json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), "{list}");
+
+    // An unpriceable one is held at zero as unbounded: it stops a second
+    // unbounded request from going over, and expires like any other.
+    let mut unknown = notice("r9", s.clock.now().timestamp_millis());
+    unknown["model"] = json!("no-such-model");
+    unknown["ttl_ms"] = json!(5000);
+    let (_, answer) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        Some(INGEST),
+        Some(json!({"notices": [unknown]})),
+    )
+    .await;
+    assert_eq!(answer["stored"], 1, "{answer}");
+    let r = &db::stored_reservations(&s.pool, "acme").await.unwrap()[0];
+    assert_eq!((r.amount, r.bounded), (Decimal::ZERO, false));
+    s.clock.advance(Duration::seconds(6));
+    assert_eq!(collector::reservations::sweep(&s).await.unwrap(), 1);
+
+    let (status, text) = call_raw(&s, "GET", "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.lines().any(|l| l == "billing_reservations_admitted_total{rule=\"noticed\"} 3"),
+        "{text}"
+    );
+    // Too many in one call, or not a list: a clear 400.
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        Some(INGEST),
+        Some(json!({"notices": vec![json!({}); 10_001]})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, "POST", "/v1/reservations/notices", Some(INGEST), Some(json!({}))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, "POST", "/v1/reservations/notices", None, Some(json!({"notices": []}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[sqlx::test(migrations = "../migrations")]
