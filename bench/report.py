@@ -389,7 +389,8 @@ if "instructions" in by:
     ins = {(d["variant"], d["workload"]): d for d in by["instructions"]}
     md.append("## 6. Instructions per request (callgrind)\n")
     md.append(
-        "`./dev bench instructions` (opt-in): the no-op and billing front Envoys run under "
+        "`./dev bench instructions` (opt-in): the no-op, billing and billing_governed (budgets enforced, a "
+        "key far from its hard budget: looked up in memory, reported on the next tick) front Envoys run under "
         "`valgrind --tool=callgrind`; after a warm-up, the counters are zeroed, "
         f"{int(by['instructions'][0]['requests'])} sequential requests of each workload are sent and the "
         "counters dumped. Valgrind counts every executed user-space instruction, so these figures do "
@@ -402,7 +403,7 @@ if "instructions" in by:
     md.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for w in ("json", "sse"):
         floor = ins.get(("noop", w))
-        for v in ("noop", "billing"):
+        for v in ("noop", "billing", "billing_governed"):
             d = ins.get((v, w))
             if not d or not floor:
                 continue
@@ -416,6 +417,14 @@ if "instructions" in by:
                 "Filter instructions (callgrind)",
                 f"{w.upper()}: +{fmt(extra)} instructions/request over no-op ({ins[('billing', w)]['total'] / floor['total']:.2f} ×)",
                 "report (proxy for CPU cost)",
+                "—",
+            ))
+        if ("billing", w) in ins and ("billing_governed", w) in ins:
+            b, g = ins[("billing", w)]["total"], ins[("billing_governed", w)]["total"]
+            verdicts.append((
+                "Far-key budget path (callgrind)",
+                f"{w.upper()}: {g - b:+,.0f} instructions/request vs billing ({(g / b - 1) * 100:+.1f}%)",
+                "report (a key far from its hard budget)",
                 "—",
             ))
     md.append("")

@@ -15,7 +15,7 @@ use crate::queue::{DeliveryQueue, Outcome};
 use crate::request::{
     header_value, pick_request_headers, prepare_request_body, stream_usage_injectable, HeaderNames,
 };
-use crate::reserve::{self, Answer, Notices, ReservationRequest};
+use crate::reserve::{self, Answer, Notices, PendingNotice, ReservationRequest};
 use crate::tracker::{Limits, RequestInfo, ResponseTracker};
 
 proxy_wasm::main! {{
@@ -858,7 +858,7 @@ impl BillingHttp {
     /// the request must wait for the answer. A call that cannot be sent is
     /// decided by `deny_fail_open` at once.
     fn request_reservation(&mut self, body: Option<&[u8]>) -> bool {
-        let Some(payload) = self.with_bound(body, |r| r.body()) else {
+        let Some(payload) = self.reservation_body(body) else {
             return false;
         };
         let auth = format!("Bearer {}", self.config.ingest_token);
@@ -887,16 +887,12 @@ impl BillingHttp {
         }
     }
 
-    /// `f` of this request's cost bound as the collector is told it.
-    fn with_bound<T>(
-        &self,
-        body: Option<&[u8]>,
-        f: impl FnOnce(&ReservationRequest) -> T,
-    ) -> Option<T> {
+    /// The reservation call's body for this request's cost bound.
+    fn reservation_body(&self, body: Option<&[u8]>) -> Option<Vec<u8>> {
         let tracker = self.tracker.as_ref()?;
         let info = tracker.request();
         let model = tracker.requested_model();
-        Some(f(&ReservationRequest {
+        let request = ReservationRequest {
             request_id: &info.request_id,
             tenant_id: &info.tenant_id,
             api_key_id: info.api_key_id.as_deref(),
@@ -904,19 +900,28 @@ impl BillingHttp {
             model: model.as_deref(),
             estimate: reserve::estimate(body),
             ttl_ms: self.config.reservation_ttl_ms,
-        }))
+        };
+        Some(request.body())
     }
 
     /// Queues this request's notice for the root context's next tick (no
     /// host call).
     fn queue_notice(&mut self, body: Option<&[u8]>) {
-        let Some((request_id, notice)) = self.with_bound(body, |r| {
-            let started = self.tracker.as_ref().map_or(0, |t| t.request().started_at_ms);
-            (r.request_id.to_string(), r.notice(started))
-        }) else {
+        let Some(tracker) = &self.tracker else {
             return;
         };
-        self.shared.borrow_mut().notices.push(&request_id, notice);
+        let info = tracker.request();
+        let notice = PendingNotice {
+            tenant_id: info.tenant_id.clone(),
+            api_key_id: info.api_key_id.clone(),
+            provider: tracker.provider().as_str(),
+            model: tracker.requested_model(),
+            estimate: reserve::estimate(body),
+            ttl_ms: self.config.reservation_ttl_ms,
+            started_at_ms: info.started_at_ms,
+        };
+        let request_id = info.request_id.clone();
+        self.shared.borrow_mut().notices.push(request_id, notice);
         self.notice = NoticePhase::Queued;
     }
 

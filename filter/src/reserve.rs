@@ -136,23 +136,36 @@ impl ReservationRequest<'_> {
 /// only, as it would without notices).
 pub const MAX_PENDING_NOTICES: usize = 4096;
 
+/// A request admitted from memory, as its notice will tell it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingNotice {
+    pub tenant_id: String,
+    pub api_key_id: Option<String>,
+    pub provider: &'static str,
+    pub model: Option<String>,
+    pub estimate: Estimate,
+    pub ttl_ms: u64,
+    pub started_at_ms: u64,
+}
+
 /// Requests of governed scopes admitted from memory, waiting for the root
 /// context's next tick to be reported (`POST /v1/reservations/notices`).
 /// A request that finishes first is forgotten: its record tells instead.
+/// Only those still pending at the tick are serialized.
 #[derive(Debug, Default)]
 pub struct Notices {
-    pending: HashMap<String, Vec<u8>>,
+    pending: HashMap<String, PendingNotice>,
     dropped: u64,
 }
 
 impl Notices {
     /// Holds the notice of `request_id`; false when full (dropped).
-    pub fn push(&mut self, request_id: &str, notice: Vec<u8>) -> bool {
-        if self.pending.len() >= MAX_PENDING_NOTICES && !self.pending.contains_key(request_id) {
+    pub fn push(&mut self, request_id: String, notice: PendingNotice) -> bool {
+        if self.pending.len() >= MAX_PENDING_NOTICES && !self.pending.contains_key(&request_id) {
             self.dropped += 1;
             return false;
         }
-        self.pending.insert(request_id.to_string(), notice);
+        self.pending.insert(request_id, notice);
         true
     }
 
@@ -180,12 +193,21 @@ impl Notices {
             return None;
         }
         let n = self.pending.len();
-        let mut body = Vec::with_capacity(16 + self.pending.values().map(|v| v.len() + 1).sum::<usize>());
-        body.extend_from_slice(b"{\"notices\":[");
-        for (i, (_, notice)) in self.pending.drain().enumerate() {
+        let mut body = b"{\"notices\":[".to_vec();
+        for (i, (request_id, p)) in self.pending.drain().enumerate() {
             if i > 0 {
                 body.push(b',');
             }
+            let notice = ReservationRequest {
+                request_id: &request_id,
+                tenant_id: &p.tenant_id,
+                api_key_id: p.api_key_id.as_deref(),
+                provider: p.provider,
+                model: p.model.as_deref(),
+                estimate: p.estimate,
+                ttl_ms: p.ttl_ms,
+            }
+            .notice(p.started_at_ms);
             body.extend_from_slice(&notice);
         }
         body.extend_from_slice(b"]}");
@@ -320,23 +342,23 @@ mod tests {
 
     #[test]
     fn notices_wait_for_the_tick_and_finished_requests_are_forgotten() {
-        let request = |id: &'static str| ReservationRequest {
-            request_id: id,
-            tenant_id: "t",
-            api_key_id: Some("k"),
+        let pending = |started_at_ms: u64| PendingNotice {
+            tenant_id: "t".into(),
+            api_key_id: Some("k".into()),
             provider: "openai",
-            model: Some("gpt-4o"),
+            model: Some("gpt-4o".into()),
             estimate: Estimate {
                 max_input_tokens: 100,
                 max_output_tokens: Some(50),
             },
             ttl_ms: 600_000,
+            started_at_ms,
         };
         let mut notices = Notices::default();
         assert_eq!(notices.take_body(), None);
-        assert!(notices.push("r1", request("r1").notice(1_000)));
-        assert!(notices.push("r2", request("r2").notice(2_000)));
-        assert!(notices.push("r3", request("r3").notice(3_000)));
+        assert!(notices.push("r1".into(), pending(1_000)));
+        assert!(notices.push("r2".into(), pending(2_000)));
+        assert!(notices.push("r3".into(), pending(3_000)));
         notices.forget("r2");
         let (body, n) = notices.take_body().unwrap();
         assert_eq!(n, 2);
@@ -347,8 +369,12 @@ mod tests {
             .iter()
             .map(|n| {
                 assert_eq!(n["max_output_tokens"], 50);
-                assert_eq!(n["api_key_id"], "k");
-                (n["request_id"].as_str().unwrap().to_string(), n["started_at_ms"].as_u64().unwrap())
+                assert_eq!(n["max_input_tokens"], 100);
+                assert_eq!((&n["api_key_id"], &n["provider"]), (&json!("k"), &json!("openai")));
+                (
+                    n["request_id"].as_str().unwrap().to_string(),
+                    n["started_at_ms"].as_u64().unwrap(),
+                )
             })
             .collect();
         ids.sort();
@@ -357,11 +383,14 @@ mod tests {
 
         // Bounded: the overflow is dropped and counted, a repeat replaces.
         for i in 0..MAX_PENDING_NOTICES {
-            assert!(notices.push(&i.to_string(), b"{}".to_vec()));
+            assert!(notices.push(i.to_string(), pending(0)));
         }
-        assert!(!notices.push("one more", b"{}".to_vec()));
-        assert!(notices.push("0", b"{}".to_vec()));
-        assert_eq!((notices.len(), notices.take_dropped()), (MAX_PENDING_NOTICES, 1));
+        assert!(!notices.push("one more".into(), pending(0)));
+        assert!(notices.push("0".into(), pending(5)));
+        assert_eq!(
+            (notices.len(), notices.take_dropped()),
+            (MAX_PENDING_NOTICES, 1)
+        );
         assert_eq!(notices.take_dropped(), 0);
     }
 }
