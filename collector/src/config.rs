@@ -164,6 +164,11 @@ pub struct ServeConfig {
         global = true
     )]
     pub reservation_ttl_secs: u64,
+    /// Seals pagination cursors (hex, at least 32 bytes). Unset: a key is
+    /// generated at the first start and stored in the database, so every
+    /// replica shares it.
+    #[arg(long, env = "CURSOR_KEY", global = true)]
+    pub cursor_key: Option<String>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -189,6 +194,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("budget_utc_offset_minutes", &self.budget_utc_offset_minutes)
             .field("budget_watch_fraction", &self.budget_watch_fraction)
             .field("reservation_ttl_secs", &self.reservation_ttl_secs)
+            .field("cursor_key", &redact(&self.cursor_key))
             .finish()
     }
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod budgets;
 pub mod clock;
 pub mod config;
+pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod http;
@@ -51,6 +52,8 @@ pub struct AppState {
     /// Budget reservations: the watch fraction and the default lifetime
     /// (`BUDGET_WATCH_FRACTION`, `RESERVATION_TTL_SECS`).
     pub reservations: reservations::Settings,
+    /// Seals pagination cursors (`CURSOR_KEY`, or the stored one).
+    pub cursor_key: cursor::CursorKey,
 }
 
 impl AppState {
@@ -80,7 +83,16 @@ impl AppState {
             budget_zone: budgets::Zone::default(),
             clock: clock::Clock::system(),
             reservations: reservations::Settings::default(),
+            // A process of its own until `with_cursor_key` (the server sets
+            // the configured or stored key, shared by every replica).
+            cursor_key: cursor::CursorKey::generate(),
         }
+    }
+
+    /// Sets the key pagination cursors are sealed under.
+    pub fn with_cursor_key(mut self, key: cursor::CursorKey) -> Self {
+        self.cursor_key = key;
+        self
     }
 
     /// Sets the secret that signs alert webhooks (empty: none are sent).

@@ -92,6 +92,15 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     )
     .await?;
     tracing::info!(version = catalog.version(), added, "price catalog seeded");
+    let cursor_key = match config
+        .cursor_key
+        .as_deref()
+        .filter(|k| !k.trim().is_empty())
+    {
+        Some(hex_key) => collector::cursor::CursorKey::from_hex(hex_key)
+            .map_err(|e| format!("invalid CURSOR_KEY: {e}"))?,
+        None => db::stored_cursor_key(&pool).await?,
+    };
     let state = AppState::new(
         pool.clone(),
         PriceBook::empty(),
@@ -102,7 +111,8 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_query_rate_limit(config.query_rate_limit_per_min, config.query_rate_burst)
     .with_webhook_secret(config.webhook_secret.as_deref())
     .with_budget_zone(budget_zone)
-    .with_reservations(reservations);
+    .with_reservations(reservations)
+    .with_cursor_key(cursor_key);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     tokio::spawn(ledger_maintenance(

@@ -348,11 +348,7 @@ pub async fn deny_list(state: &AppState, now: DateTime<Utc>) -> Result<DenyList,
         None => json!({"tenant_id": tenant}),
     };
     // A scope both watched (one budget) and governed (another) is watched.
-    out.governed = governed
-        .difference(&watch)
-        .copied()
-        .map(listed)
-        .collect();
+    out.governed = governed.difference(&watch).copied().map(listed).collect();
     out.watch = watch.into_iter().map(listed).collect();
     Ok(out)
 }
@@ -398,11 +394,7 @@ fn admitted(r: &Reservation) -> Outcome {
 
 /// The price of a request's bound: its input bound, and its output limit
 /// or [`DEFAULT_OUTPUT_TOKENS`]; None when it cannot be priced.
-fn priced_bound(
-    state: &AppState,
-    req: &Request,
-    now: DateTime<Utc>,
-) -> Option<db::AppliedPrice> {
+fn priced_bound(state: &AppState, req: &Request, now: DateTime<Utc>) -> Option<db::AppliedPrice> {
     let usage = UsageCounts {
         input_tokens: req.max_input_tokens,
         output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
@@ -447,7 +439,9 @@ pub async fn notice(state: &AppState, notices: &[Notice]) -> Result<u64, sqlx::E
                     tenant_id: req.tenant_id.clone(),
                     request_id: req.request_id.clone(),
                     api_key_id: req.api_key_id.clone(),
-                    amount: price.as_ref().map_or(Decimal::ZERO, |p| p.total.normalize()),
+                    amount: price
+                        .as_ref()
+                        .map_or(Decimal::ZERO, |p| p.total.normalize()),
                     currency: price
                         .as_ref()
                         .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),

@@ -538,7 +538,11 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
     let list = deny_list(&s).await;
     assert_eq!(
         (&list["governed"], &list["watch"], &list["entries"]),
-        (&json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), &json!([]), &json!([])),
+        (
+            &json!([{"tenant_id": "acme", "api_key_id": "key-a"}]),
+            &json!([]),
+            &json!([])
+        ),
         "{list}"
     );
 
@@ -554,11 +558,14 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
         .map(|i| notice(&format!("r{i}"), now_ms))
         .chain([
             json!({"request_id": "bad", "tenant_id": "acme"}),
-            notice("no-start", now_ms).as_object().map(|o| {
-                let mut o = o.clone();
-                o.remove("started_at_ms");
-                Value::Object(o)
-            }).unwrap(),
+            notice("no-start", now_ms)
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.remove("started_at_ms");
+                    Value::Object(o)
+                })
+                .unwrap(),
         ])
         .collect();
     let (status, answer) = call(
@@ -593,10 +600,18 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
     // under 6 × (0.000345 + 0.0015), so the key is watched now, and a
     // reservation sees only what is left.
     let list = deny_list(&s).await;
-    assert_eq!(list["watch"], json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), "{list}");
+    assert_eq!(
+        list["watch"],
+        json!([{"tenant_id": "acme", "api_key_id": "key-a"}]),
+        "{list}"
+    );
     assert_eq!(list["governed"], json!([]), "{list}");
     let (_, budgets) = call(&s, "GET", "/v1/budgets?tenant_id=acme", Some(ADMIN), None).await;
-    assert_eq!(dec(&budgets["budgets"][0]["spent"]), d(RECORD), "budgets show spend only");
+    assert_eq!(
+        dec(&budgets["budgets"][0]["spent"]),
+        d(RECORD),
+        "budgets show spend only"
+    );
 
     // Their records release them, exactly once.
     ingest(
@@ -607,10 +622,17 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
         ],
     )
     .await;
-    assert!(db::stored_reservations(&s.pool, "acme").await.unwrap().is_empty());
+    assert!(db::stored_reservations(&s.pool, "acme")
+        .await
+        .unwrap()
+        .is_empty());
     s.clock.advance(Duration::seconds(11));
     let list = deny_list(&s).await;
-    assert_eq!(list["governed"], json!([{"tenant_id": "acme", "api_key_id": "key-a"}]), "{list}");
+    assert_eq!(
+        list["governed"],
+        json!([{"tenant_id": "acme", "api_key_id": "key-a"}]),
+        "{list}"
+    );
 
     // An unpriceable one is held at zero as unbounded: it stops a second
     // unbounded request from going over, and expires like any other.
@@ -635,7 +657,8 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
     assert_eq!(status, StatusCode::OK);
     let text = String::from_utf8(text).unwrap();
     assert!(
-        text.lines().any(|l| l == "billing_reservations_admitted_total{rule=\"noticed\"} 3"),
+        text.lines()
+            .any(|l| l == "billing_reservations_admitted_total{rule=\"noticed\"} 3"),
         "{text}"
     );
     // Too many in one call, or not a list: a clear 400.
@@ -648,9 +671,23 @@ async fn noticed_requests_count_while_in_flight_and_are_released_by_their_record
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(&s, "POST", "/v1/reservations/notices", Some(INGEST), Some(json!({}))).await;
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        Some(INGEST),
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, _) = call(&s, "POST", "/v1/reservations/notices", None, Some(json!({"notices": []}))).await;
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v1/reservations/notices",
+        None,
+        Some(json!({"notices": []})),
+    )
+    .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 

@@ -116,15 +116,6 @@ fn ids(body: &Value) -> Vec<String> {
         .collect()
 }
 
-fn tenants(body: &Value) -> Vec<String> {
-    body["transactions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["tenant_id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// acme: a1, a2, a3 (a3 with a reported cost); globex: g1, g2 (g2 with a
 /// reported cost), interleaved in time. Every record costs $0.000345.
 async fn seed(state: &AppState) {
@@ -218,22 +209,37 @@ async fn tenant_token_sees_only_its_own_tenant_every_way_it_asks(pool: PgPool) {
     // The third page is full (limit 1) so it carries a cursor; the fourth is empty.
     assert_eq!(seen, ["a3", "a2", "a1"]);
 
-    // A cursor from globex's first page (positioned at g2): applied to acme's
-    // rows only, so g1 (older than g2) never shows.
+    // A cursor from globex's first page (the admin's listing of globex),
+    // a crafted one and one of the old unsealed format: refused, 400.
     let globex_page = get_ok(&s, "/v1/transactions?tenant_id=globex&limit=1", ADMIN).await;
     assert_eq!(ids(&globex_page), ["g2"]);
     let foreign = globex_page["next_cursor"].as_str().unwrap();
-    let body = get_ok(&s, &format!("/v1/transactions?cursor={foreign}"), &acme).await;
-    assert_eq!(ids(&body), ["a3", "a2", "a1"]);
-    assert_eq!(tenants(&body), ["acme", "acme", "acme"]);
-    // A crafted cursor past every row: still only acme.
     let crafted = URL_SAFE_NO_PAD.encode(format!("{}.{}", i64::MAX / 1000, i64::MAX));
-    let body = get_ok(&s, &format!("/v1/transactions?cursor={crafted}"), &acme).await;
-    assert_eq!(ids(&body), ["a3", "a2", "a1"]);
-    // A cursor positioned before a1, acme's oldest row: nothing left.
-    let below = URL_SAFE_NO_PAD.encode(format!("{}.{}", (T0 - 1) * 1000, 0));
-    let body = get_ok(&s, &format!("/v1/transactions?cursor={below}"), &acme).await;
-    assert_eq!(ids(&body), Vec::<String>::new());
+    for (cursor, says) in [
+        (foreign.to_string(), "does not belong to this listing"),
+        (crafted, "earlier version"),
+        (format!("{foreign}x"), "does not belong to this listing"),
+    ] {
+        let r = send(
+            &s,
+            "GET",
+            &format!("/v1/transactions?cursor={cursor}"),
+            Some(&acme),
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert!(
+            r.text.contains(says) && r.text.contains("restart the listing"),
+            "{}",
+            r.text
+        );
+        assert!(
+            !r.text.contains("g1") && !r.text.contains("g2"),
+            "{}",
+            r.text
+        );
+    }
 
     // CSV: a header and its three rows, nothing of globex.
     let r = send(&s, "GET", "/v1/transactions?format=csv", Some(&acme), None).await;
@@ -660,4 +666,123 @@ async fn tokens_are_stored_only_as_hashes_and_never_logged_or_returned(pool: PgP
     for secret in &all_secrets {
         assert!(!text.contains(secret.as_str()), "the logs hold a secret");
     }
+}
+
+/// Every cursor of acme's listing, one row a page, for `token`.
+async fn cursors(s: &AppState, uri: &str, token: &str) -> (Vec<String>, Vec<String>) {
+    let (mut rows, mut seen) = (Vec::new(), Vec::new());
+    let mut next: Option<String> = None;
+    loop {
+        let page = match &next {
+            Some(c) => format!("{uri}&cursor={c}"),
+            None => uri.to_string(),
+        };
+        let body = get_ok(s, &page, token).await;
+        rows.extend(ids(&body));
+        match body["next_cursor"].as_str() {
+            Some(c) => {
+                seen.push(c.to_string());
+                next = Some(c.to_string());
+            }
+            None => return (rows, seen),
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cursors_reveal_nothing_of_other_tenants_and_open_only_in_their_own_listing(pool: PgPool) {
+    let _shared = LOG_CAPTURE.read().await;
+    let s = state(pool).await;
+    seed(&s).await;
+    let (_, acme) = create_token(&s, "acme", "finance").await;
+    let (_, acme_other) = create_token(&s, "acme", "ops").await;
+    let (_, globex) = create_token(&s, "globex", "finance").await;
+    let uri = "/v1/transactions?limit=1";
+    let (rows, before) = cursors(&s, uri, &acme).await;
+    assert_eq!(rows, ["a3", "a2", "a1"]);
+    assert_eq!(before.len(), 3);
+
+    // Globex spends a lot, at times between acme's rows and after them:
+    // acme's cursors do not move by a byte.
+    let busy: Vec<Value> = (0..200)
+        .map(|i| {
+            record(
+                &format!("g-busy-{i}"),
+                "globex",
+                "gpt-4o-mini",
+                T0 + 1 + i * 10,
+            )
+        })
+        .collect();
+    ingest(&s, busy).await;
+    let (rows_after, after) = cursors(&s, uri, &acme).await;
+    assert_eq!(rows_after, rows);
+    assert_eq!(after, before, "acme's cursors vary with globex's traffic");
+    // ... and they hold nothing but acme's own row positions.
+    for c in &before {
+        let raw = URL_SAFE_NO_PAD.decode(c).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            !text.contains("globex") && !text.contains("g-busy"),
+            "{text}"
+        );
+    }
+
+    // A cursor opens only in its own listing: not for another token of the
+    // same tenant, another tenant, the admin, or other filters.
+    let c = &before[0];
+    let refused = [
+        (format!("{uri}&cursor={c}"), acme_other.as_str()),
+        (format!("{uri}&cursor={c}"), globex.as_str()),
+        (format!("{uri}&cursor={c}&tenant_id=acme"), ADMIN),
+        (format!("{uri}&cursor={c}&model=gpt-4o"), acme.as_str()),
+        (format!("{uri}&cursor={c}&{DAY}"), acme.as_str()),
+        (
+            format!("{uri}&cursor={c}&api_key_id=key-acme"),
+            acme.as_str(),
+        ),
+    ];
+    for (page, token) in refused {
+        let r = send(&s, "GET", &page, Some(token), None).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{page}: {}", r.text);
+        assert_eq!(r.json()["error"]["code"], "bad_request", "{page}");
+        assert!(r.text.contains("restart the listing"), "{}", r.text);
+    }
+    // The same listing with another limit or as CSV keeps going.
+    let body = get_ok(&s, &format!("/v1/transactions?limit=5&cursor={c}"), &acme).await;
+    assert_eq!(ids(&body), ["a2", "a1"]);
+    let r = send(
+        &s,
+        "GET",
+        &format!("/v1/transactions?format=csv&limit=1&cursor={c}"),
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert!(
+        r.text.lines().nth(1).unwrap().starts_with("a2,acme,"),
+        "{}",
+        r.text
+    );
+
+    // Two replicas each load the stored key (the first to ask stores it):
+    // a cursor of one opens on the other.
+    let one = s
+        .clone()
+        .with_cursor_key(collector::db::stored_cursor_key(&s.pool).await.unwrap());
+    let other = s
+        .clone()
+        .with_cursor_key(collector::db::stored_cursor_key(&s.pool).await.unwrap());
+    assert_eq!(one.cursor_key, other.cursor_key);
+    let first = get_ok(&one, uri, &acme).await;
+    let c = first["next_cursor"].as_str().unwrap();
+    let body = get_ok(&other, &format!("{uri}&cursor={c}"), &acme).await;
+    assert_eq!(ids(&body), ["a2"]);
+    // The admin's listing across tenants pages in (time, tenant, request id)
+    // order, the same whatever the page size.
+    let (all, _) = cursors(&s, "/v1/transactions?limit=50", ADMIN).await;
+    assert_eq!(all.len(), 205);
+    let (paged, _) = cursors(&s, "/v1/transactions?limit=7", ADMIN).await;
+    assert_eq!(paged, all);
 }

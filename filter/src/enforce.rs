@@ -201,7 +201,8 @@ impl ScopeSet {
             return false;
         }
         self.tenants.contains(tenant)
-            || api_key.is_some_and(|k| !self.keys.is_empty() && self.keys.contains(&key_of(tenant, k)))
+            || api_key
+                .is_some_and(|k| !self.keys.is_empty() && self.keys.contains(&key_of(tenant, k)))
     }
 
     fn len(&self) -> usize {

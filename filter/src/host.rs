@@ -559,7 +559,14 @@ impl Context for BillingRoot {
                 .is_some_and(|s| s.starts_with('2'));
             if let Some(shared) = &self.shared {
                 let stats = shared.borrow().stats;
-                Stats::add(if ok { stats.notices_sent } else { stats.notices_failed }, n as u64);
+                Stats::add(
+                    if ok {
+                        stats.notices_sent
+                    } else {
+                        stats.notices_failed
+                    },
+                    n as u64,
+                );
             }
             return;
         }

@@ -370,7 +370,10 @@ mod tests {
             .map(|n| {
                 assert_eq!(n["max_output_tokens"], 50);
                 assert_eq!(n["max_input_tokens"], 100);
-                assert_eq!((&n["api_key_id"], &n["provider"]), (&json!("k"), &json!("openai")));
+                assert_eq!(
+                    (&n["api_key_id"], &n["provider"]),
+                    (&json!("k"), &json!("openai"))
+                );
                 (
                     n["request_id"].as_str().unwrap().to_string(),
                     n["started_at_ms"].as_u64().unwrap(),

@@ -5,6 +5,7 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
+use crate::cursor::Position;
 use crate::ingest::UsageRecord;
 
 /// The price a record was charged at, with its breakdown.
@@ -670,13 +671,6 @@ pub struct LedgerFilter {
     pub end: Option<DateTime<Utc>>,
 }
 
-/// Keyset position: the last row of the previous page.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Cursor {
-    pub occurred_at: DateTime<Utc>,
-    pub id: i64,
-}
-
 fn push_filters(q: &mut QueryBuilder<'_, Postgres>, f: &LedgerFilter) {
     if let Some(v) = &f.tenant_id {
         q.push(" AND tenant_id = ").push_bind(v.clone());
@@ -707,8 +701,7 @@ const PAGE_WINDOWS_HOURS: [i64; 4] = [1, 24, 31 * 24, 366 * 24];
 
 /// Newest first, keyset paginated.
 ///
-/// A tenant's page walks the ledger key (tenant, time, request id) backwards
-/// (rows with the same start time are few and sorted by id). Across tenants
+/// A tenant's page walks the ledger key (tenant, time, request id) backwards. Across tenants
 /// the time index is BRIN, which finds a time range but does not order it,
 /// so the page is read from growing windows [from, ...): a window that holds
 /// `limit` rows holds the page, since every row before it sorts after.
@@ -716,7 +709,7 @@ const PAGE_WINDOWS_HOURS: [i64; 4] = [1, 24, 31 * 24, 366 * 24];
 pub async fn list_transactions(
     pool: &PgPool,
     filter: &LedgerFilter,
-    after: Option<Cursor>,
+    after: Option<&Position>,
     limit: i64,
     now: DateTime<Utc>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
@@ -743,7 +736,7 @@ pub async fn list_transactions(
 async fn list_page(
     pool: &PgPool,
     filter: &LedgerFilter,
-    after: Option<Cursor>,
+    after: Option<&Position>,
     limit: i64,
     from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
@@ -760,14 +753,28 @@ async fn list_page(
     if let Some(from) = from {
         q.push(" AND occurred_at >= ").push_bind(from);
     }
+    // The position is the reader's own: (time, tenant, request id), the
+    // ledger key's columns, never a global row id. With one tenant the
+    // tenant column is constant and the key is walked backwards from it.
     if let Some(c) = after {
-        q.push(" AND (occurred_at, id) < (")
-            .push_bind(c.occurred_at)
-            .push(", ")
-            .push_bind(c.id)
-            .push(")");
+        q.push(" AND occurred_at <= ").push_bind(c.occurred_at);
+        if filter.tenant_id.is_some() {
+            q.push(" AND (occurred_at, request_id) < (")
+                .push_bind(c.occurred_at)
+                .push(", ")
+                .push_bind(c.request_id.clone())
+                .push(")");
+        } else {
+            q.push(" AND (occurred_at, tenant_id, request_id) < (")
+                .push_bind(c.occurred_at)
+                .push(", ")
+                .push_bind(c.tenant_id.clone())
+                .push(", ")
+                .push_bind(c.request_id.clone())
+                .push(")");
+        }
     }
-    q.push(" ORDER BY occurred_at DESC, id DESC LIMIT ")
+    q.push(" ORDER BY occurred_at DESC, tenant_id DESC, request_id DESC LIMIT ")
         .push_bind(limit);
     q.build_query_as::<Transaction>().fetch_all(pool).await
 }

@@ -82,3 +82,22 @@ pub async fn find_active_token(
     .fetch_optional(pool)
     .await
 }
+
+/// The cursor key shared by every replica: the stored one, or a fresh one
+/// stored by whichever replica asks first (the others then read it).
+pub async fn stored_cursor_key(pool: &PgPool) -> Result<crate::cursor::CursorKey, sqlx::Error> {
+    let fresh = crate::cursor::CursorKey::generate();
+    sqlx::query(
+        "INSERT INTO collector_secrets (name, value) VALUES ('cursor_key', $1)
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(fresh.to_hex())
+    .execute(pool)
+    .await?;
+    let stored: String =
+        sqlx::query_scalar("SELECT value FROM collector_secrets WHERE name = 'cursor_key'")
+            .fetch_one(pool)
+            .await?;
+    crate::cursor::CursorKey::from_hex(&stored)
+        .map_err(|e| sqlx::Error::Decode(format!("stored cursor_key: {e}").into()))
+}

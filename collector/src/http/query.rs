@@ -7,15 +7,14 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::Params;
 use crate::auth::Reader;
-use crate::db::{self, Cursor, GroupBy, LedgerFilter, Transaction};
+use crate::cursor::{self, Position};
+use crate::db::{self, GroupBy, LedgerFilter, Transaction};
 use crate::error::{ApiError, ApiResult};
 use crate::AppState;
 
@@ -69,19 +68,25 @@ fn check_status(status: &Option<String>) -> ApiResult<()> {
     }
 }
 
-fn encode_cursor(c: Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}.{}", c.occurred_at.timestamp_micros(), c.id))
-}
-
-fn decode_cursor(s: &str) -> ApiResult<Cursor> {
-    let bad = || ApiError::BadRequest("cursor is not one this API issued".into());
-    let raw = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
-    let raw = String::from_utf8(raw).map_err(|_| bad())?;
-    let (micros, id) = raw.split_once('.').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let id: i64 = id.parse().map_err(|_| bad())?;
-    let occurred_at = Utc.timestamp_micros(micros).single().ok_or_else(bad)?;
-    Ok(Cursor { occurred_at, id })
+/// The listing a cursor belongs to: who reads (the admin, or one tenant
+/// token) and every filter. A cursor opens only in the listing it came from.
+fn listing(reader: &Reader, f: &LedgerFilter) -> String {
+    let who = match reader {
+        Reader::Admin => "admin".to_string(),
+        Reader::Tenant { token_id, .. } => format!("token:{token_id}"),
+    };
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.timestamp_micros());
+    json!([
+        who,
+        f.tenant_id,
+        f.api_key_id,
+        f.model,
+        f.provider,
+        f.status,
+        time(f.start),
+        time(f.end)
+    ])
+    .to_string()
 }
 
 async fn transactions(
@@ -99,7 +104,13 @@ async fn transactions(
         start: parse_time("start", q.start.as_deref())?,
         end: parse_time("end", q.end.as_deref())?,
     };
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    let binding = listing(&reader, &filter);
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| cursor::open(&state.cursor_key, c, &binding))
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let csv = match q.format.as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -118,15 +129,24 @@ async fn transactions(
             "limit must be between 1 and {max}"
         )));
     }
-    let rows = db::list_transactions(&state.pool, &filter, after, limit, state.clock.now()).await?;
+    let rows = db::list_transactions(
+        &state.pool,
+        &filter,
+        after.as_ref(),
+        limit,
+        state.clock.now(),
+    )
+    .await?;
     let next_cursor = (rows.len() as i64 == limit)
         .then(|| rows.last())
         .flatten()
         .map(|t| {
-            encode_cursor(Cursor {
+            let last = Position {
                 occurred_at: t.occurred_at,
-                id: t.id,
-            })
+                tenant_id: t.tenant_id.clone(),
+                request_id: t.request_id.clone(),
+            };
+            cursor::seal(&state.cursor_key, &last, &binding)
         });
     if csv {
         let mut response = to_csv(&rows).into_response();
@@ -263,17 +283,6 @@ async fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor {
-            occurred_at: Utc.timestamp_micros(1_764_000_000_123_456).unwrap(),
-            id: 42,
-        };
-        assert_eq!(decode_cursor(&encode_cursor(c)).unwrap(), c);
-        assert!(decode_cursor("not-a-cursor").is_err());
-        assert!(decode_cursor(&URL_SAFE_NO_PAD.encode("1.x")).is_err());
-    }
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
