@@ -1624,3 +1624,91 @@ async fn the_seed_gateways_internal_billing_api_answers_as_v1_does(pool: PgPool)
     let (status, _) = call(&s, "GET", "/internal/billing/transactions", None, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn summaries_never_add_two_currencies(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    // A model priced in EUR beside the catalog's USD ones.
+    let (status, body) = call(
+        &s,
+        "PUT",
+        "/v1/prices/eu-llm",
+        Some(ADMIN),
+        Some(
+            json!({"input": "1.00", "output": "2.00", "cache_read": "0.50", "currency": "EUR",
+            "effective_from": "2025-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.reload_prices().await.unwrap();
+    let t0 = 1_763_978_400_000; // 2025-11-24T10:00:00Z
+    let answer = ingest(
+        &s,
+        vec![
+            record("u1", "two", "gpt-4o-mini", t0),
+            record("u2", "two", "gpt-4o-mini", t0 + 1000),
+            record("e1", "two", "eu-llm", t0 + 2000),
+            record("x1", "two", "no-such-model", t0 + 3000),
+            record("o1", "one", "gpt-4o-mini", t0),
+            record("o2", "one", "no-such-model", t0 + 1000),
+        ],
+    )
+    .await;
+    assert_eq!(answer["accepted"], 6, "{answer}");
+    let day = "start=2025-11-24T00:00:00Z&end=2025-11-25T00:00:00Z";
+    let groups = |body: &Value| -> Vec<(String, Option<String>, i64, Decimal)> {
+        body["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["key"].as_str().unwrap_or_default().to_string(),
+                    g["currency"].as_str().map(str::to_string),
+                    g["requests"].as_i64().unwrap(),
+                    if g["cost"].is_null() {
+                        Decimal::ZERO
+                    } else {
+                        dec(&g["cost"])
+                    },
+                )
+            })
+            .collect()
+    };
+    // Two currencies: two totals (1000 × 1 + 200 × 0.5 + 300 × 2 per million
+    // = EUR 0.0017; 2 × USD 0.000345), and the unpriced request on its own.
+    let body = get_ok(&s, &format!("/v1/summary?tenant_id=two&{day}")).await;
+    let mut got = groups(&body);
+    got.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        got.iter()
+            .map(|g| (g.1.clone(), g.2, g.3))
+            .collect::<Vec<_>>(),
+        [
+            (None, 1, Decimal::ZERO),
+            (Some("EUR".into()), 1, d("0.0017")),
+            (Some("USD".into()), 2, d("0.00069")),
+        ],
+        "{body}"
+    );
+    // By tenant: "one" has one currency, its unpriced request stays in it.
+    let body = get_ok(&s, &format!("/v1/summary?group_by=tenant&{day}")).await;
+    let one: Vec<_> = groups(&body).into_iter().filter(|g| g.0 == "one").collect();
+    assert_eq!(
+        one,
+        [("one".to_string(), Some("USD".into()), 2, d("0.000345"))],
+        "{body}"
+    );
+    let two: Vec<_> = groups(&body).into_iter().filter(|g| g.0 == "two").collect();
+    assert_eq!(two.len(), 3, "{body}");
+    // By model every group has one currency.
+    let body = get_ok(
+        &s,
+        &format!("/v1/summary?tenant_id=two&group_by=model&{day}"),
+    )
+    .await;
+    let by_model = groups(&body);
+    assert_eq!(by_model.len(), 3, "{body}");
+    assert!(by_model.contains(&("eu-llm".into(), Some("EUR".into()), 1, d("0.0017"))));
+}

@@ -284,6 +284,10 @@ pub async fn summary(
                 sum(reasoning_tokens) AS reasoning_tokens, sum(cost) AS cost,
                 sum(reported_cost) AS reported_cost
             FROM src GROUP BY 1, 2, 3 HAVING sum(requests) <> 0
+        ), c AS (
+            SELECT key, count(DISTINCT nullif(currency, '')) AS currencies,
+                max(nullif(currency, '')) AS only_currency
+            FROM g GROUP BY key
         ) SELECT key,
                 sum(requests)::int8 AS requests,
                 sum(error_requests)::int8 AS error_requests,
@@ -295,11 +299,19 @@ pub async fn summary(
                 sum(reasoning_tokens)::int8 AS reasoning_tokens,
                 sum(cost) AS cost,
                 sum(reported_cost) AS reported_cost,
-                max(nullif(currency, '')) AS currency,
+                cur AS currency,
                 coalesce(sum(requests) FILTER (WHERE status = 'unpriced'), 0)::int8 AS unpriced_requests,
                 coalesce(sum(input_tokens) FILTER (WHERE status = 'unpriced'), 0)::int8 AS unpriced_input_tokens,
                 coalesce(sum(output_tokens) FILTER (WHERE status = 'unpriced'), 0)::int8 AS unpriced_output_tokens
-            FROM g GROUP BY 1 ORDER BY sum(cost) DESC, 1",
+            FROM (
+                -- Money is never added across currencies: a group with spend
+                -- in several is one row per currency. Its unpriced rows (no
+                -- currency) join its only currency, or else a row of their own.
+                SELECT g.*, coalesce(nullif(g.currency, ''),
+                    CASE WHEN c.currencies = 1 THEN c.only_currency END) AS cur
+                FROM g JOIN c USING (key)
+            ) gc
+            GROUP BY key, cur ORDER BY sum(cost) DESC, key, cur",
         );
     q.build_query_as::<SummaryRow>().fetch_all(pool).await
 }
