@@ -1281,6 +1281,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/alerts", &["get"]),
     ("/v1/deny", &["get"]),
     ("/v1/reservations", &["post"]),
+    ("/v1/reservations/notices", &["post"]),
     ("/v1/invoices", &["get"]),
     ("/v1/invoices/finalize", &["post"]),
     ("/internal/billing/quote", &["post"]),
@@ -1388,7 +1389,7 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                     | "/dashboard/vendor/uPlot.LICENSE",
                     "get",
                 ) => json!([]),
-                ("/v1/usage" | "/v1/deny" | "/v1/reservations", _) => {
+                ("/v1/usage" | "/v1/deny" | "/v1/reservations" | "/v1/reservations/notices", _) => {
                     json!([{"ingestToken": []}])
                 }
                 (
