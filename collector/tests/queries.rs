@@ -1502,7 +1502,7 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
             _ => p["name"].as_str().unwrap().to_string(),
         })
         .collect();
-    let expected: BTreeSet<String> = ["end", "start", "tenant_id", "tolerance"]
+    let expected: BTreeSet<String> = ["currency", "end", "start", "tenant_id", "tolerance"]
         .map(String::from)
         .into();
     assert_eq!(declared, expected);
@@ -1644,12 +1644,16 @@ async fn summaries_never_add_two_currencies(pool: PgPool) {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     s.reload_prices().await.unwrap();
     let t0 = 1_763_978_400_000; // 2025-11-24T10:00:00Z
+    let mut u1 = record("u1", "two", "gpt-4o-mini", t0);
+    u1["reported_cost"] = json!("0.0004");
+    let mut e1 = record("e1", "two", "eu-llm", t0 + 2000);
+    e1["reported_cost"] = json!("0.0017");
     let answer = ingest(
         &s,
         vec![
-            record("u1", "two", "gpt-4o-mini", t0),
+            u1,
             record("u2", "two", "gpt-4o-mini", t0 + 1000),
-            record("e1", "two", "eu-llm", t0 + 2000),
+            e1,
             record("x1", "two", "no-such-model", t0 + 3000),
             record("o1", "one", "gpt-4o-mini", t0),
             record("o2", "one", "no-such-model", t0 + 1000),
@@ -1712,4 +1716,39 @@ async fn summaries_never_add_two_currencies(pool: PgPool) {
     let by_model = groups(&body);
     assert_eq!(by_model.len(), 3, "{body}");
     assert!(by_model.contains(&("eu-llm".into(), Some("EUR".into()), 1, d("0.0017"))));
+
+    // Reconciliation: refuses to add the two, reconciles each on its own.
+    let (status, err) = call(
+        &s,
+        "GET",
+        &format!("/v1/reconciliation?tenant_id=two&{day}"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{err}");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("several currencies (EUR, USD)"),
+        "{err}"
+    );
+    for (currency, ours, reported) in [("EUR", "0.0017", "0.0017"), ("USD", "0.000345", "0.0004")] {
+        let body = get_ok(
+            &s,
+            &format!("/v1/reconciliation?tenant_id=two&currency={currency}&{day}"),
+        )
+        .await;
+        assert_eq!(body["currency"], currency, "{body}");
+        assert_eq!(body["transactions"], 1, "{body}");
+        assert_eq!(
+            (dec(&body["ours"]), dec(&body["reported"])),
+            (d(ours), d(reported)),
+            "{body}"
+        );
+    }
+    // One currency needs no choice.
+    let body = get_ok(&s, &format!("/v1/reconciliation?tenant_id=one&{day}")).await;
+    assert_eq!(body["transactions"], 0, "{body}");
 }

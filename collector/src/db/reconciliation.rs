@@ -14,6 +14,8 @@ pub const RECONCILIATION_TOP: i64 = 20;
 #[derive(Debug, Clone)]
 pub struct ReconciliationFilter {
     pub tenant_id: Option<String>,
+    /// Only rows priced in this currency (None: any).
+    pub currency: Option<String>,
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
     /// Absolute, per transaction; its sign is ignored.
@@ -80,6 +82,20 @@ fn push_where(q: &mut QueryBuilder<'_, Postgres>, f: &ReconciliationFilter) {
     if let Some(t) = &f.tenant_id {
         q.push(" AND tenant_id = ").push_bind(t.clone());
     }
+    if let Some(c) = &f.currency {
+        q.push(" AND currency = ").push_bind(c.clone());
+    }
+}
+
+/// The currencies of the rows a reconciliation would cover, in order.
+pub async fn reconciliation_currencies(
+    pool: &PgPool,
+    filter: &ReconciliationFilter,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut q = QueryBuilder::new("SELECT DISTINCT currency FROM transactions");
+    push_where(&mut q, filter);
+    q.push(" ORDER BY 1");
+    q.build_query_scalar::<String>().fetch_all(pool).await
 }
 
 fn totals(row: &sqlx::postgres::PgRow) -> Result<ReconciliationTotals, sqlx::Error> {

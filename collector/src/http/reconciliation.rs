@@ -29,6 +29,7 @@ const DEFAULT_TOLERANCE: Decimal = Decimal::from_parts(1, 0, 0, false, 6);
 #[serde(deny_unknown_fields)]
 struct ReconciliationQuery {
     tenant_id: Option<String>,
+    currency: Option<String>,
     start: Option<String>,
     end: Option<String>,
     tolerance: Option<String>,
@@ -70,12 +71,27 @@ async fn reconciliation(
     if start > end {
         return Err(ApiError::BadRequest("start must not be after end".into()));
     }
-    let filter = ReconciliationFilter {
+    let mut filter = ReconciliationFilter {
         tenant_id: tenant_id.clone(),
+        currency: q.currency.clone(),
         start,
         end,
         tolerance,
     };
+    // Sums are never added across currencies: several need a choice.
+    let currencies = db::reconciliation_currencies(&state.pool, &filter).await?;
+    if filter.currency.is_none() {
+        match currencies.as_slice() {
+            [one] => filter.currency = Some(one.clone()),
+            [] => {}
+            many => {
+                return Err(ApiError::BadRequest(format!(
+                    "the reconciled usage is priced in several currencies ({}); add currency= to reconcile one",
+                    many.join(", ")
+                )))
+            }
+        }
+    }
     let report = db::reconciliation(&state.pool, &filter).await?;
     let mut out =
         serde_json::to_value(&report.totals).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -83,6 +99,7 @@ async fn reconciliation(
         "start": start.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "end": end.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "tenant_id": tenant_id,
+        "currency": filter.currency,
         "tolerance": tolerance.to_string(),
         "by_model": report.by_model,
         "largest_differences": report.largest_differences,
