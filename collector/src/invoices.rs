@@ -95,6 +95,21 @@ impl Rounding {
 }
 
 /// Decimal digits of the currency's minor unit (ISO 4217). Two unless listed.
+/// A tenant's invoice series: 10 hex digits of SHA-256 of its id. Each
+/// tenant numbers its invoices gaplessly in its own series
+/// (`INV-<year>-<series>-<6 digits>`), so a number says nothing of how many
+/// invoices other tenants got (a shared counter would).
+pub fn invoice_series(tenant_id: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(tenant_id.as_bytes());
+    hex::encode_upper(&digest[..5])
+}
+
+/// The invoice number of a tenant's `seq`-th invoice finalized in `year`.
+pub fn invoice_number(tenant_id: &str, year: i32, seq: i64) -> String {
+    format!("INV-{year:04}-{}-{seq:06}", invoice_series(tenant_id))
+}
+
 pub fn minor_digits(currency: &str) -> u32 {
     match currency {
         "BIF" | "CLP" | "DJF" | "GNF" | "ISK" | "JPY" | "KMF" | "KRW" | "PYG" | "RWF" | "UGX"

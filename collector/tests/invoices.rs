@@ -373,7 +373,7 @@ async fn finalized_invoice_is_numbered_immutable_and_late_usage_moves_on(pool: P
     let (status, fin) = finalize(&s, "acme", "2026-10").await;
     assert_eq!(status, StatusCode::CREATED, "{fin}");
     assert_eq!(fin["status"], "final");
-    assert_eq!(fin["number"], "INV-2026-000001");
+    assert_eq!(fin["number"], "INV-2026-822B33AD87-000001");
     assert!(fin["finalized_at"].is_string());
     // Same figures as the draft.
     assert_eq!(fin["lines"], draft["lines"]);
@@ -519,7 +519,9 @@ async fn finalized_invoice_is_numbered_immutable_and_late_usage_moves_on(pool: P
     .await;
     let (status, g) = finalize(&s, "globex", "2026-10").await;
     assert_eq!(status, StatusCode::CREATED, "{g}");
-    assert_eq!(g["number"], "INV-2026-000002");
+    // Globex's first invoice is the first of its own series: its number
+    // says nothing of acme's.
+    assert_eq!(g["number"], "INV-2026-5BC1A08D28-000001");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -650,19 +652,23 @@ async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool
     assert_eq!(rows.len(), 1 + 7 + 3, "{csv}");
     assert!(rows[0].starts_with("kind,invoice,status,tenant_id,period,currency,model,token_class"));
     assert!(
-        rows.contains(&"line,INV-2026-000001,final,acme,2026-10,USD,claude-sonnet-4-5,cache_write,claude-sonnet-4-5: cache write tokens,,30000,tokens,4.5,0.135,14"),
+        rows.contains(&"line,INV-2026-822B33AD87-000001,final,acme,2026-10,USD,claude-sonnet-4-5,cache_write,claude-sonnet-4-5: cache write tokens,,30000,tokens,4.5,0.135,14"),
         "{csv}"
     );
     assert!(
-        rows.contains(&"subtotal,INV-2026-000001,final,acme,2026-10,USD,,,,,,,,0.6015,59"),
+        rows.contains(
+            &"subtotal,INV-2026-822B33AD87-000001,final,acme,2026-10,USD,,,,,,,,0.6015,59"
+        ),
         "{csv}"
     );
     assert!(
-        rows.contains(&"credits_applied,INV-2026-000001,final,acme,2026-10,USD,,,,,,,,0.00,0"),
+        rows.contains(
+            &"credits_applied,INV-2026-822B33AD87-000001,final,acme,2026-10,USD,,,,,,,,0.00,0"
+        ),
         "{csv}"
     );
     assert!(
-        rows.contains(&"total,INV-2026-000001,final,acme,2026-10,USD,,,,,,,,0.59,59"),
+        rows.contains(&"total,INV-2026-822B33AD87-000001,final,acme,2026-10,USD,,,,,,,,0.59,59"),
         "{csv}"
     );
 
@@ -677,7 +683,7 @@ async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool
     assert_eq!(status, StatusCode::OK);
     let html = String::from_utf8(html).unwrap();
     for want in [
-        "Invoice INV-2026-000001",
+        "Invoice INV-2026-822B33AD87-000001",
         "<td class=\"n\" id=\"invoice-subtotal\">0.59 USD</td>",
         "<td class=\"n\" id=\"invoice-total\">0.59 USD</td>",
         "<td class=\"n\" id=\"invoice-credits\">0.00 USD</td>",
@@ -717,10 +723,13 @@ async fn concurrent_finalizations_create_one_invoice_and_bill_each_row_once(pool
         assert_eq!(body["total_minor"], 59);
     }
     assert_eq!(created, 1);
-    assert_eq!(numbers.into_iter().collect::<Vec<_>>(), ["INV-2026-000001"]);
+    assert_eq!(
+        numbers.into_iter().collect::<Vec<_>>(),
+        ["INV-2026-822B33AD87-000001"]
+    );
     let (invoices, items, last): (i64, i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM invoices), (SELECT count(*) FROM invoice_items),
-            (SELECT last FROM invoice_counters)",
+            (SELECT last FROM invoice_series_counters WHERE tenant_id = 'acme')",
     )
     .fetch_one(&pool)
     .await
@@ -822,7 +831,10 @@ async fn the_current_month_closes_at_its_end_on_the_collectors_clock(pool: PgPoo
     s.clock.set(end);
     let (status, fin) = finalize(&s, "acme", &period).await;
     assert_eq!(status, StatusCode::CREATED, "{fin}");
-    assert_eq!(fin["number"], format!("INV-{:04}-000001", end.year()));
+    assert_eq!(
+        fin["number"],
+        format!("INV-{:04}-822B33AD87-000001", end.year())
+    );
     assert_eq!(
         fin["finalized_at"]
             .as_str()

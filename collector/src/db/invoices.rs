@@ -414,15 +414,16 @@ pub async fn finalize_invoice<E>(
         }
     };
     let (year, seq): (i32, i64) = sqlx::query_as(
-        "INSERT INTO invoice_counters (year, last)
-         VALUES ($1, 1)
-         ON CONFLICT (year) DO UPDATE SET last = invoice_counters.last + 1
+        "INSERT INTO invoice_series_counters (tenant_id, year, last)
+         VALUES ($1, $2, 1)
+         ON CONFLICT (tenant_id, year) DO UPDATE SET last = invoice_series_counters.last + 1
          RETURNING year, last",
     )
+    .bind(tenant_id)
     .bind(finalized_at.year())
     .fetch_one(&mut *tx)
     .await?;
-    let number = format!("INV-{year:04}-{seq:06}");
+    let number = crate::invoices::invoice_number(tenant_id, year, seq);
     sqlx::query(
         "INSERT INTO invoices (id, number, tenant_id, period, period_start, period_end, currency,
             minor_digits, rounding, subtotal_precise, subtotal_minor, credits_applied_minor,

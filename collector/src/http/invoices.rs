@@ -5,7 +5,7 @@
 //!   final, otherwise a draft computed from the ledger now.
 //! - `POST /v1/invoices/finalize {"tenant_id", "period"[, "currency"]}`
 //!   (admin): stores the invoice immutably with the next number
-//!   (`INV-<year>-<6 digits>`); 201 the first time, 200 with the same
+//!   (`INV-<year>-<series>-<6 digits>`, a series per tenant); 201 the first time, 200 with the same
 //!   invoice when it was final already. Only closed periods can be finalized.
 //!
 //! See [`crate::invoices`] for the lines and the rounding.
