@@ -786,3 +786,88 @@ async fn cursors_reveal_nothing_of_other_tenants_and_open_only_in_their_own_list
     let (paged, _) = cursors(&s, "/v1/transactions?limit=7", ADMIN).await;
     assert_eq!(paged, all);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_tenant_sees_no_global_row_ids_and_the_same_answer_for_unknown_and_foreign_names(
+    pool: PgPool,
+) {
+    let _shared = LOG_CAPTURE.read().await;
+    let s = state(pool).await;
+    seed(&s).await;
+    let (_, acme) = create_token(&s, "acme", "finance").await;
+    for tenant in ["globex", "acme", "globex"] {
+        let r = send(
+            &s,
+            "POST",
+            "/v1/budgets",
+            Some(ADMIN),
+            Some(json!({"tenant_id": tenant, "limit": "5", "currency": "USD", "period": "month"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let r = send(
+            &s,
+            "POST",
+            "/v1/credits",
+            Some(ADMIN),
+            Some(json!({"tenant_id": tenant, "amount": "1", "currency": "USD", "reason": "x"})),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    // The admin sees the row ids (it uses them) ...
+    let admin = get_ok(&s, "/v1/budgets?tenant_id=acme", ADMIN).await;
+    assert_eq!(admin["budgets"][0]["id"], 2, "{admin}");
+    // ... the tenant sees its rows without them: id 2 would say another
+    // tenant created a budget first.
+    for (uri, list) in [
+        ("/v1/budgets", "budgets"),
+        ("/v1/credits?tenant_id=acme", "credits"),
+        ("/v1/alerts", "alerts"),
+    ] {
+        let body = get_ok(&s, uri, &acme).await;
+        for item in body[list].as_array().unwrap() {
+            assert!(
+                item.get("id").is_none() && item.get("budget_id").is_none(),
+                "{uri}: {item}"
+            );
+            assert_eq!(item["tenant_id"], "acme", "{uri}: {item}");
+        }
+    }
+    assert_eq!(
+        get_ok(&s, "/v1/budgets", &acme).await["budgets"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Another tenant's name and a name nobody uses: the same 403, byte for byte.
+    for path in [
+        "/v1/transactions",
+        "/v1/summary",
+        "/v1/invoices?period=2025-11",
+        "/v1/balance",
+    ] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (foreign, unknown) = (
+            send(
+                &s,
+                "GET",
+                &format!("{path}{sep}tenant_id=globex"),
+                Some(&acme),
+                None,
+            )
+            .await,
+            send(
+                &s,
+                "GET",
+                &format!("{path}{sep}tenant_id=no-such-tenant"),
+                Some(&acme),
+                None,
+            )
+            .await,
+        );
+        assert_eq!(foreign.status, unknown.status, "{path}");
+        assert_eq!(foreign.text, unknown.text, "{path}");
+    }
+}

@@ -226,6 +226,21 @@ async fn create(
 }
 
 /// A budget with where it stands in its current period.
+/// Row ids are global sequences: their gaps would tell a tenant how many
+/// budgets, credits or alerts other tenants have. A tenant token never sees
+/// them (it cannot use them either: the calls that take one are admin only).
+fn without_global_ids(reader: &Reader, mut items: Vec<Value>) -> Vec<Value> {
+    if matches!(reader, Reader::Tenant { .. }) {
+        for item in &mut items {
+            if let Some(map) = item.as_object_mut() {
+                map.remove("id");
+                map.remove("budget_id");
+            }
+        }
+    }
+    items
+}
+
 async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiResult<Vec<Value>> {
     let current = db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
     list.into_iter()
@@ -260,8 +275,9 @@ async fn list(
 ) -> ApiResult<Json<Value>> {
     let tenant = reader.scope(q.tenant_id)?;
     let list = db::list_budgets(&state.pool, tenant.as_deref()).await?;
+    let budgets = views(&state, list, state.clock.now()).await?;
     Ok(Json(
-        json!({"budgets": views(&state, list, state.clock.now()).await?}),
+        json!({"budgets": without_global_ids(&reader, budgets)}),
     ))
 }
 
@@ -424,7 +440,14 @@ async fn list_credits(
 ) -> ApiResult<Json<Value>> {
     let tenant = required_tenant(&reader, q.tenant_id)?;
     let credits = db::list_credits(&state.pool, &tenant).await?;
-    Ok(Json(json!({"tenant_id": tenant, "credits": credits})))
+    let credits = credits
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(
+        json!({"tenant_id": tenant, "credits": without_global_ids(&reader, credits)}),
+    ))
 }
 
 /// credits − priced spend since the first credit (in the account's
@@ -641,5 +664,5 @@ async fn list_alerts(
             })
         })
         .collect();
-    Ok(Json(json!({"alerts": alerts})))
+    Ok(Json(json!({"alerts": without_global_ids(&reader, alerts)})))
 }
