@@ -12,6 +12,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod ingest;
+pub mod invoice_pdf;
 pub mod invoices;
 pub mod metrics;
 pub mod price_book;

@@ -337,7 +337,7 @@ async fn seeded_month_has_hand_computed_lines_rounded_once(pool: PgPool) {
         ("/v1/invoices?tenant_id=acme&period=2026-13", "YYYY-MM"),
         ("/v1/invoices?tenant_id=acme", "period is required"),
         (
-            "/v1/invoices?tenant_id=acme&period=2026-10&format=pdf",
+            "/v1/invoices?tenant_id=acme&period=2026-10&format=xml",
             "format",
         ),
         (
@@ -847,4 +847,179 @@ async fn the_current_month_closes_at_its_end_on_the_collectors_clock(pool: PgPoo
     let next = end.format("%Y-%m").to_string();
     let (status, body) = finalize(&s, "acme", &next).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+/// `pdftotext -layout` and `pdfinfo` (Debian's poppler-utils, installed by
+/// `./dev setup`) on a PDF: its text and page count.
+fn poppler(pdf: &[u8]) -> (String, u32) {
+    let dir = std::env::temp_dir().join(format!("invoice-pdf-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("invoice.pdf");
+    std::fs::write(&file, pdf).unwrap();
+    let run = |cmd: &str, args: &[&str]| {
+        let out = std::process::Command::new(cmd)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{cmd} (poppler-utils) must be installed: {e}"));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let path = file.to_str().unwrap();
+    let text = run("pdftotext", &["-layout", path, "-"]);
+    let info = run("pdfinfo", &[path]);
+    let fonts = run("pdffonts", &[path]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        fonts.lines().skip(2).all(|l| l.contains(" yes ")),
+        "every font embedded:\n{fonts}"
+    );
+    assert!(
+        fonts.contains("TrueType") && fonts.lines().count() > 2,
+        "{fonts}"
+    );
+    let pages = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pages:"))
+        .map(|p| p.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no page count in\n{info}"));
+    (text, pages)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn pdf_invoices_hold_every_line_and_the_total_on_the_right_number_of_pages(pool: PgPool) {
+    let s = as_of_november(pool.clone()).await;
+    ingest(&s, acme_october()).await;
+    let (status, fin) = finalize(&s, "acme", "2026-10").await;
+    assert_eq!(status, StatusCode::CREATED, "{fin}");
+    let (status, body) = call(
+        &s,
+        "POST",
+        "/v1/tokens",
+        Some(ADMIN),
+        Some(json!({"tenant_id": "acme", "name": "ap"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let acme = body["token"].as_str().unwrap().to_string();
+    let uri = "/v1/invoices?period=2026-10&format=pdf";
+    let (status, pdf) = call_raw(&s, "GET", uri, Some(&acme), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (text, pages) = poppler(&pdf);
+    assert_eq!(pages, 1, "{text}");
+    // The same figures as JSON: the number, every line's description,
+    // quantity and rounded amount, the subtotal, credits and total.
+    assert!(
+        text.contains("Invoice INV-2026-822B33AD87-000001"),
+        "{text}"
+    );
+    assert!(
+        text.contains("acme") && text.contains("2026-10-01 – 2026-11-01"),
+        "{text}"
+    );
+    let digits = 2;
+    let money = |minor: i64| format!("{}.{:02}", minor / 100, minor % 100);
+    for line in fin["lines"].as_array().unwrap() {
+        let desc = line["description"].as_str().unwrap();
+        let row = text
+            .lines()
+            .find(|l| l.contains(desc))
+            .unwrap_or_else(|| panic!("{desc} not in\n{text}"));
+        let minor = line["amount_minor"].as_i64().unwrap();
+        assert!(row.contains(&format!("{} USD", money(minor))), "{row}");
+        assert!(
+            row.contains(&format!("{} tokens", line["quantity"])),
+            "{row}"
+        );
+    }
+    assert_eq!(digits, fin["minor_digits"].as_i64().unwrap_or(2));
+    for (label, minor) in [
+        ("Subtotal", fin["subtotal_minor"].as_i64().unwrap()),
+        ("Total due", fin["total_minor"].as_i64().unwrap()),
+    ] {
+        let row = text.lines().find(|l| l.contains(label)).unwrap();
+        assert!(
+            row.contains(&format!("{} USD", money(minor))),
+            "{label}: {row}"
+        );
+    }
+    // Another tenant's invoice: 403 as for every format.
+    let (status, _) = call_raw(
+        &s,
+        "GET",
+        "/v1/invoices?tenant_id=globex&period=2026-10&format=pdf",
+        Some(&acme),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A long invoice: 40 models priced by the admin, two lines each.
+    for i in 0..40 {
+        let (status, body) = call(
+            &s,
+            "PUT",
+            &format!("/v1/prices/house-model-{i:02}"),
+            Some(ADMIN),
+            Some(json!({"input": "1.00", "output": "2.00", "effective_from": "2026-01-01T00:00:00Z"})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    s.reload_prices().await.unwrap();
+    let october = Utc
+        .with_ymd_and_hms(2026, 10, 10, 12, 0, 0)
+        .unwrap()
+        .timestamp_millis();
+    let records: Vec<Value> = (0..40)
+        .map(|i| {
+            rec(
+                &format!("big-{i}"),
+                "big",
+                "openai",
+                &format!("house-model-{i:02}"),
+                october + i,
+                1_000_000,
+                0,
+                0,
+                0,
+                500_000,
+                0,
+            )
+        })
+        .collect();
+    ingest(&s, records).await;
+    let (status, big) = finalize(&s, "big", "2026-10").await;
+    assert_eq!(status, StatusCode::CREATED, "{big}");
+    let lines = big["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 80, "{big}");
+    let (status, pdf) = call_raw(
+        &s,
+        "GET",
+        "/v1/invoices?tenant_id=big&period=2026-10&format=pdf",
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (text, pages) = poppler(&pdf);
+    assert_eq!(
+        pages as usize,
+        collector::invoice_pdf::page_count(80),
+        "{text}"
+    );
+    assert_eq!(pages, 3);
+    for l in lines {
+        assert!(
+            text.contains(l["description"].as_str().unwrap()),
+            "{l} not in the PDF"
+        );
+    }
+    assert!(text.contains("Page 3 of 3"), "{text}");
+    // 40 × (1 M × $1 + 0.5 M × $2) = $80.00.
+    let total = text.lines().find(|l| l.contains("Total due")).unwrap();
+    assert!(total.contains("80.00 USD"), "{total}");
 }

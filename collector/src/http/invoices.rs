@@ -195,8 +195,27 @@ async fn get_invoice(
             )),
         )),
         Some("html") => Ok(with_type(to_html(&view), "text/html; charset=utf-8", None)),
+        Some("pdf") => {
+            let pdf = crate::invoice_pdf::render(&to_pdf(&view))
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            let mut response = pdf.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/pdf"),
+            );
+            let disposition = format!(
+                "attachment; filename=\"invoice-{}-{}.pdf\"",
+                file_safe(&view.tenant_id),
+                view.period
+            );
+            if let Ok(d) = header::HeaderValue::from_str(&disposition) {
+                headers.insert(header::CONTENT_DISPOSITION, d);
+            }
+            Ok(response)
+        }
         Some(other) => Err(ApiError::BadRequest(format!(
-            "format must be json, csv or html, not {other:?}"
+            "format must be json, csv, html or pdf, not {other:?}"
         ))),
     }
 }
@@ -449,6 +468,73 @@ tfoot tr.total td{font-weight:700;font-size:1.1em;border-top:2px solid #1b1f24}
 .notes{color:#57606a;font-size:.9em;margin-top:2em}
 @media print{body{margin:0;max-width:none}.badge{border:1px solid #999}}
 ";
+
+/// The invoice's figures as the PDF shows them: the same as JSON, CSV and
+/// HTML (amounts rounded once to minor units, unit prices as stored).
+fn to_pdf(v: &View) -> crate::invoice_pdf::PdfInvoice {
+    let d = v.invoice.minor_digits;
+    let t = v.invoice.totals;
+    let cur = &v.currency;
+    let mut notes = vec![format!(
+        "Each line is the exact sum of per-request charges, rounded once to the currency's minor unit ({}); \
+         the subtotal is the sum of the rounded lines (exact sum {} {cur}). Adjustment lines bill usage of an \
+         earlier, already finalized period that reached the ledger after that invoice was finalized.",
+        v.invoice.rounding.replace('_', "-"),
+        v.invoice.subtotal_precise,
+    )];
+    if v.invoice.unpriced_requests > 0 {
+        notes.push(format!(
+            "{} request(s) of this period had no price and are not billed here until priced.",
+            v.invoice.unpriced_requests
+        ));
+    }
+    crate::invoice_pdf::PdfInvoice {
+        title: match &v.number {
+            Some(n) => format!("Invoice {n}"),
+            None => "Draft invoice".to_string(),
+        },
+        number: v.number.clone(),
+        tenant_id: v.tenant_id.clone(),
+        period: v.period.to_string(),
+        period_range: format!(
+            "{} – {} (UTC, end exclusive)",
+            v.period.start().format("%Y-%m-%d"),
+            v.period.end().format("%Y-%m-%d")
+        ),
+        currency: cur.clone(),
+        issued: v
+            .finalized_at
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "not yet (draft)".to_string()),
+        lines: v
+            .invoice
+            .lines
+            .iter()
+            .map(|l| crate::invoice_pdf::PdfLine {
+                description: l.description.clone(),
+                quantity: format!("{} {}", l.quantity, l.unit),
+                unit_price: l.unit_price.map_or_else(
+                    || "—".to_string(),
+                    |p| {
+                        format!(
+                            "{p} {}",
+                            if l.unit == "tokens" {
+                                "/ 1M tokens"
+                            } else {
+                                "/ request"
+                            }
+                        )
+                    },
+                ),
+                amount: format!("{} {cur}", money(l.amount_minor, d)),
+            })
+            .collect(),
+        subtotal: format!("{} {cur}", money(t.subtotal_minor, d)),
+        credits: format!("{} {cur}", money(-t.credits_applied_minor, d)),
+        total: format!("{} {cur}", money(t.total_minor, d)),
+        notes,
+    }
+}
 
 fn to_html(v: &View) -> String {
     let d = v.invoice.minor_digits;
