@@ -146,15 +146,34 @@
     e.textContent = text;
     e.title = value;
   }
+  // The total comes as one row per currency: counts add up across rows,
+  // money never does (spend is listed per currency).
+  var COUNTS = ['requests', 'error_requests', 'input_tokens', 'output_tokens', 'cache_read_tokens',
+    'cache_write_tokens', 'reasoning_tokens', 'unpriced_requests', 'unpriced_input_tokens', 'unpriced_output_tokens'];
+  function combineTotals(rows) {
+    var t = { spend: [], byCurrency: {} };
+    COUNTS.forEach(function (k) { t[k] = 0; });
+    rows.forEach(function (r) {
+      COUNTS.forEach(function (k) { t[k] += Number(r[k] || 0); });
+      if (r.currency) { t.spend.push({ currency: r.currency, cost: r.cost }); t.byCurrency[r.currency] = r.cost; }
+    });
+    t.cost = t.spend.length === 1 ? t.spend[0].cost : t.spend.length ? '' : '0';
+    t.currency = t.spend.length === 1 ? t.spend[0].currency : null;
+    return t;
+  }
   function renderKpis(total) {
-    var t = total[0] || {
-      requests: 0, error_requests: 0, input_tokens: 0, output_tokens: 0, cache_read_tokens: 0,
-      cache_write_tokens: 0, reasoning_tokens: 0, cost: '0', currency: null,
-      unpriced_requests: 0, unpriced_input_tokens: 0, unpriced_output_tokens: 0,
-    };
+    var t = combineTotals(total);
     var cur = t.currency || '';
-    setKpi('kpi-spend', t.cost, moneyFmt(t.cost));
-    $('kpi-currency').textContent = cur ? cur + ', priced usage' : 'priced usage';
+    if (t.spend.length > 1) {
+      setKpi('kpi-spend', t.spend.map(function (s) { return s.cost + ' ' + s.currency; }).join(' + '),
+        t.spend.map(function (s) { return moneyFmt(s.cost, s.currency); }).join(' · '));
+      $('kpi-spend').classList.add('multi');
+      $('kpi-currency').textContent = t.spend.length + ' currencies, priced usage, never added';
+    } else {
+      setKpi('kpi-spend', t.cost, moneyFmt(t.cost));
+      $('kpi-spend').classList.remove('multi');
+      $('kpi-currency').textContent = cur ? cur + ', priced usage' : 'priced usage';
+    }
     setKpi('kpi-requests', String(t.requests), intFmt(t.requests));
     $('kpi-requests-sub').textContent = intFmt(t.requests - t.unpriced_requests) + ' priced';
     setKpi('kpi-input-tokens', String(t.input_tokens), intFmt(t.input_tokens));
@@ -163,8 +182,9 @@
     setKpi('kpi-cached-tokens', String(t.cache_read_tokens), intFmt(t.cache_read_tokens));
     $('kpi-cache-write-sub').textContent = intFmt(t.cache_write_tokens) + ' written to cache';
     var priced = t.requests - t.unpriced_requests;
-    var avg = priced > 0 ? Number(t.cost) / priced : 0;
-    setKpi('kpi-avg-cost', String(avg), moneyFmt(avg));
+    var avg = priced > 0 && t.spend.length <= 1 ? Number(t.cost) / priced : 0;
+    if (t.spend.length > 1) setKpi('kpi-avg-cost', '', '—');
+    else setKpi('kpi-avg-cost', String(avg), moneyFmt(avg));
     $('kpi-avg-sub').textContent = (cur ? cur + ' ' : '') + 'per priced request';
     setKpi('kpi-unpriced', String(t.unpriced_requests), intFmt(t.unpriced_requests) + ' req');
     $('kpi-unpriced-sub').textContent = intFmt(t.unpriced_input_tokens) + ' in / ' +
@@ -232,7 +252,8 @@
     return csv;
   }
 
-  function groupRows(groups, totalCost) {
+  // Share of the group's spend in the total of its own currency.
+  function groupRows(groups, byCurrency) {
     return groups.map(function (g) {
       return {
         key: g.key,
@@ -241,7 +262,9 @@
         output_tokens: g.output_tokens,
         cost: g.cost,
         currency: g.currency || '',
-        share_pct: pct(g.cost, totalCost),
+        share_pct: pct(g.cost, byCurrency[g.currency] || '0'),
+        // Several currencies on the page: every amount says which.
+        multi: Object.keys(byCurrency).length > 1,
       };
     });
   }
@@ -254,7 +277,7 @@
         title: function (r) { return intFmt(r.input_tokens) + ' in, ' + intFmt(r.output_tokens) + ' out'; } },
       { key: 'input_tokens', label: 'Input tokens', csvOnly: true },
       { key: 'output_tokens', label: 'Output tokens', csvOnly: true },
-      { key: 'cost', label: 'Spend', num: true, show: function (r) { return moneyFmt(r.cost); }, title: function (r) { return r.cost + ' ' + r.currency; } },
+      { key: 'cost', label: 'Spend', num: true, show: function (r) { return moneyFmt(r.cost, r.multi ? r.currency : ''); }, title: function (r) { return r.cost + ' ' + r.currency; } },
       { key: 'currency', label: 'Currency', csvOnly: true },
       { key: 'share_pct', label: 'Share', num: true, render: function (td, r) {
         var bar = el('span', { class: 'share' }); bar.style.width = Math.max(1, Math.round(Number(r.share_pct) * 0.5)) + 'px';
@@ -445,7 +468,7 @@
       var per = top.map(function (m) { return summary(w, bucket, 'model', { model: m || '' }).then(function (rows) { return rows; }); });
       return Promise.all(per).then(function (perRows) {
         if (gen !== state.inflight) return; // a newer refresh superseded this one
-        var totalCost = total[0] ? total[0].cost : '0';
+        var byCurrency = combineTotals(total).byCurrency;
         renderKpis(total);
         var times = bucketTimes(w, bucket);
         var index = function (rows) { var o = {}; rows.forEach(function (g) { o[keyTime(g.key)] = g; }); return o; };
@@ -462,12 +485,12 @@
           });
           perSeries.push(other); names.push('other');
         }
-        state.series = { step: bucket === 'hour' ? 3600000 : 86400000, times: times, names: names, perSeries: perSeries, currency: total[0] ? total[0].currency : '' };
+        state.series = { step: bucket === 'hour' ? 3600000 : 86400000, times: times, names: names, perSeries: perSeries, currency: combineTotals(total).currency || '' };
         $('chart-bucket').textContent = 'per ' + bucket + ' (UTC), stacked by model';
         drawChart();
-        renderTable('table-models', groupColumns('Model'), groupRows(models, totalCost), pick('model'));
-        renderTable('table-keys', groupColumns('API key', function (r) { return shortKey(r.key); }), groupRows(r[3], totalCost), pick('key'));
-        renderTable('table-tenants', groupColumns('Tenant'), groupRows(r[4], totalCost), pick('tenant'));
+        renderTable('table-models', groupColumns('Model'), groupRows(models, byCurrency), pick('model'));
+        renderTable('table-keys', groupColumns('API key', function (r) { return shortKey(r.key); }), groupRows(r[3], byCurrency), pick('key'));
+        renderTable('table-tenants', groupColumns('Tenant'), groupRows(r[4], byCurrency), pick('tenant'));
         fillSelect('f-model', r[5], state.filters.model);
         fillSelect('f-key', r[6], state.filters.key, shortKey);
         fillSelect('f-tenant', r[7], state.filters.tenant);

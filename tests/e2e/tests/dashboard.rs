@@ -682,6 +682,62 @@ async fn dashboard_shows_the_api_figures_filters_and_exports_csv() {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert!(browser.generation().await? > before);
+
+        // A second currency: a model priced in EUR. The spend card lists one
+        // total per currency, never their sum, and each table row's share is
+        // of its own currency's total.
+        let r = api
+            .http
+            .put(format!("{}/v1/prices/eu-llm", api.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"input": "1.00", "output": "2.00", "currency": "EUR",
+                "effective_from": "2025-01-01T00:00:00Z"}))
+            .send()
+            .await?;
+        assert!(r.status().is_success(), "{}", r.text().await?);
+        let eur = rec("d9", "acme", "key-a1", "openai", "eu-llm", now_ms() - 30_000, 200, 100_000, 0, 10_000);
+        api.post("/v1/usage", INGEST_TOKEN, json!({"records": [eur]})).await?;
+        let deadline = Instant::now() + Duration::from_secs(25);
+        loop {
+            let k = kpis(&browser).await?;
+            let spend = k["kpi-spend"].as_str().unwrap_or_default().to_string();
+            if spend.contains("EUR") {
+                let groups = api
+                    .get(&format!("/v1/summary?group_by=total&{window}&tenant_id=acme"), ADMIN_TOKEN)
+                    .await?["groups"]
+                    .clone();
+                let mut parts: Vec<String> = groups
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|g| g["currency"].is_string())
+                    .map(|g| format!("{} {}", g["cost"].as_str().unwrap(), g["currency"].as_str().unwrap()))
+                    .collect();
+                assert_eq!(parts.len(), 2, "{groups}");
+                parts.sort();
+                let mut shown: Vec<String> = spend.split(" + ").map(str::to_string).collect();
+                shown.sort();
+                assert_eq!(shown, parts, "page {k} api {groups}");
+                // 100,000 in × 1.00 + 10,000 out × 2.00 per million.
+                assert!(parts.contains(&"0.12 EUR".to_string()), "{parts:?}");
+                let text = k["text"].as_str().unwrap();
+                assert!(text.contains("EUR") && text.contains("USD"), "{text}");
+                let sub = browser
+                    .js("return document.getElementById('kpi-currency').textContent;")
+                    .await?;
+                assert_eq!(sub, json!("2 currencies, priced usage, never added"));
+                let eu_share = browser
+                    .js("return [...document.querySelectorAll('#table-models tbody tr')].map(tr => [...tr.children].map(td => td.textContent)).find(c => c[0] === 'eu-llm');")
+                    .await?;
+                assert!(eu_share.to_string().contains("100.0 %"), "{eu_share}");
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the EUR spend never showed: {k}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        browser.screenshot(&out.join("04-two-currencies.png")).await?;
         browser.generation().await
     })
     .catch_unwind()
