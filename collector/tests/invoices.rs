@@ -604,9 +604,9 @@ async fn late_usage_is_billed_once_on_the_next_finalized_invoice(pool: PgPool) {
     assert_eq!(billed, 3);
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool: PgPool) {
-    let s = as_of_november(pool.clone()).await;
+/// Acme's October finalized in November, and a read token of acme's.
+async fn acme_october_final_with_token(pool: PgPool) -> (collector::AppState, Value, String) {
+    let s = as_of_november(pool).await;
     ingest(&s, acme_october()).await;
     let (status, fin) = finalize(&s, "acme", "2026-10").await;
     assert_eq!(status, StatusCode::CREATED, "{fin}");
@@ -620,6 +620,12 @@ async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let acme = body["token"].as_str().unwrap().to_string();
+    (s, fin, acme)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn tenant_tokens_read_their_own_invoices_and_formats_show_the_figures(pool: PgPool) {
+    let (s, fin, acme) = acme_october_final_with_token(pool).await;
 
     let (status, own) = get(&s, "/v1/invoices?period=2026-10", &acme).await;
     assert_eq!(status, StatusCode::OK, "{own}");
@@ -891,20 +897,7 @@ fn poppler(pdf: &[u8]) -> (String, u32) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn pdf_invoices_hold_every_line_and_the_total_on_the_right_number_of_pages(pool: PgPool) {
-    let s = as_of_november(pool.clone()).await;
-    ingest(&s, acme_october()).await;
-    let (status, fin) = finalize(&s, "acme", "2026-10").await;
-    assert_eq!(status, StatusCode::CREATED, "{fin}");
-    let (status, body) = call(
-        &s,
-        "POST",
-        "/v1/tokens",
-        Some(ADMIN),
-        Some(json!({"tenant_id": "acme", "name": "ap"})),
-    )
-    .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let acme = body["token"].as_str().unwrap().to_string();
+    let (s, fin, acme) = acme_october_final_with_token(pool).await;
     let uri = "/v1/invoices?period=2026-10&format=pdf";
     let (status, pdf) = call_raw(&s, "GET", uri, Some(&acme), None).await;
     assert_eq!(status, StatusCode::OK);

@@ -239,6 +239,21 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The headers of a POST to the collector, authorized by the ingest token.
+fn collector_post<'a>(
+    config: &'a FilterConfig,
+    path: &'a str,
+    auth: &'a str,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        (":method", "POST"),
+        (":path", path),
+        (":authority", config.collector_authority.as_str()),
+        ("content-type", "application/json"),
+        ("authorization", auth),
+    ]
+}
+
 impl BillingRoot {
     /// Sends the next batch if one is ready; called on ticks and after acks.
     fn flush(&self) {
@@ -251,13 +266,7 @@ impl BillingRoot {
             return;
         };
         let auth = format!("Bearer {}", config.ingest_token);
-        let headers = vec![
-            (":method", "POST"),
-            (":path", config.ingest_path.as_str()),
-            (":authority", config.collector_authority.as_str()),
-            ("content-type", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
+        let headers = collector_post(config, &config.ingest_path, &auth);
         match self.dispatch_http_call(
             &config.collector_cluster,
             headers,
@@ -302,13 +311,7 @@ impl BillingRoot {
         };
         let auth = format!("Bearer {}", config.ingest_token);
         let path = format!("{}/notices", config.reserve_path);
-        let headers = vec![
-            (":method", "POST"),
-            (":path", path.as_str()),
-            (":authority", config.collector_authority.as_str()),
-            ("content-type", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
+        let headers = collector_post(&config, &path, &auth);
         match self.dispatch_http_call(
             &config.collector_cluster,
             headers,
@@ -869,13 +872,7 @@ impl BillingHttp {
             return false;
         };
         let auth = format!("Bearer {}", self.config.ingest_token);
-        let headers = vec![
-            (":method", "POST"),
-            (":path", self.config.reserve_path.as_str()),
-            (":authority", self.config.collector_authority.as_str()),
-            ("content-type", "application/json"),
-            ("authorization", auth.as_str()),
-        ];
+        let headers = collector_post(&self.config, &self.config.reserve_path, &auth);
         match self.dispatch_http_call(
             &self.config.collector_cluster,
             headers,
