@@ -870,4 +870,52 @@ async fn a_tenant_sees_no_global_row_ids_and_the_same_answer_for_unknown_and_for
         assert_eq!(foreign.status, unknown.status, "{path}");
         assert_eq!(foreign.text, unknown.text, "{path}");
     }
+    // Another tenant's request id or invoice number against one nobody
+    // has: no endpoint takes them from a tenant, and the refusal is the
+    // same either way (g1 is globex's request; globex's first invoice
+    // number is computable, its series being a hash of its id).
+    for (name, theirs, nobodys) in [
+        ("request_id", "g1", "no-such-request"),
+        (
+            "number",
+            "INV-2025-5BC1A08D28-000001",
+            "INV-2025-000000000-000009",
+        ),
+    ] {
+        for path in [
+            "/v1/transactions",
+            "/v1/invoices?period=2025-11",
+            "/v1/summary",
+        ] {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            let a = send(
+                &s,
+                "GET",
+                &format!("{path}{sep}{name}={theirs}"),
+                Some(&acme),
+                None,
+            )
+            .await;
+            let b = send(
+                &s,
+                "GET",
+                &format!("{path}{sep}{name}={nobodys}"),
+                Some(&acme),
+                None,
+            )
+            .await;
+            assert_eq!(
+                a.status,
+                StatusCode::BAD_REQUEST,
+                "{path} {name}: {}",
+                a.text
+            );
+            assert_eq!(
+                a.text.replace(theirs, "X"),
+                b.text.replace(nobodys, "X"),
+                "{path} {name}"
+            );
+            assert!(!a.text.contains("globex"), "{}", a.text);
+        }
+    }
 }
