@@ -169,6 +169,13 @@ pub struct ServeConfig {
     /// replica shares it.
     #[arg(long, env = "CURSOR_KEY", global = true)]
     pub cursor_key: Option<String>,
+    /// Tenants with their own label value in the cost and token metrics;
+    /// the rest are summed under `other`.
+    #[arg(long, env = "METRICS_MAX_TENANTS", default_value_t = crate::usage_metrics::DEFAULT_MAX_TENANTS, global = true)]
+    pub metrics_max_tenants: usize,
+    /// Models with their own label value in the cost and token metrics.
+    #[arg(long, env = "METRICS_MAX_MODELS", default_value_t = crate::usage_metrics::DEFAULT_MAX_MODELS, global = true)]
+    pub metrics_max_models: usize,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -195,6 +202,8 @@ impl std::fmt::Debug for ServeConfig {
             .field("budget_watch_fraction", &self.budget_watch_fraction)
             .field("reservation_ttl_secs", &self.reservation_ttl_secs)
             .field("cursor_key", &redact(&self.cursor_key))
+            .field("metrics_max_tenants", &self.metrics_max_tenants)
+            .field("metrics_max_models", &self.metrics_max_models)
             .finish()
     }
 }

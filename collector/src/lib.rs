@@ -20,6 +20,7 @@ pub mod pricing;
 pub mod ratelimit;
 pub mod reservations;
 pub mod sync;
+pub mod usage_metrics;
 pub mod writer;
 
 use std::sync::{Arc, RwLock};

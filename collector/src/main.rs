@@ -113,6 +113,10 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     .with_budget_zone(budget_zone)
     .with_reservations(reservations)
     .with_cursor_key(cursor_key);
+    state
+        .metrics
+        .usage
+        .set_caps(config.metrics_max_tenants, config.metrics_max_models);
     state.reload_prices().await?;
     tokio::spawn(reload_prices_on_change(state.clone()));
     tokio::spawn(ledger_maintenance(

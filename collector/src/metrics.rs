@@ -30,6 +30,8 @@ pub struct Metrics {
     pub ingest_latency_us_sum: AtomicU64,
     /// Cumulative histogram buckets of ingest latency (ms upper bounds).
     pub ingest_latency_buckets: [AtomicU64; 8],
+    /// Cost, tokens and requests by tenant and model.
+    pub usage: crate::usage_metrics::UsageMetrics,
 }
 
 pub const LATENCY_BUCKETS_MS: [u64; 8] = [5, 10, 25, 50, 100, 250, 1000, 5000];
@@ -140,6 +142,7 @@ impl Metrics {
         let _ = writeln!(out, "# HELP billing_rollup_folded_before_seconds Closed hours before this Unix time are folded into the daily rollups (alert when it falls more than ~2 h behind).\n# TYPE billing_rollup_folded_before_seconds gauge\nbilling_rollup_folded_before_seconds {}", get(&self.rollup_folded_before));
         let _ = writeln!(out, "# HELP billing_db_pool_connections Open database connections.\n# TYPE billing_db_pool_connections gauge\nbilling_db_pool_connections {pool_size}");
         let _ = writeln!(out, "# HELP billing_db_pool_idle Idle database connections.\n# TYPE billing_db_pool_idle gauge\nbilling_db_pool_idle {pool_idle}");
+        self.usage.render(&mut out);
         out
     }
 }

@@ -110,6 +110,13 @@ async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>, metrics: &Metrics) {
     match db::insert_batch_releasing(pool, &merged).await {
         Ok(db::InsertOutcome { inserted, released }) => {
             Metrics::add(&metrics.reservations_released, released);
+            // Only rows this statement inserted: a duplicate counts nothing.
+            let new: std::collections::HashSet<&LedgerKey> = inserted.iter().collect();
+            for e in &merged {
+                if new.contains(&e.key()) {
+                    metrics.usage.record(&e.record, e.price.as_ref());
+                }
+            }
             let mut per_job: Vec<Vec<LedgerKey>> = vec![Vec::new(); jobs.len()];
             for key in inserted {
                 if let Some(&i) = owner.get(&key) {

@@ -544,3 +544,128 @@ async fn new_ledger_ranges_are_summarized_on_request(pool: PgPool) {
     );
     assert_eq!(collector::db::summarize_time_index(&pool).await.unwrap(), 0);
 }
+
+/// `name{labels} value` lines of one metric, as (labels, value).
+fn metric_lines(text: &str, name: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(name)?.strip_prefix('{'))
+        .filter_map(|l| l.split_once("} "))
+        .map(|(labels, v)| (labels.to_string(), v.to_string()))
+        .collect()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn cost_and_token_metrics_equal_the_ledger_and_a_resend_adds_nothing(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let t0 = 1_763_978_400_000;
+    let batch: Vec<Value> = (0..12)
+        .map(|i| {
+            let tenant = ["acme", "globex", "initech"][i % 3];
+            let model = ["gpt-4o-mini", "claude-sonnet-4-5", "no-such-model"][i % 4 % 3];
+            record(&format!("m{i}"), tenant, model, t0 + i as i64 * 1000)
+        })
+        .collect();
+    ingest(&s, batch.clone()).await;
+    // The same batch again (a retry): duplicates, nothing added.
+    let again = ingest(&s, batch).await;
+    assert_eq!(again["duplicates"], 12, "{again}");
+    let (_, text) = call_raw(&s, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(text).unwrap();
+
+    let ledger: Vec<(String, String, String, Decimal)> = sqlx::query_as(
+        "SELECT tenant_id, model, currency, sum(cost) FROM transactions
+         WHERE status = 'priced' GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut shown: Vec<(String, Decimal)> = metric_lines(&text, "billing_cost_total")
+        .into_iter()
+        .map(|(l, v)| (l, Decimal::from_str(&v).unwrap()))
+        .collect();
+    shown.sort();
+    let mut expected: Vec<(String, Decimal)> = ledger
+        .iter()
+        .map(|(t, m, c, v)| (format!("tenant=\"{t}\",model=\"{m}\",currency=\"{c}\""), *v))
+        .collect();
+    expected.sort();
+    assert_eq!(shown, expected, "{text}");
+    assert!(!expected.is_empty());
+
+    let tokens: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT tenant_id, model, sum(input_tokens)::int8, sum(cache_read_tokens)::int8
+         FROM transactions GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let token_lines = metric_lines(&text, "billing_tokens_total");
+    for (t, m, input, cached) in tokens {
+        for (kind, n) in [("input", input), ("cache_read", cached)] {
+            let want = format!("tenant=\"{t}\",model=\"{m}\",kind=\"{kind}\"");
+            let got = token_lines.iter().find(|(l, _)| *l == want);
+            assert_eq!(
+                got.map(|(_, v)| v.clone()),
+                Some(n.to_string()),
+                "{want} in\n{text}"
+            );
+        }
+    }
+    let requests = metric_lines(&text, "billing_requests_total");
+    let unpriced: i64 = requests
+        .iter()
+        .filter(|(l, _)| l.ends_with("status=\"unpriced\""))
+        .map(|(_, v)| v.parse::<i64>().unwrap())
+        .sum();
+    let total: i64 = requests
+        .iter()
+        .map(|(_, v)| v.parse::<i64>().unwrap())
+        .sum();
+    let (rows, unpriced_rows): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE status = 'unpriced') FROM transactions",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((total, unpriced), (rows, unpriced_rows), "{text}");
+
+    // Caps: one tenant and one model labelled, the rest summed as "other".
+    let capped = state(pool.clone()).await;
+    capped.metrics.usage.set_caps(1, 1);
+    let more: Vec<Value> = ["acme", "globex", "initech"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            record(
+                &format!("c{i}"),
+                t,
+                ["gpt-4o-mini", "claude-sonnet-4-5"][i % 2],
+                t0 + 50_000,
+            )
+        })
+        .collect();
+    ingest(&capped, more).await;
+    let (_, text) = call_raw(&capped, "GET", "/metrics", None, None).await;
+    let text = String::from_utf8(text).unwrap();
+    let costs = metric_lines(&text, "billing_cost_total");
+    let labels: Vec<&str> = costs.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(
+        labels,
+        [
+            "tenant=\"acme\",model=\"gpt-4o-mini\",currency=\"USD\"",
+            "tenant=\"other\",model=\"gpt-4o-mini\",currency=\"USD\"",
+            "tenant=\"other\",model=\"other\",currency=\"USD\"",
+        ],
+        "{text}"
+    );
+    let sum: Decimal = costs
+        .iter()
+        .map(|(_, v)| Decimal::from_str(v).unwrap())
+        .sum();
+    let ledger: Decimal =
+        sqlx::query_scalar("SELECT sum(cost) FROM transactions WHERE request_id LIKE 'c%'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(sum, ledger);
+}
