@@ -10,6 +10,7 @@ pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod forecast;
 pub mod http;
 pub mod ingest;
 pub mod invoice_pdf;
