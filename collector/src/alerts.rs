@@ -5,8 +5,10 @@
 //! and inserts an alert for every threshold reached so far; the table's
 //! unique key (budget, period start, event, threshold) makes each fire once
 //! per period, even with several collector replicas. Thresholds below 100 %
-//! fire `threshold_crossed`, 100 % and above `budget_exceeded`; a linear
-//! projection over the limit fires `projected_to_exceed` once per period.
+//! fire `threshold_crossed`, 100 % and above `budget_exceeded`; a spend
+//! forecast ([`crate::forecast`]: weekday factors and a trend over the
+//! daily rollups) over the limit fires `projected_to_exceed` once per
+//! period, with the forecast and its basis in the payload.
 //!
 //! Prepaid tenants with a low-balance setting (`balance_alerts`) fire
 //! `low_balance` when their balance falls below the threshold and
@@ -30,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::budgets;
 use crate::db::{self, Alert, BalanceEvent, NewAlert, SpendScope};
+use crate::forecasting;
 use crate::AppState;
 
 pub const SIGNATURE_HEADER: &str = "x-billing-signature";
@@ -104,6 +107,9 @@ struct Payload<'a> {
     period_start: DateTime<Utc>,
     resets_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    /// `projected_to_exceed` only: projected, low, high and basis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forecast: Option<&'a serde_json::Value>,
 }
 
 /// The webhook body of a balance alert.
@@ -157,6 +163,7 @@ pub fn payload(a: &Alert) -> Vec<u8> {
         period_start: a.period_start,
         resets_at: a.resets_at,
         created_at: a.created_at,
+        forecast: a.forecast.as_ref(),
     };
     serde_json::to_vec(&p).unwrap_or_default()
 }
@@ -184,10 +191,19 @@ async fn evaluate_budgets(state: &AppState, now: DateTime<Utc>) -> Result<u64, s
         .filter(|b| b.webhook_url.is_some())
         .collect();
     let current = db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
+    // Forecasts only where one could still fire: not exceeded, a period
+    // with an end, not fired yet this period.
+    let candidates: Vec<(i64, DateTime<Utc>)> = list
+        .iter()
+        .zip(&current)
+        .filter(|(b, (w, spent))| w.end.is_some() && *spent < b.limit)
+        .map(|(b, (w, _))| (b.id, w.start))
+        .collect();
+    let fired = db::projections_fired(&state.pool, &candidates).await?;
     let mut fire = Vec::new();
     for (b, (w, spent)) in list.iter().zip(current) {
         let Some(url) = &b.webhook_url else { continue };
-        let alert = |event: &str, threshold: i32| NewAlert {
+        let alert = |event: &str, threshold: i32, forecast: Option<serde_json::Value>| NewAlert {
             budget_id: b.id,
             tenant_id: b.tenant_id.clone(),
             api_key_id: b.api_key_id.clone(),
@@ -199,6 +215,7 @@ async fn evaluate_budgets(state: &AppState, now: DateTime<Utc>) -> Result<u64, s
             period_start: w.start,
             resets_at: w.end,
             webhook_url: url.clone(),
+            forecast,
         };
         let thresholds: Vec<u32> = b
             .alert_thresholds
@@ -210,10 +227,19 @@ async fn evaluate_budgets(state: &AppState, now: DateTime<Utc>) -> Result<u64, s
         for t in
             budgets::crossed_thresholds(rust_decimal::Decimal::ZERO, spent, b.limit, &thresholds)
         {
-            fire.push(alert(threshold_event(t), t as i32));
+            fire.push(alert(threshold_event(t), t as i32, None));
         }
-        if budgets::status(b.limit, spent, w, now).projected_to_exceed {
-            fire.push(alert("projected_to_exceed", 0));
+        if w.end.is_none() || spent >= b.limit || fired.contains(&b.id) {
+            continue;
+        }
+        if let Some(f) = forecasting::project_budget(&state.pool, b, w, spent, now).await? {
+            if budgets::projected_to_exceed(b.limit, spent, f.projected) {
+                fire.push(alert(
+                    "projected_to_exceed",
+                    0,
+                    Some(forecasting::to_json(&f)),
+                ));
+            }
         }
     }
     let added = db::insert_alerts(&state.pool, &fire).await?;
@@ -466,6 +492,7 @@ mod tests {
             last_error: None,
             delivered_at: None,
             created_at: at,
+            forecast: None,
         };
         let body = String::from_utf8(payload(&a)).unwrap();
         assert_eq!(
@@ -482,6 +509,16 @@ mod tests {
         };
         let v: serde_json::Value = serde_json::from_slice(&payload(&projected)).unwrap();
         assert_eq!(v["threshold"], serde_json::Value::Null);
+        assert!(v.get("forecast").is_none(), "{v}");
+        let with_basis = Alert {
+            forecast: Some(
+                serde_json::json!({"projected": "0.002", "basis": {"method": "linear"}}),
+            ),
+            ..projected.clone()
+        };
+        let v: serde_json::Value = serde_json::from_slice(&payload(&with_basis)).unwrap();
+        assert_eq!(v["forecast"]["basis"]["method"], "linear");
+        assert_eq!(v["forecast"]["projected"], "0.002");
         let low = Alert {
             event: "low_balance".into(),
             budget_id: None,

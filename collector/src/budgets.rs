@@ -252,8 +252,9 @@ pub struct Status {
     pub percent_used: Decimal,
     /// spent >= limit: a hard budget blocks.
     pub exceeded: bool,
-    /// Spend extrapolated linearly to the end of the period (None for
-    /// `total`, or at the very start of a period).
+    /// Spend projected to the end of the period (None for `total`): the
+    /// spend forecast's (`crate::forecast`) where the API reports it, else
+    /// extrapolated linearly (None at the very start of a period).
     #[serde(with = "rust_decimal::serde::str_option")]
     pub projected: Option<Decimal>,
     /// projected > limit while not yet exceeded.
@@ -290,6 +291,22 @@ pub fn status(limit: Decimal, spent: Decimal, window: Window, now: DateTime<Utc>
         projected,
         projected_to_exceed: !exceeded && projected.is_some_and(|p| p > limit),
     }
+}
+
+/// Whether a projection over the limit is news: not yet exceeded, and
+/// projected strictly above the limit.
+pub fn projected_to_exceed(limit: Decimal, spent: Decimal, projected: Decimal) -> bool {
+    spent < limit && projected > limit
+}
+
+/// `status` with the spend forecast's projection in place of the linear one
+/// (kept when there is no forecast: `total` budgets).
+pub fn with_forecast(mut s: Status, limit: Decimal, projected: Option<Decimal>) -> Status {
+    if let Some(p) = projected {
+        s.projected = Some(p);
+        s.projected_to_exceed = projected_to_exceed(limit, s.spent, p);
+    }
+    s
 }
 
 /// The thresholds (percent of the limit) that spend crossed going from

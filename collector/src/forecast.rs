@@ -29,7 +29,8 @@
 //!    errors is dropped (the level is then the mean). The low end is never
 //!    below what is already spent.
 //!
-//! Without any history the projection is linear (`linear`: spent so far ÷
+//! With less than [`MIN_HISTORY_DAYS`] of history (counting from the first
+//! day with spend) the projection is linear (`linear`: spent so far ÷
 //! elapsed × period length, as `budgets::projected_spend`), and its range
 //! runs from spent to twice the linear remainder. With nothing spent and no
 //! history the forecast is zero.
@@ -49,6 +50,8 @@ use serde::Serialize;
 
 /// Days of history the forecast looks back on.
 pub const LOOKBACK_DAYS: i64 = 28;
+/// History needed for the seasonal method (else linear).
+pub const MIN_HISTORY_DAYS: usize = 7;
 /// History needed for weekday factors (two whole weeks).
 pub const SEASONAL_MIN_DAYS: usize = 14;
 /// History needed for a trend slope.
@@ -321,7 +324,7 @@ pub fn forecast(
     let remaining_ms = (end - now).num_milliseconds().max(0);
     let remaining_days = day_fraction(remaining_ms);
 
-    if days.is_empty() {
+    if days.len() < MIN_HISTORY_DAYS {
         let elapsed = (now - start).num_milliseconds();
         let length = (end - start).num_milliseconds();
         let projected = if elapsed > 0 && length > 0 {
@@ -337,9 +340,9 @@ pub fn forecast(
             high: money(spent + rest * Decimal::TWO),
             basis: Basis {
                 method: METHOD_LINEAR,
-                history_days: 0,
-                history_from: None,
-                history_to: None,
+                history_days: u32::try_from(days.len()).unwrap_or(u32::MAX),
+                history_from: days.first().map(|d| d.1),
+                history_to: days.last().map(|d| d.1),
                 weekday_factors: WeekdayFactors::from_array([Decimal::ONE; 7]),
                 level_per_day: money(if elapsed > 0 {
                     spent / day_fraction(elapsed)
@@ -660,26 +663,36 @@ mod tests {
         let f = forecast(&[], d("3"), start, at("2026-11-04T00:00:00Z"), end);
         assert_eq!(f.basis.method, METHOD_LINEAR);
         assert_eq!((f.projected, f.low, f.high), (d("30"), d("3"), d("57")));
-        // Three days of $2 history (days before the first spend are not
-        // zeros): level 2, no seasonality, no slope; 20 days left → 6 + 40.
-        let h: Vec<DailyTotal> = ["2026-11-08", "2026-11-09", "2026-11-10"]
-            .iter()
-            .map(|s| DailyTotal {
-                day: NaiveDate::from_str(s).unwrap(),
-                amount: d("2"),
-            })
-            .collect();
-        let f = forecast(&h, d("6"), start, at("2026-11-11T00:00:00Z"), end);
-        assert_eq!(f.basis.method, METHOD_SEASONAL);
+        // Three days of history (days before the first spend are not
+        // zeros): still linear, $6 in 10 days → 18, range 6 to 30.
+        let h = |from: &str, n: u64| -> Vec<DailyTotal> {
+            NaiveDate::from_str(from)
+                .unwrap()
+                .iter_days()
+                .take(n as usize)
+                .map(|day| DailyTotal {
+                    day,
+                    amount: d("2"),
+                })
+                .collect()
+        };
+        let now = at("2026-11-11T00:00:00Z");
+        let f = forecast(&h("2026-11-08", 3), d("6"), start, now, end);
+        assert_eq!(f.basis.method, METHOD_LINEAR);
         assert_eq!(f.basis.history_days, 3);
         assert_eq!(f.basis.history_from, NaiveDate::from_ymd_opt(2026, 11, 8));
+        assert_eq!((f.projected, f.low, f.high), (d("18"), d("6"), d("30")));
+        // A week of $2 a day: level 2, no weekday factors yet, a flat line;
+        // 20 days left → 6 + 40. A perfect fit has no spread.
+        let f = forecast(&h("2026-11-04", 7), d("6"), start, now, end);
+        assert_eq!(f.basis.method, METHOD_SEASONAL);
+        assert_eq!(f.basis.history_days, 7);
         assert_eq!(f.basis.level_per_day, d("2"));
         assert_eq!(f.basis.trend_per_day, d("0"));
-        assert_eq!(f.projected, d("46"));
-        // A perfect fit has no spread.
-        assert_eq!((f.low, f.high), (d("46"), d("46")));
+        assert_eq!(f.basis.weekday_factors.sat, d("1"));
+        assert_eq!((f.projected, f.low, f.high), (d("46"), d("46"), d("46")));
         // At the very end nothing is left to project.
-        let f = forecast(&h, d("6"), start, end, end);
+        let f = forecast(&h("2026-11-04", 7), d("6"), start, end, end);
         assert_eq!(f.projected, d("6"));
         assert_eq!(f.basis.remaining_days, d("0"));
     }

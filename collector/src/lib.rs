@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod auth;
+pub mod budget_metrics;
 pub mod budgets;
 pub mod clock;
 pub mod config;
@@ -11,6 +12,7 @@ pub mod cursor;
 pub mod db;
 pub mod error;
 pub mod forecast;
+pub mod forecasting;
 pub mod http;
 pub mod ingest;
 pub mod invoice_pdf;

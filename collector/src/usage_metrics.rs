@@ -76,6 +76,11 @@ impl UsageMetrics {
         }
     }
 
+    /// The cap of labelled tenants (budget gauges use it too).
+    pub fn max_tenants(&self) -> usize {
+        self.caps.lock().map(|c| c.0).unwrap_or(DEFAULT_MAX_TENANTS)
+    }
+
     /// Counts one inserted ledger row.
     pub fn record(&self, r: &UsageRecord, price: Option<&AppliedPrice>) {
         let (max_tenants, max_models) = self.caps.lock().map(|c| *c).unwrap_or_default();

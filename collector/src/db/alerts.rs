@@ -32,11 +32,14 @@ pub struct Alert {
     pub last_error: Option<String>,
     pub delivered_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// `projected_to_exceed`: the forecast it fired on (projected, low,
+    /// high, basis), as the webhook sends it.
+    pub forecast: Option<serde_json::Value>,
 }
 
 const ALERT_COLUMNS: &str = "id, budget_id, tenant_id, api_key_id, event, threshold, spent,
     amount, currency, period_start, resets_at, webhook_url, balance, attempts, next_attempt_at,
-    last_status, last_error, delivered_at, created_at";
+    last_status, last_error, delivered_at, created_at, forecast";
 
 /// An alert the evaluator wants to fire.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +55,8 @@ pub struct NewAlert {
     pub period_start: DateTime<Utc>,
     pub resets_at: Option<DateTime<Utc>>,
     pub webhook_url: String,
+    /// The forecast behind a `projected_to_exceed` alert.
+    pub forecast: Option<serde_json::Value>,
 }
 
 /// Inserts the alerts not fired yet in their period (one statement;
@@ -72,12 +77,17 @@ pub async fn insert_alerts(pool: &PgPool, alerts: &[NewAlert]) -> Result<u64, sq
     let start: Vec<DateTime<Utc>> = alerts.iter().map(|a| a.period_start).collect();
     let resets: Vec<Option<DateTime<Utc>>> = alerts.iter().map(|a| a.resets_at).collect();
     let url: Vec<&str> = alerts.iter().map(|a| a.webhook_url.as_str()).collect();
+    let forecast: Vec<Option<String>> = alerts
+        .iter()
+        .map(|a| a.forecast.as_ref().map(|f| f.to_string()))
+        .collect();
     let done = sqlx::query(
         "INSERT INTO alerts (budget_id, tenant_id, api_key_id, event, threshold, spent, amount,
-            currency, period_start, resets_at, webhook_url)
-         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int4[],
+            currency, period_start, resets_at, webhook_url, forecast)
+         SELECT b, t, k, e, th, sp, am, c, ps, r, u, f::jsonb
+         FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::int4[],
             $6::numeric[], $7::numeric[], $8::text[], $9::timestamptz[], $10::timestamptz[],
-            $11::text[])
+            $11::text[], $12::text[]) AS x(b, t, k, e, th, sp, am, c, ps, r, u, f)
          ON CONFLICT (budget_id, period_start, event, threshold) DO NOTHING",
     )
     .bind(&budget)
@@ -91,6 +101,7 @@ pub async fn insert_alerts(pool: &PgPool, alerts: &[NewAlert]) -> Result<u64, sq
     .bind(&start)
     .bind(&resets)
     .bind(&url)
+    .bind(&forecast)
     .execute(pool)
     .await?;
     Ok(done.rows_affected())
@@ -160,6 +171,30 @@ pub async fn mark_failed(
     .execute(pool)
     .await
     .map(|_| ())
+}
+
+/// The budgets (of those given) whose `projected_to_exceed` already fired
+/// in the period starting at the paired instant.
+pub async fn projections_fired(
+    pool: &PgPool,
+    periods: &[(i64, DateTime<Utc>)],
+) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+    if periods.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<i64> = periods.iter().map(|p| p.0).collect();
+    let starts: Vec<DateTime<Utc>> = periods.iter().map(|p| p.1).collect();
+    let rows: Vec<(i64,)> = sqlx::query_as(
+        "SELECT a.budget_id FROM alerts a
+         JOIN UNNEST($1::int8[], $2::timestamptz[]) AS p(id, s)
+            ON a.budget_id = p.id AND a.period_start = p.s
+         WHERE a.event = 'projected_to_exceed'",
+    )
+    .bind(&ids)
+    .bind(&starts)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.0).collect())
 }
 
 /// The delivery log, newest first, optionally of one tenant.

@@ -3,6 +3,7 @@
 mod alerts;
 mod balance_alerts;
 mod budgets;
+mod forecast;
 mod invoices;
 mod ledger;
 mod model_aliases;
@@ -16,6 +17,7 @@ mod tokens;
 pub use alerts::*;
 pub use balance_alerts::*;
 pub use budgets::*;
+pub use forecast::*;
 pub use invoices::*;
 pub use ledger::*;
 pub use model_aliases::*;

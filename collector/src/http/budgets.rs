@@ -243,11 +243,20 @@ fn without_global_ids(reader: &Reader, mut items: Vec<Value>) -> Vec<Value> {
 
 async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiResult<Vec<Value>> {
     let current = db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
+    let mut forecasts = Vec::with_capacity(list.len());
+    for (b, (w, spent)) in list.iter().zip(&current) {
+        forecasts.push(crate::forecasting::project_budget(&state.pool, b, *w, *spent, now).await?);
+    }
     list.into_iter()
         .zip(current)
-        .map(|(b, (w, spent))| {
+        .zip(forecasts)
+        .map(|((b, (w, spent)), forecast)| {
             let zone = budgets::budget_zone(b.time_zone.as_deref(), state.budget_zone);
-            let status = budgets::status(b.limit, spent, w, now);
+            let status = budgets::with_forecast(
+                budgets::status(b.limit, spent, w, now),
+                b.limit,
+                forecast.as_ref().map(|f| f.projected),
+            );
             let mut v = serde_json::to_value(&b).map_err(|e| ApiError::Internal(e.to_string()))?;
             let extra =
                 serde_json::to_value(&status).map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -256,6 +265,13 @@ async fn views(state: &AppState, list: Vec<Budget>, now: DateTime<Utc>) -> ApiRe
                 map.insert("period_start".into(), json!(w.start));
                 map.insert("resets_at".into(), json!(w.end));
                 map.insert("period_time_zone".into(), json!(zone.to_string()));
+                map.insert(
+                    "forecast".into(),
+                    forecast
+                        .as_ref()
+                        .map(crate::forecasting::to_json)
+                        .unwrap_or(Value::Null),
+                );
             }
             Ok(v)
         })
@@ -654,6 +670,7 @@ async fn list_alerts(
                 "period_start": a.period_start,
                 "resets_at": a.resets_at,
                 "created_at": a.created_at,
+                "forecast": a.forecast,
                 "webhook_url": a.webhook_url,
                 "status": status,
                 "attempts": a.attempts,

@@ -2,6 +2,7 @@
 
 mod budgets;
 mod dashboard;
+mod forecast;
 mod invoices;
 mod model_aliases;
 mod openapi;
@@ -33,6 +34,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .merge(usage::router())
         .merge(budgets::router())
+        .merge(forecast::router())
         .merge(reservations::router())
         .merge(invoices::router())
         .merge(dashboard::router())
@@ -59,9 +61,10 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let body = state
+    let mut body = state
         .metrics
         .render(state.pool.size(), state.pool.num_idle());
+    crate::budget_metrics::render(&state, &mut body).await;
     (
         StatusCode::OK,
         [("content-type", "text/plain; version=0.0.4")],
