@@ -1,7 +1,9 @@
-//! LLM usage-billing filter for Envoy (proxy-wasm).
+//! LLM usage-billing filter for Envoy: the pure core and its proxy-wasm host.
 //!
 //! Everything except `host` is plain Rust with no host calls so it can be
-//! unit-tested natively; `host` only moves bytes between Envoy and it.
+//! unit-tested natively and shared with the native dynamic module
+//! (`native/`); `host` only moves bytes between Envoy's wasm ABI and it, so
+//! it is compiled for wasm only.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod capture;
@@ -19,4 +21,5 @@ pub mod sse;
 pub mod tracker;
 pub mod typed;
 
+#[cfg(target_arch = "wasm32")]
 mod host;

@@ -78,18 +78,22 @@ pub struct HeaderNames<'a> {
     pub api_keys: &'a [String],
 }
 
-/// The first non-empty value of header `name` (lowercase) in a header map.
-pub fn header_value<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+/// The first non-empty value of header `name` (lowercase) in a header map:
+/// owned strings (proxy-wasm) or views into Envoy's map (dynamic module).
+pub fn header_value<'a, K: AsRef<str>, V: AsRef<str>>(
+    headers: &'a [(K, V)],
+    name: &str,
+) -> Option<&'a str> {
     headers
         .iter()
-        .find(|(k, v)| k == name && !v.is_empty())
-        .map(|(_, v)| v.as_str())
+        .find(|(k, v)| k.as_ref() == name && !v.as_ref().is_empty())
+        .map(|(_, v)| v.as_ref())
 }
 
 /// Pick the filter's headers out of `headers`; the first non-empty value
 /// of a repeated header wins.
-pub fn pick_request_headers<'a>(
-    headers: &'a [(String, String)],
+pub fn pick_request_headers<'a, K: AsRef<str>, V: AsRef<str>>(
+    headers: &'a [(K, V)],
     names: HeaderNames<'_>,
 ) -> RequestHeaders<'a> {
     let find = |name: &str| header_value(headers, name);
@@ -115,8 +119,8 @@ pub fn pick_request_headers<'a>(
         accepts_compression: {
             let mut codings = headers
                 .iter()
-                .filter(|(k, _)| k == "accept-encoding")
-                .flat_map(|(_, v)| v.split(','))
+                .filter(|(k, _)| k.as_ref() == "accept-encoding")
+                .flat_map(|(_, v)| v.as_ref().split(','))
                 .map(|c| c.split(';').next().unwrap_or_default().trim())
                 .peekable();
             codings.peek().is_none()
@@ -342,7 +346,7 @@ mod tests {
                 "{value:?}"
             );
         }
-        assert!(pick_request_headers(&[], names).accepts_compression);
+        assert!(pick_request_headers::<String, String>(&[], names).accepts_compression);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! End-to-end harness: starts the real collector binary on a fresh database
 //! of the test PostgreSQL, the demo upstream, and the real Envoy loading the
-//! built filter `.wasm` with the repository's `envoy/envoy.yaml` (ports and
-//! plugin settings substituted). Every process is killed on drop.
+//! built filter with the repository's `envoy/envoy.yaml` (ports and plugin
+//! settings substituted). Every process is killed on drop.
 //!
 //! Environment (set by `./dev test`): `DATABASE_URL` (a server the tests may
-//! create databases on), `BILLING_WASM`, `COLLECTOR_BIN`, `ENVOY_BIN`.
+//! create databases on), `BILLING_WASM`, `BILLING_NATIVE`, `COLLECTOR_BIN`,
+//! `ENVOY_BIN`, and `BILLING_ARTIFACT` (`wasm`, the default, or `native`):
+//! which build of the filter every test runs against.
 
 pub mod eventstream;
 pub mod fixtures;
@@ -33,6 +35,85 @@ fn env_path(var: &str, default: &str) -> PathBuf {
     std::env::var_os(var)
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join(default))
+}
+
+/// Which build of the filter Envoy loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// The proxy-wasm plugin (`filter.wasm`, V8).
+    Wasm,
+    /// The dynamic module (`libllm_billing.so`).
+    Native,
+}
+
+impl Artifact {
+    /// The artifact of this test run (`BILLING_ARTIFACT`).
+    pub fn current() -> Artifact {
+        match std::env::var("BILLING_ARTIFACT").as_deref() {
+            Ok("native") => Artifact::Native,
+            _ => Artifact::Wasm,
+        }
+    }
+
+    /// Where Envoy puts the filter's own stats.
+    pub fn stat_prefix(self) -> &'static str {
+        match self {
+            Artifact::Wasm => "wasmcustom.",
+            Artifact::Native => "dynamicmodulescustom.",
+        }
+    }
+
+    /// A stat name as written for the wasm plugin, for this artifact.
+    pub fn stat(self, wasm_name: &str) -> String {
+        match wasm_name.strip_prefix("wasmcustom.") {
+            Some(rest) => format!("{}{rest}", self.stat_prefix()),
+            None => wasm_name.to_string(),
+        }
+    }
+}
+
+/// The built filter of `artifact`, as an absolute path.
+pub fn artifact_path(artifact: Artifact) -> Result<PathBuf, BoxError> {
+    let path = match artifact {
+        Artifact::Wasm => env_path("BILLING_WASM", "target/wasm32-wasip1/release/filter.wasm"),
+        Artifact::Native => env_path("BILLING_NATIVE", "target/release/libllm_billing.so"),
+    };
+    std::fs::canonicalize(&path)
+        .map_err(|e| format!("{}: {e} (build the filter first)", path.display()).into())
+}
+
+/// The HTTP filter entry that loads the billing filter with `plugin` (its
+/// JSON configuration), as an Envoy config value: the same JSON for both.
+pub fn billing_filter(artifact: Artifact, plugin: &Value) -> Result<Value, BoxError> {
+    let path = artifact_path(artifact)?.display().to_string();
+    let config = serde_json::json!({
+        "@type": "type.googleapis.com/google.protobuf.StringValue",
+        "value": plugin.to_string(),
+    });
+    Ok(match artifact {
+        Artifact::Wasm => serde_json::json!({
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "llm_billing", "root_id": "llm_billing",
+                    "configuration": config,
+                    "vm_config": {"vm_id": "llm_billing", "runtime": "envoy.wasm.runtime.v8",
+                                  "code": {"local": {"filename": path}}}
+                }
+            }
+        }),
+        Artifact::Native => serde_json::json!({
+            "name": "envoy.filters.http.dynamic_modules",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": {"name": "llm_billing", "do_not_close": true,
+                                          "module": {"local": {"filename": path}}},
+                "filter_name": "llm_billing",
+                "filter_config": config,
+            }
+        }),
+    })
 }
 
 pub fn free_port() -> u16 {
@@ -179,7 +260,8 @@ pub async fn start_collector(
     Ok(proc)
 }
 
-/// Renders the repository's envoy/envoy.yaml for the given ports and plugin overrides.
+/// Renders the repository's envoy/envoy.yaml (or, for the native module,
+/// envoy/envoy-native.yaml) for the given ports and plugin overrides.
 pub fn render_envoy_config(
     listen: u16,
     admin: u16,
@@ -187,47 +269,48 @@ pub fn render_envoy_config(
     collector: u16,
     plugin_overrides: &Value,
 ) -> Result<String, BoxError> {
-    let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml"))?;
-    let wasm = env_path("BILLING_WASM", "target/wasm32-wasip1/release/filter.wasm");
-    let wasm = std::fs::canonicalize(&wasm)
-        .map_err(|e| format!("{}: {e} (build the filter first)", wasm.display()))?;
+    let artifact = Artifact::current();
+    let (file, built, path) = match artifact {
+        Artifact::Wasm => (
+            "envoy/envoy.yaml",
+            "filename: target/wasm32-wasip1/release/filter.wasm",
+            artifact_path(Artifact::Wasm)?,
+        ),
+        Artifact::Native => (
+            "envoy/envoy-native.yaml",
+            "filename: target/release/libllm_billing.so",
+            artifact_path(Artifact::Native)?,
+        ),
+    };
+    let template = std::fs::read_to_string(repo_root().join(file))?;
     let mut out = template
         .replace("port_value: 10000", &format!("port_value: {listen}"))
         .replace("port_value: 9901", &format!("port_value: {admin}"))
         .replace("port_value: 8090", &format!("port_value: {upstream}"))
         .replace("port_value: 8081", &format!("port_value: {collector}"))
-        .replace(
-            "filename: target/wasm32-wasip1/release/filter.wasm",
-            &format!("filename: {}", wasm.display()),
-        );
-    // Swap the plugin JSON (between `value: |` and `vm_config:`) for the merged one.
+        .replace(built, &format!("filename: {}", path.display()));
+    // Swap the plugin JSON (the block under `value: |`) for the merged one.
     let start = out
         .find("value: |")
-        .ok_or("plugin configuration not found in envoy.yaml")?;
+        .ok_or("plugin configuration not found in the Envoy config")?;
     let body_start = out[start..]
         .find('\n')
         .map(|i| start + i + 1)
         .ok_or("bad yaml")?;
-    let end = out[body_start..]
-        .find("vm_config:")
-        .map(|i| body_start + i)
-        .ok_or("bad yaml")?;
+    let mut values = serde_json::Deserializer::from_str(&out[body_start..]).into_iter::<Value>();
+    let mut config: Value = values.next().ok_or("no plugin JSON under `value: |`")??;
+    let end = body_start + values.byte_offset();
     let indent: String = out[body_start..]
         .chars()
         .take_while(|c| *c == ' ')
         .collect();
-    let mut config: Value = serde_json::from_str(&out[body_start..end])?;
     config["ingest_token"] = Value::from(INGEST_TOKEN);
     if let (Some(map), Some(overrides)) = (config.as_object_mut(), plugin_overrides.as_object()) {
         for (k, v) in overrides {
             map.insert(k.clone(), v.clone());
         }
     }
-    let rendered = format!(
-        "{indent}{config}\n{}",
-        &indent[..indent.len().saturating_sub(4)]
-    );
-    out.replace_range(body_start..end, &rendered);
+    out.replace_range(body_start..end, &format!("{indent}{config}"));
     Ok(out)
 }
 
@@ -396,8 +479,10 @@ impl Stack {
         }
     }
 
-    /// Reads one Envoy stat (e.g. the filter's `wasmcustom.llm_billing.records_dropped`).
+    /// Reads one Envoy stat (e.g. the filter's `wasmcustom.llm_billing.records_dropped`;
+    /// the name of the wasm plugin's stat is mapped to the artifact under test).
     pub async fn envoy_stat(&self, name: &str) -> Result<u64, BoxError> {
+        let name = &Artifact::current().stat(name);
         let text = self
             .http
             .get(format!(
