@@ -1261,6 +1261,7 @@ const ROUTES: &[(&str, &[&str])] = &[
     ("/v1/usage", &["post"]),
     ("/v1/transactions", &["get"]),
     ("/v1/summary", &["get"]),
+    ("/v1/forecast", &["get"]),
     ("/v1/prices", &["get"]),
     ("/v1/prices/{model}", &["put"]),
     ("/v1/reprice", &["post"]),
@@ -1393,8 +1394,9 @@ async fn openapi_document_is_served_valid_and_covers_every_route(pool: PgPool) {
                     json!([{"ingestToken": []}])
                 }
                 (
-                    "/v1/transactions" | "/v1/summary" | "/v1/reconciliation" | "/v1/prices"
-                    | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts" | "/v1/invoices",
+                    "/v1/transactions" | "/v1/summary" | "/v1/forecast" | "/v1/reconciliation"
+                    | "/v1/prices" | "/v1/budgets" | "/v1/credits" | "/v1/balance" | "/v1/alerts"
+                    | "/v1/invoices",
                     "get",
                 )
                 | ("/internal/billing/transactions" | "/internal/billing/summary", "get")
