@@ -22,6 +22,8 @@
     series: null,
     tables: {},
     lastExport: null,
+    forecastCharts: [],
+    forecastSeries: null,
   };
 
   function $(id) { return document.getElementById(id); }
@@ -434,6 +436,98 @@
     box.dataset.metric = metric;
   }
 
+  // ---------- month forecast and cache savings (/v1/forecast) ----------
+  // The tenant filter only: the forecast is a tenant's (or, for the admin
+  // without a tenant, everyone's) month, whatever the other filters.
+  function forecastJob() {
+    var p = {};
+    if (state.filters.tenant) p.tenant_id = state.filters.tenant;
+    return api('/v1/forecast', p).then(function (f) {
+      var end = new Date();
+      end.setUTCSeconds(0, 0);
+      var q = Object.assign({ start: f.period_start, end: iso(new Date(end.getTime() + 60000)), group_by: 'day', status: 'priced' }, p);
+      return api('/v1/summary', q).then(function (b) { return { forecast: f, days: b.groups }; });
+    }).catch(function (e) { return e.status === 404 || e.status === 405 ? null : { error: e }; });
+  }
+  function renderSavings(f) {
+    var card = $('kpi-savings-card');
+    if (!f) { card.hidden = true; return; }
+    card.hidden = false;
+    var list = f.cache_savings || [];
+    if (!list.length) { setKpi('kpi-cache-savings', '0', moneyFmt('0')); $('kpi-cache-savings').classList.remove('multi'); return; }
+    setKpi('kpi-cache-savings', list.map(function (c) { return c.savings + ' ' + c.currency; }).join(' + '),
+      list.map(function (c) { return moneyFmt(c.savings, c.currency); }).join(' · '));
+    $('kpi-cache-savings').classList.add('multi');
+    $('kpi-cache-savings').dataset.tokens = list.map(function (c) { return c.cache_read_tokens + ' ' + c.currency; }).join(' + ');
+  }
+  function renderForecast(fc) {
+    var panel = $('forecast-panel'), box = $('forecast-charts');
+    state.forecastCharts.forEach(function (c) { c.destroy(); });
+    state.forecastCharts = [];
+    state.forecastSeries = null;
+    box.textContent = '';
+    var f = fc && !fc.error ? fc.forecast : null;
+    renderSavings(f);
+    if (!f) { panel.hidden = true; return; }
+    panel.hidden = false;
+    $('forecast-sub').textContent = (f.tenant_id || 'all tenants') + ', ' + f.period_start.slice(0, 10) + ' to ' + f.period_end.slice(0, 10) + ' (' + f.time_zone + ')';
+    var t0 = Date.parse(f.period_start), t1 = Date.parse(f.period_end), tn = Date.parse(f.now);
+    var DAY = 86400000;
+    var bases = [];
+    if (!f.forecasts.length) box.appendChild(el('p', { class: 'muted' }, 'No priced spend this month or in the last four weeks.'));
+    f.forecasts.forEach(function (c) {
+      var wrap = el('div', { class: 'forecast', 'data-currency': c.currency, 'data-spent': c.spent, 'data-projected': c.projected,
+        'data-low': c.low, 'data-high': c.high, 'data-method': c.basis.method, 'data-history-days': String(c.basis.history_days) });
+      wrap.appendChild(el('div', { class: 'forecast-head' }, c.currency + ': spent ' + moneyFmt(c.spent, c.currency) +
+        ', projected ' + moneyFmt(c.projected, c.currency) + ' (range ' + moneyFmt(c.low) + ' to ' + moneyFmt(c.high) + ')'));
+      var chartBox = el('div', { class: 'forecast-chart' });
+      wrap.appendChild(chartBox);
+      box.appendChild(wrap);
+      bases.push(c.currency + ': ' + c.basis.method + ', ' + c.basis.history_days + ' days of history' +
+        (c.basis.method === 'weekday_seasonal_trend' ? ', level ' + moneyFmt(c.basis.level_per_day) + '/day, trend ' + moneyFmt(c.basis.trend_per_day) + '/day' : ''));
+      if (typeof uPlot === 'undefined') return;
+      // Spent so far: cumulative by UTC day, ending at now on the forecast's figure.
+      var day = {};
+      fc.days.forEach(function (g) { if (g.currency === c.currency) day[keyTime(g.key)] = Number(g.cost); });
+      var xs = [t0];
+      for (var t = Math.floor(t0 / DAY) * DAY + DAY; t < t1; t += DAY) xs.push(t);
+      xs.push(tn); xs.push(t1);
+      xs = xs.filter(function (x, i, a) { return x >= t0 && x <= t1 && a.indexOf(x) === i; }).sort(function (a, b) { return a - b; });
+      var spent = Number(c.spent), span = Math.max(1, t1 - tn);
+      var line = function (end) { return function (x) { return x < tn ? null : spent + (Number(end) - spent) * (x - tn) / span; }; };
+      var actual = xs.map(function (x) {
+        if (x > tn) return null;
+        if (x === tn) return spent;
+        var sum = 0;
+        Object.keys(day).forEach(function (k) { if (Number(k) + DAY <= x) sum += day[k]; });
+        return sum;
+      });
+      var data = [xs.map(function (x) { return x / 1000; }), actual, xs.map(line(c.projected)), xs.map(line(c.low)), xs.map(line(c.high))];
+      var series = [{ label: 'time' },
+        { label: 'spent', stroke: '#0969da', width: 2 },
+        { label: 'forecast', stroke: '#e16f24', width: 2, dash: [8, 5] },
+        { label: 'low', stroke: '#e16f24', width: 1, dash: [2, 4] },
+        { label: 'high', stroke: '#e16f24', width: 1, dash: [2, 4] }];
+      series.slice(1).forEach(function (sr) { sr.value = function (u, v) { return v == null ? '' : moneyFmt(v, c.currency); }; });
+      var chart = new uPlot({
+        width: Math.max(300, box.clientWidth - 4), height: 220,
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'); },
+        scales: { x: { time: true }, y: { range: function (u, min, max) { return [0, max > 0 ? max * 1.08 : 1]; } } },
+        series: series,
+        axes: [{}, { size: 70, values: function (u, vals) { return vals.map(function (v) { return moneyFmt(v); }); } }],
+        cursor: { drag: { x: false, y: false } },
+      }, data, chartBox);
+      state.forecastCharts.push(chart);
+      if (!state.forecastSeries) {
+        state.forecastSeries = series.slice(1).map(function (sr, i) {
+          var vals = data[i + 1];
+          return { label: sr.label, dash: sr.dash || null, first: vals.find(function (v) { return v != null; }), last: vals[vals.length - 1] };
+        });
+      }
+    });
+    $('forecast-basis').textContent = bases.join(' · ');
+  }
+
   // ---------- refresh ----------
   function showError(msg) {
     var e = $('error');
@@ -460,6 +554,7 @@
       api('/v1/transactions', Object.assign(filterParams(), { start: w.start, end: w.end, limit: '25' })),
       api('/v1/budgets', state.filters.tenant ? { tenant_id: state.filters.tenant } : {})
         .catch(function (e) { return e.status === 404 || e.status === 405 ? null : { error: e }; }),
+      forecastJob(),
     ];
     return Promise.all(jobs).then(function (r) {
       var total = r[0], models = r[2];
@@ -499,6 +594,7 @@
         var budgets = r[10];
         $('budgets-panel').hidden = !(budgets && budgets.budgets);
         if (budgets && budgets.budgets) renderBudgets(budgets.budgets);
+        renderForecast(r[11]);
         $('window').textContent = 'From ' + w.start + ' to ' + w.end + ' (UTC, end exclusive)';
         $('window').dataset.start = w.start;
         $('window').dataset.end = w.end;
@@ -608,6 +704,7 @@
     exportCsv: exportCsv,
     refresh: refresh,
     get lastExport() { return state.lastExport; },
+    get forecastSeries() { return state.forecastSeries; },
     get filters() { return Object.assign({}, state.filters); },
   };
 

@@ -385,6 +385,193 @@ fn assert_kpis_match(k: &Value, t: &Value) {
     assert!((rate - want).abs() < 1e-12, "error rate {rate} vs {want}");
 }
 
+/// The first column of a table's CSV (its keys, in the page's order).
+async fn table_keys(b: &Browser, table: &str) -> Result<Vec<String>, BoxError> {
+    let csv = b
+        .js(&format!("return window.dashboard.tableCsv('{table}');"))
+        .await?;
+    Ok(csv
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap_or_default().to_string())
+        .collect())
+}
+
+/// What a tenant sees of its month: top keys and models, budget bars, the
+/// forecast as the dashed continuation of the month's spend line, cache
+/// savings; each against the API's figures for the same token.
+async fn check_tenant_panels(
+    b: &Browser,
+    api: &Api,
+    token: &str,
+    window: &str,
+    now: i64,
+) -> Result<(), BoxError> {
+    // Top keys and top models, as the API groups and orders them.
+    for (table, group) in [("table-keys", "api_key"), ("table-models", "model")] {
+        let groups = api
+            .get(&format!("/v1/summary?group_by={group}&{window}"), token)
+            .await?;
+        let want: Vec<String> = groups["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["key"].as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(table_keys(b, table).await?, want, "{table}");
+    }
+    let mut keys = table_keys(b, "table-keys").await?;
+    keys.sort();
+    assert_eq!(keys, ["key-a1", "key-a2"], "acme's keys only");
+    // Budget bars: one per budget, filled to its percent_used.
+    let listed = api.get("/v1/budgets", token).await?;
+    let bars = b
+        .js("return [...document.querySelectorAll('#table-budgets .bar > span')].map(e => e.style.width);")
+        .await?;
+    let want: Vec<String> = listed["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            let p: f64 = x["percent_used"].as_str().unwrap().parse().unwrap();
+            format!("{}%", p.min(100.0))
+        })
+        .collect();
+    assert_eq!(bars, json!(want), "budget bars");
+
+    // The forecast panel: one block per currency with the API's figures.
+    let f = api.get("/v1/forecast", token).await?;
+    assert_eq!(f["tenant_id"], "acme");
+    let shown = b
+        .js("return [document.getElementById('forecast-panel').hidden, [...document.querySelectorAll('#forecast-charts .forecast')].map(e => Object.assign({}, e.dataset))];")
+        .await?;
+    assert_eq!(shown[0], false, "forecast panel hidden");
+    let blocks = shown[1].as_array().unwrap();
+    let forecasts = f["forecasts"].as_array().unwrap();
+    assert_eq!(blocks.len(), forecasts.len(), "{shown} vs {f}");
+    assert!(!forecasts.is_empty(), "acme spent in the last days: {f}");
+    // The collector runs on the real clock: between the page's call and
+    // ours the period's remainder shrank by a few seconds, which moves the
+    // projection by far less than 1e-4 of it; what is spent is exact.
+    let close = |page: &Value, api: &Value| {
+        let (p, a) = (
+            page.as_str()
+                .unwrap_or("NaN")
+                .parse::<f64>()
+                .unwrap_or(f64::NAN),
+            api.as_str()
+                .unwrap_or("NaN")
+                .parse::<f64>()
+                .unwrap_or(f64::NAN),
+        );
+        (p - a).abs() <= 1e-4 * a.abs().max(1e-9)
+    };
+    for (block, fc) in blocks.iter().zip(forecasts) {
+        assert_eq!(block["currency"], fc["currency"]);
+        assert_eq!(block["spent"], fc["spent"], "page {block} api {fc}");
+        for k in ["projected", "low", "high"] {
+            assert!(close(&block[k], &fc[k]), "{k}: page {block} api {fc}");
+        }
+        assert_eq!(block["method"], fc["basis"]["method"]);
+        assert_eq!(
+            block["historyDays"],
+            fc["basis"]["history_days"].to_string()
+        );
+    }
+    // Drawn as the month's spend line, then a dashed line from now (at the
+    // spend so far) to the end of the month (at the projection), and the range.
+    let series = b.js("return window.dashboard.forecastSeries;").await?;
+    let labels: Vec<&str> = series
+        .as_array()
+        .ok_or_else(|| format!("no forecast chart: {series}"))?
+        .iter()
+        .map(|s| s["label"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(labels, ["spent", "forecast", "low", "high"]);
+    assert_eq!(series[0]["dash"], Value::Null, "the spend line is solid");
+    assert!(
+        series[1]["dash"].is_array(),
+        "the forecast is dashed: {series}"
+    );
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let dec = |v: &Value| {
+        v.as_str()
+            .unwrap_or("NaN")
+            .parse::<f64>()
+            .unwrap_or(f64::NAN)
+    };
+    // Against the page's own figures (the block above checked them).
+    let first = &blocks[0];
+    let at = |v: &Value| dec(v);
+    assert!(
+        (num(&series[1]["first"]) - at(&first["spent"])).abs() < 1e-12,
+        "{series}"
+    );
+    assert!(
+        (num(&series[1]["last"]) - at(&first["projected"])).abs() < 1e-12,
+        "{series}"
+    );
+    assert!(
+        (num(&series[2]["last"]) - at(&first["low"])).abs() < 1e-12,
+        "{series}"
+    );
+    assert!(
+        (num(&series[3]["last"]) - at(&first["high"])).abs() < 1e-12,
+        "{series}"
+    );
+    // The solid line ends where the dashed one starts: at the spend so far.
+    let solid_end = b
+        .js("const s = window.dashboard.forecastSeries; return s[0].first;")
+        .await?;
+    assert_eq!(num(&solid_end), 0.0, "the month's line starts at 0");
+
+    // Cache savings: the API's exact figure per currency, and that figure
+    // is what the seeded cached tokens would have cost at the input price
+    // minus what they cost (gpt-4o-mini 0.15 vs 0.075, claude-sonnet-4-5
+    // 3.00 vs 0.30 per million), for the seeded requests of this month.
+    let savings = b
+        .js("const e = document.getElementById('kpi-cache-savings'); return [document.getElementById('kpi-savings-card').hidden, e.dataset.value];")
+        .await?;
+    assert_eq!(savings[0], false);
+    let list = f["cache_savings"].as_array().unwrap();
+    let want: Vec<String> = list
+        .iter()
+        .map(|c| {
+            format!(
+                "{} {}",
+                c["savings"].as_str().unwrap(),
+                c["currency"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let want = if want.is_empty() {
+        "0".to_string()
+    } else {
+        want.join(" + ")
+    };
+    assert_eq!(savings[1], json!(want));
+    let start = f["period_start"].as_str().unwrap().to_string();
+    let h = 3_600_000;
+    let mut expected = 0.0;
+    for (at, saving) in [(now - 40 * h, 0.0015), (now - 20 * h, 0.027)] {
+        if iso(at) >= start {
+            expected += saving;
+        }
+    }
+    let usd = list
+        .iter()
+        .find(|c| c["currency"] == "USD")
+        .map(|c| dec(&c["savings"]))
+        .unwrap_or(0.0);
+    assert!(
+        (usd - expected).abs() < 1e-12,
+        "savings {usd} vs {expected}: {f}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn dashboard_shows_the_api_figures_filters_and_exports_csv() {
     let out = repo_root().join("tests/output/dashboard");
@@ -661,6 +848,7 @@ async fn dashboard_shows_the_api_figures_filters_and_exports_csv() {
             .js("return [...document.querySelectorAll('#table-tenants tbody tr td:first-child')].map(e => e.textContent);")
             .await?;
         assert_eq!(tenants_shown, json!(["acme"]));
+        check_tenant_panels(&browser, &api, &tenant_token, &window, now).await?;
         browser.screenshot(&out.join("03-tenant-token.png")).await?;
 
         // Live refresh (every `refresh` seconds, 30 by default): new usage
