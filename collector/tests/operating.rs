@@ -135,7 +135,7 @@ async fn budget_gauges_equal_the_budgets_api_and_are_capped_by_tenant(pool: PgPo
     let all = series(&text);
     let gauge = |name: &str, id: &Value| -> Option<Decimal> {
         all.iter()
-            .find(|(n, l, _)| n == name && l["budget"] == id.to_string())
+            .find(|(n, l, _)| n == name && l["budget"].parse::<i64>().ok() == id.as_i64())
             .map(|(_, _, v)| d(v))
     };
     let mut checked = 0;
@@ -156,7 +156,9 @@ async fn budget_gauges_equal_the_budgets_api_and_are_capped_by_tenant(pool: PgPo
         );
         let (_, labels, _) = all
             .iter()
-            .find(|(n, l, _)| n == "billing_budget_spent" && l["budget"] == b["id"].to_string())
+            .find(|(n, l, _)| {
+                n == "billing_budget_spent" && l["budget"].parse::<i64>().ok() == b["id"].as_i64()
+            })
             .unwrap();
         assert_eq!(labels["tenant"], "acme");
         assert_eq!(labels["period"], b["period"].as_str().unwrap());
