@@ -172,6 +172,7 @@ async fn tenant_token_sees_only_its_own_tenant_every_way_it_asks(pool: PgPool) {
         "/v1/transactions?tenant_id=",
         "/v1/summary?tenant_id=globex&group_by=tenant",
         "/v1/reconciliation?tenant_id=globex",
+        "/v1/forecast?tenant_id=globex",
     ] {
         let r = send(&s, "GET", uri, Some(&acme), None).await;
         assert_forbidden(&r, uri);
@@ -354,6 +355,7 @@ async fn each_token_kind_can_do_only_its_own_job(pool: PgPool) {
     for (method, uri) in [
         ("GET", "/v1/transactions"),
         ("GET", "/v1/summary"),
+        ("GET", "/v1/forecast"),
         ("GET", "/v1/reconciliation"),
         ("GET", "/v1/prices"),
         ("GET", "/v1/tokens"),
