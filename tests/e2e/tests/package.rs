@@ -97,21 +97,33 @@ fn is_root() -> bool {
     run(Command::new("id").arg("-u")).trim() == "0"
 }
 
+/// umoci unpack IMAGE BUNDLE (rootless when not root: ownership is then mapped).
+fn umoci_unpack(image: String, bundle: &Path) {
+    let mut cmd = Command::new("umoci");
+    cmd.arg("unpack");
+    if !is_root() {
+        cmd.arg("--rootless");
+    }
+    run(cmd.arg("--image").arg(image).arg(bundle));
+}
+
 struct Built {
     out: PathBuf,
     env: BTreeMap<String, String>,
     stdout: String,
 }
 
-fn build_packages() -> Built {
+fn build_packages(name: &str) -> Built {
     let tmp = std::env::var_os("TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let out = tmp.join(format!("package-test-{}", std::process::id()));
+    let out = tmp.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let stdout = run(Command::new(repo_root().join("deploy/package"))
         .current_dir(repo_root())
         .env("PACKAGE_PROFILE", "dev")
+        // One revision label for both runs, whatever is committed meanwhile.
+        .env("PACKAGE_REVISION", "e2e-test")
         .env("PACKAGE_OUT", &out));
     let env = std::fs::read_to_string(out.join("digests.env"))
         .expect("deploy/package writes digests.env")
@@ -205,10 +217,7 @@ fn check_filter_image(b: &Built, version: &str) {
 
     // umoci unpacks it to the same single file.
     let bundle = b.out.join("filter-bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}/filter:{version}", b.out.display()))
-        .arg(&bundle));
+    umoci_unpack(format!("{}/filter:{version}", b.out.display()), &bundle);
     let rootfs = bundle.join("rootfs");
     assert_eq!(files_under(&rootfs), ["plugin.wasm"]);
     assert_eq!(
@@ -252,10 +261,7 @@ async fn check_collector_image(b: &Built, version: &str) {
     assert!(c["ExposedPorts"].get("8081/tcp").is_some());
 
     let bundle = b.out.join("collector-bundle");
-    run(Command::new("umoci")
-        .args(["unpack", "--image"])
-        .arg(format!("{}/collector:{version}", b.out.display()))
-        .arg(&bundle));
+    umoci_unpack(format!("{}/collector:{version}", b.out.display()), &bundle);
     let rootfs = bundle.join("rootfs");
     assert_eq!(
         files_under(&rootfs),
@@ -288,7 +294,11 @@ async fn check_collector_image(b: &Built, version: &str) {
     let port = free_port();
     let mut cmd = if is_root() {
         // Only the rootfs is visible and the process is the image's user.
-        let mut cmd = Command::new("chroot");
+        let chroot = ["/usr/sbin/chroot", "/usr/bin/chroot"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("chroot");
+        let mut cmd = Command::new(chroot);
         cmd.arg("--userspec=65532:65532").arg(&rootfs).args(&args);
         cmd
     } else {
@@ -365,10 +375,25 @@ async fn check_collector_image(b: &Built, version: &str) {
 
 #[tokio::test]
 async fn dev_package_builds_a_compat_wasm_image_and_a_static_nonroot_collector_image() {
-    let built = build_packages();
+    let built = build_packages("package-test");
     let version = built.env["VERSION"].clone();
     assert_eq!(version, env!("CARGO_PKG_VERSION"));
     check_filter_image(&built, &version);
     check_collector_image(&built, &version).await;
+
+    // A second run from the same commit gives the same images, so a digest
+    // pinned once can be rebuilt and checked.
+    let again = build_packages("package-test-again");
+    for key in [
+        "FILTER_IMAGE_DIGEST",
+        "COLLECTOR_IMAGE_DIGEST",
+        "PLUGIN_WASM_SHA256",
+    ] {
+        assert_eq!(
+            built.env[key], again.env[key],
+            "{key} differs between two runs"
+        );
+    }
     let _ = std::fs::remove_dir_all(&built.out);
+    let _ = std::fs::remove_dir_all(&again.out);
 }
