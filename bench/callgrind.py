@@ -7,7 +7,8 @@ Sends N sequential JSON and then N SSE requests to the Envoy on PORT (after a
 warm-up), zeroing callgrind's counters before and dumping them after each
 batch, and prints one `instructions ...` result line per workload with the
 instructions per request split by where they ran: Envoy's own code, V8's
-builtins and wasm-to-host trampolines, the filter's JIT-compiled wasm, libc.
+builtins and wasm-to-host trampolines, the filter's JIT-compiled wasm, a
+native dynamic module's own code (module), libc and the rest.
 Valgrind counts every executed instruction, so the figures do not move with
 other load on the machine (a time-based timer or flush landing inside a
 batch still adds a few per cent)."""
@@ -73,6 +74,8 @@ def split(path):
             if cur_ob and cur_ob.startswith("???"):
                 addr = cur_fn.split()[0].split("'")[0] if cur_fn and cur_fn.startswith("0x") else "0x0"
                 origin = "wasm" if int(addr, 16) > 0x100000000 else "v8"
+            elif cur_ob and os.path.basename(cur_ob).startswith(("libllm_billing", "libbench_noop")):
+                origin = "module"
             elif cur_ob and "envoy" in os.path.basename(cur_ob):
                 origin = "envoy"
             else:
@@ -93,6 +96,6 @@ for kind in ("json", "sse"):
     per = {k: v / n for k, v in agg.items()}
     print(
         f"instructions variant={name} workload={kind} requests={n} total={sum(per.values()):.0f} "
-        + " ".join(f"{k}={per.get(k, 0):.0f}" for k in ("envoy", "v8", "wasm", "libc")),
+        + " ".join(f"{k}={per.get(k, 0):.0f}" for k in ("envoy", "v8", "wasm", "module", "libc")),
         flush=True,
     )

@@ -104,7 +104,7 @@ if "overhead" in by:
             md.append(f"**{w.upper()} response, {c} connection{'s' if c > 1 else ''}**\n")
             md.append("| variant | requests/s | × no-op | × plain | p50 µs | p99 µs | Δp50 vs no-op | Δp99 vs no-op | CPU µs/req | rps spread | errors |")
             md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-            for v in ("plain", "noop", "billing", "billing_down", "billing_governed"):
+            for v in ("plain", "noop", "billing", "billing_down", "billing_governed", "noop_native", "billing_native"):
                 m = med.get((v, w, c))
                 if not m:
                     continue
@@ -123,6 +123,41 @@ if "overhead" in by:
             dp99 = med[(v, w, 1)]["p99"] - med[("noop", w, 1)]["p99"]
             verdict(f"Filter overhead ({label})", f"{w.upper()} added p50 at 1 conn: {dp50:+.0f} µs", "≤ 15 µs", dp50 <= 15)
             verdict(f"Filter overhead ({label})", f"{w.upper()} added p99 at 1 conn: {dp99:+.0f} µs", "≤ 100 µs", dp99 <= 100)
+    # The native artifact (issue 17): the same filter as an Envoy dynamic
+    # module, against its own floor (a no-op dynamic module) and the wasm one.
+    if any(k[0] == "noop_native" for k in agg):
+        md.append("Five-way comparison, wasm and native (Envoy dynamic module), same interleaved rounds: "
+                  "`noop_native` is a dynamic module whose every hook returns Continue, `billing_native` the billing "
+                  "filter built as a dynamic module from the same core and configured with the same JSON.\n")
+        md.append("| workload | conns | plain rps | noop_native × plain | noop (wasm) × plain | billing (wasm) × noop | billing_native × noop_native | billing_native × noop (wasm) | Δp50 noop_native vs plain µs | Δp50 noop vs plain µs | Δp50 billing vs noop µs | Δp50 billing_native vs noop_native µs |")
+        md.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for w in ("json", "sse"):
+            for c in (1, 16):
+                p_, nn, nw = med.get(("plain", w, c)), med.get(("noop_native", w, c)), med.get(("noop", w, c))
+                bw, bn = med.get(("billing", w, c)), med.get(("billing_native", w, c))
+                if not (p_ and nn and nw and bw):
+                    continue
+                bn_nn = f"{bn['rps'] / nn['rps']:.3f}" if bn else "—"
+                bn_nw = f"{bn['rps'] / nw['rps']:.3f}" if bn else "—"
+                bn_dp = f"{bn['p50'] - nn['p50']:+.0f}" if bn else "—"
+                md.append(f"| {w.upper()} | {c} | {fmt(p_['rps'])} | {nn['rps'] / p_['rps']:.3f} | {nw['rps'] / p_['rps']:.3f} "
+                          f"| {bw['rps'] / nw['rps']:.3f} | {bn_nn} | {bn_nw} | {nn['p50'] - p_['p50']:+.0f} | {nw['p50'] - p_['p50']:+.0f} "
+                          f"| {bw['p50'] - nw['p50']:+.0f} | {bn_dp} |")
+        md.append("")
+        for w in ("json", "sse"):
+            nn, nw = med[("noop_native", w, 16)], med[("noop", w, 16)]
+            r = nn["rps"] / nw["rps"]
+            verdict("Native go/no-go", f"{w.upper()} no-op dynamic module at 16 conns: {r:.3f} × no-op wasm",
+                    "clearly cheaper than the no-op wasm (> 1.02 ×)", r > 1.02)
+        if any(k[0] == "billing_native" for k in agg):
+            for w in ("json", "sse"):
+                r = med[("billing_native", w, 16)]["rps"] / med[("noop_native", w, 16)]["rps"]
+                verdict("Filter overhead (billing, native)", f"{w.upper()} throughput at 16 conns: {r:.3f} × no-op dynamic module",
+                        "≥ 0.95 × no-op dynamic module", r >= 0.95)
+            for w in ("json", "sse"):
+                dp50 = med[("billing_native", w, 1)]["p50"] - med[("noop_native", w, 1)]["p50"]
+                verdict("Filter overhead (billing, native)", f"{w.upper()} added p50 at 1 conn: {dp50:+.0f} µs",
+                        "≤ 15 µs", dp50 <= 15)
     # A key far from its hard budget against the same filter without budgets,
     # round by round: is the difference within the rounds' own spread?
     if any(k[0] == "billing_governed" for k in agg):
@@ -160,7 +195,7 @@ if "overhead" in by:
         md.append("|---|---:|---:|---:|")
         noop_t = statistics.median(t["noop"])
         noise = max(max(v) - min(v) for v in t.values())
-        for v in ("plain", "noop", "billing", "billing_down", "billing_governed"):
+        for v in ("plain", "noop", "billing", "billing_down", "billing_governed", "noop_native", "billing_native"):
             if v in t:
                 md.append(f"| {v} | {statistics.median(t[v]):.0f} | {max(t[v]) - min(t[v]):.0f} | {statistics.median(t[v]) - noop_t:+.0f} |")
         md.append("")
@@ -168,15 +203,20 @@ if "overhead" in by:
             d_us = statistics.median(t[v]) - noop_t
             verdict("Filter overhead", f"SSE TTFB {v} vs no-op: {d_us:+.0f} µs (noise ±{noise:.0f} µs)",
                     "unchanged within noise (or ≤ 15 µs)", d_us <= max(noise, 15))
+        if "billing_native" in t and "noop_native" in t:
+            d_us = statistics.median(t["billing_native"]) - statistics.median(t["noop_native"])
+            verdict("Filter overhead", f"SSE TTFB billing_native vs noop_native: {d_us:+.0f} µs (noise ±{noise:.0f} µs)",
+                    "unchanged within noise (or ≤ 15 µs)", d_us <= max(noise, 15))
     if "memory" in by:
         md.append("Front Envoy resident memory before → after all rounds (one worker each):\n")
         md.append("| variant | RSS before KiB | RSS after KiB | filter counters |")
         md.append("|---|---:|---:|---|")
         for d in by["memory"]:
             keep = ("records_captured", "records_flushed", "records_retried", "records_dropped", "records_buffered")
-            stats = " ".join(kv.replace("wasmcustom.llm_billing.", "").replace(":", "=")
+            stats = " ".join(kv.split("llm_billing.")[-1].replace(":", "=")
                              for kv in str(d.get("stats", "")).split(",")
-                             if kv.startswith("wasmcustom.") and kv.split(".")[-1].split(":")[0] in keep)
+                             if kv.startswith(("wasmcustom.", "dynamicmodulescustom."))
+                             and kv.split(".")[-1].split(":")[0] in keep)
             md.append(f"| {d['variant']} | {fmt(d['rss0_kib'])} | {fmt(d['rss1_kib'])} | {stats or '—'} |")
         md.append("")
     if "bigstream" in by:
@@ -192,11 +232,13 @@ if "overhead" in by:
             md.append(f"| {v} | {int(d['requests'])} | {fmt(d['rss0_kib'])} | {fmt(d['rss1_kib'])} "
                       f"| {d['rss1_kib'] - d['rss0_kib']:+,.0f} |")
         md.append("")
-        if "billing" in big and "noop" in big:
-            b, n = big["billing"], big["noop"]
+        for bv, nv in (("billing", "noop"), ("billing_native", "noop_native")):
+            if bv not in big or nv not in big:
+                continue
+            b, n = big[bv], big[nv]
             extra = (b["rss1_kib"] - b["rss0_kib"]) - (n["rss1_kib"] - n["rss0_kib"])
             ok = extra < 10 * 1024 and b["requests"] > 0
-            verdict("Filter memory", f"{int(b['requests'])} × {mb:.0f} MB streams: RSS growth {extra:+,.0f} KiB beyond no-op",
+            verdict(f"Filter memory ({bv})", f"{int(b['requests'])} × {mb:.0f} MB streams: RSS growth {extra:+,.0f} KiB beyond {nv}",
                     "bounded (< one stream, 10 MB)", ok)
 
 # ------------------------------------------------------------- 2. ingest
@@ -399,18 +441,35 @@ if "instructions" in by:
         "address: V8 builtins and wasm/host trampolines vs the filter's JIT-compiled wasm. "
         "libc counts `rep movsb` copies byte by byte, inflating bulk copies.\n"
     )
-    md.append("| variant | workload | instructions/request | × no-op | Envoy | V8 builtins | wasm (JIT) | libc |")
-    md.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    md.append("| variant | workload | instructions/request | × no-op (wasm) | Envoy | V8 builtins | wasm (JIT) | module (native) | libc |")
+    md.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for w in ("json", "sse"):
         floor = ins.get(("noop", w))
-        for v in ("noop", "billing", "billing_governed"):
+        for v in ("noop", "billing", "billing_governed", "noop_native", "billing_native"):
             d = ins.get((v, w))
             if not d or not floor:
                 continue
             md.append(
                 f"| {v} | {w.upper()} | {fmt(d['total'])} | {d['total'] / floor['total']:.2f} | {fmt(d['envoy'])} "
-                f"| {fmt(d['v8'])} | {fmt(d['wasm'])} | {fmt(d['libc'])} |"
+                f"| {fmt(d['v8'])} | {fmt(d['wasm'])} | {fmt(d.get('module', 0))} | {fmt(d['libc'])} |"
             )
+        nn, bn = ins.get(("noop_native", w)), ins.get(("billing_native", w))
+        if floor and nn:
+            verdicts.append((
+                "Native go/no-go (callgrind)",
+                f"{w.upper()}: no-op dynamic module {fmt(nn['total'])} vs no-op wasm {fmt(floor['total'])} instructions/request "
+                f"({nn['total'] / floor['total']:.2f} ×)",
+                "report (the hosting cost alone)",
+                "—",
+            ))
+        if nn and bn:
+            verdicts.append((
+                "Filter instructions, native (callgrind)",
+                f"{w.upper()}: +{fmt(bn['total'] - nn['total'])} instructions/request over the no-op dynamic module "
+                f"({bn['total'] / nn['total']:.2f} ×)",
+                "report (proxy for CPU cost)",
+                "—",
+            ))
         if floor and ("billing", w) in ins:
             extra = ins[("billing", w)]["total"] - floor["total"]
             verdicts.append((

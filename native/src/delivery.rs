@@ -107,6 +107,11 @@ pub struct Shared {
     pub pending: PendingCounts,
     pub deny: DenyState,
     pub notices: Notices,
+    /// The deny poll of this destination, whichever config makes it: when
+    /// it was last sent, and since when one is in flight. Two configs (a
+    /// reload's old and new) then poll as one.
+    pub deny_polled_ms: u64,
+    pub deny_in_flight_since: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -156,6 +161,8 @@ pub fn destination(config: &FilterConfig) -> (Arc<Destination>, u64) {
             pending: PendingCounts::default(),
             deny: DenyState::default(),
             notices: Notices::default(),
+            deny_polled_ms: 0,
+            deny_in_flight_since: None,
         }),
     });
     all.push(dest.clone());
@@ -207,7 +214,6 @@ pub struct Poller {
     dest: Arc<Destination>,
     tick_ms: u64,
     last_flush_ms: u64,
-    last_deny_ms: u64,
     deny_failing: bool,
     next_token: u32,
     calls: Vec<(u64, Call)>,
@@ -225,7 +231,6 @@ impl Poller {
             dest,
             tick_ms: tick_ms.max(1),
             last_flush_ms: 0,
-            last_deny_ms: 0,
             deny_failing: false,
             next_token: 0,
             calls: Vec::new(),
@@ -345,20 +350,31 @@ impl Poller {
     }
 
     fn refresh_deny(&mut self, host: &dyn MainHost, now: u64) {
-        if !self.config.enforce_budgets
-            || self
-                .calls
-                .iter()
-                .any(|(_, c)| matches!(c, Call::Deny { .. }))
-            || !self.due(now, self.last_deny_ms, self.config.deny_refresh_ms)
-        {
+        if !self.config.enforce_budgets {
             return;
         }
-        self.last_deny_ms = now;
+        {
+            let mut shared = self.dest.lock();
+            let stale_after = self.config.callout_timeout_ms.saturating_mul(2);
+            // A poll whose answer never came (its config went away) stops
+            // blocking the others.
+            if shared
+                .deny_in_flight_since
+                .is_some_and(|since| now.saturating_sub(since) <= stale_after)
+                || !self.due(now, shared.deny_polled_ms, self.config.deny_refresh_ms)
+            {
+                return;
+            }
+            shared.deny_polled_ms = now;
+            shared.deny_in_flight_since = Some(now);
+        }
         let timeout = self.config.callout_timeout_ms.min(self.config.deny_ttl_ms);
         match host.callout("GET", &self.config.deny_path, &[], timeout) {
             Ok(id) => self.calls.push((id, Call::Deny { sent_at: now })),
-            Err(why) => self.deny_failed(host, &format!("dispatch failed: {why}")),
+            Err(why) => {
+                self.dest.lock().deny_in_flight_since = None;
+                self.deny_failed(host, &format!("dispatch failed: {why}"));
+            }
         }
     }
 
@@ -417,6 +433,7 @@ impl Poller {
     }
 
     fn on_deny(&mut self, host: &dyn MainHost, reply: Reply<'_>, now: u64) {
+        self.dest.lock().deny_in_flight_since = None;
         if reply.status != Some(200) {
             self.deny_failed(host, &format!("collector answered {:?}", reply.status));
             return;
@@ -582,8 +599,13 @@ mod tests {
             "{decision:?}"
         );
         assert!(!stale);
-        // A failing refresh keeps the last list and counts the failure.
         drop(shared);
+        // A second config of the destination (a reload) polls with it, not
+        // beside it.
+        let mut second = Poller::new(cfg.clone(), dest.clone(), 1_100);
+        second.tick(&host, 1_200);
+        assert_eq!(host.calls.borrow().len(), 1);
+        // A failing refresh keeps the last list and counts the failure.
         poller.tick(&host, 1_600);
         let bad = Reply {
             status: None,

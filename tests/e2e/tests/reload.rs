@@ -5,7 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use e2e::{free_port, fresh_database, repo_root, start_collector, wait_http, Proc, INGEST_TOKEN};
+use e2e::{
+    free_port, fresh_database, repo_root, start_collector, wait_http, Artifact, Proc, INGEST_TOKEN,
+};
 use serde_json::{json, Value};
 
 fn cluster(name: &str, port: u16) -> Value {
@@ -16,7 +18,10 @@ fn cluster(name: &str, port: u16) -> Value {
     })
 }
 
-fn listener(port: u16, wasm: &Path, plugin: &Value) -> Value {
+/// A listener whose filter chain runs the billing filter (the artifact
+/// under test) with `plugin` as its configuration.
+fn listener(port: u16, plugin: &Value) -> Value {
+    let billing = e2e::billing_filter(Artifact::current(), plugin).unwrap();
     json!({"resources": [{
         "@type": "type.googleapis.com/envoy.config.listener.v3.Listener",
         "name": "llm_gateway",
@@ -29,15 +34,7 @@ fn listener(port: u16, wasm: &Path, plugin: &Value) -> Value {
                 "route_config": {"name": "r", "virtual_hosts": [{"name": "all", "domains": ["*"],
                     "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "llm_upstream"}}]}]},
                 "http_filters": [
-                    {"name": "envoy.filters.http.wasm", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                        "config": {
-                            "name": "llm_billing", "root_id": "llm_billing",
-                            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                              "value": plugin.to_string()},
-                            "vm_config": {"vm_id": "llm_billing", "runtime": "envoy.wasm.runtime.v8",
-                                          "code": {"local": {"filename": wasm.display().to_string()}}}
-                        }}},
+                    billing,
                     {"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
                 ]
@@ -74,13 +71,6 @@ async fn plugin_reconfiguration_keeps_buffered_records() {
     let dir = repo_root().join("tests/output/reload");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let wasm = std::fs::canonicalize(std::env::var("BILLING_WASM").unwrap_or_else(|_| {
-        repo_root()
-            .join("target/wasm32-wasip1/release/filter.wasm")
-            .display()
-            .to_string()
-    }))
-    .unwrap();
     let (listen, admin, upstream_port, collector_port) =
         (free_port(), free_port(), free_port(), free_port());
     let upstream_bin = std::env::var("DEMO_UPSTREAM_BIN").unwrap_or_else(|_| {
@@ -110,10 +100,7 @@ async fn plugin_reconfiguration_keeps_buffered_records() {
                "flush_interval_ms": flush, "max_backoff_ms": 500})
     };
     let lds = dir.join("lds.json");
-    publish(
-        &lds,
-        &listener(listen, &wasm, &plugin("before-reload", 100)),
-    );
+    publish(&lds, &listener(listen, &plugin("before-reload", 100)));
     let bootstrap = json!({
         "node": {"id": "e2e", "cluster": "e2e"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -168,7 +155,7 @@ async fn plugin_reconfiguration_keeps_buffered_records() {
     }
     // Push a new plugin configuration while records are buffered.
     let modified_before = stat(&client, admin, "listener_manager.listener_modified").await;
-    publish(&lds, &listener(listen, &wasm, &plugin("after-reload", 150)));
+    publish(&lds, &listener(listen, &plugin("after-reload", 150)));
     let deadline = Instant::now() + Duration::from_secs(20);
     while stat(&client, admin, "listener_manager.listener_modified").await == modified_before {
         assert!(
@@ -228,13 +215,6 @@ async fn a_reconfigured_plugin_takes_over_deny_polling_without_doubling_it() {
     let dir = repo_root().join("tests/output/reload-deny");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let wasm = std::fs::canonicalize(std::env::var("BILLING_WASM").unwrap_or_else(|_| {
-        repo_root()
-            .join("target/wasm32-wasip1/release/filter.wasm")
-            .display()
-            .to_string()
-    }))
-    .unwrap();
     let (listen, admin, collector_port) = (free_port(), free_port(), free_port());
     let database_url = fresh_database("e2e_reload_deny").await.unwrap();
     let _collector = start_collector(&database_url, collector_port, &dir, "collector")
@@ -246,7 +226,7 @@ async fn a_reconfigured_plugin_takes_over_deny_polling_without_doubling_it() {
                "enforce_budgets": true, "deny_refresh_ms": 200})
     };
     let lds = dir.join("lds.json");
-    publish(&lds, &listener(listen, &wasm, &plugin("before-reload")));
+    publish(&lds, &listener(listen, &plugin("before-reload")));
     let bootstrap = json!({
         "node": {"id": "e2e", "cluster": "e2e"},
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
@@ -279,7 +259,7 @@ async fn a_reconfigured_plugin_takes_over_deny_polling_without_doubling_it() {
     let before = polls_in(&client, admin, window).await;
 
     let modified_before = stat(&client, admin, "listener_manager.listener_modified").await;
-    publish(&lds, &listener(listen, &wasm, &plugin("after-reload")));
+    publish(&lds, &listener(listen, &plugin("after-reload")));
     let deadline = Instant::now() + Duration::from_secs(20);
     while stat(&client, admin, "listener_manager.listener_modified").await == modified_before {
         assert!(Instant::now() < deadline, "{}", envoy.log_text());
@@ -304,11 +284,14 @@ async fn a_reconfigured_plugin_takes_over_deny_polling_without_doubling_it() {
         stat(&client, admin, "llm_billing.deny_list_refresh_failures").await,
         0
     );
-    // The lease changed hands: a root context of the new configuration polls.
-    let takeovers = envoy
-        .log_text()
-        .matches("now polls the deny list for all workers")
-        .count();
+    // The poll changed hands: the wasm plugin's lease went to a root
+    // context of the new configuration; the native module's new config
+    // took up the process-wide poll (it starts with its configuration).
+    let handover = match Artifact::current() {
+        Artifact::Wasm => "now polls the deny list for all workers",
+        Artifact::Native => "native module configured",
+    };
+    let takeovers = envoy.log_text().matches(handover).count();
     assert!(
         takeovers >= 2,
         "no takeover after the reload\n{}",
