@@ -235,7 +235,7 @@ fn istio_and_envoy_gateway_pull_the_packaged_filter_image_pinned_by_digest() {
         format!("registry.example.com/llm-billing/filter:{VERSION}").as_str(),
         "Envoy Gateway's image URL has no oci:// scheme"
     );
-    assert_eq!(wasm["code"]["sha256"], DIGEST_PLACEHOLDER);
+    assert_eq!(wasm["code"]["image"]["sha256"], DIGEST_PLACEHOLDER);
     assert_eq!(wasm["failOpen"], true);
     let config = &wasm["config"];
     check_config("EnvoyExtensionPolicy", config);
