@@ -506,3 +506,26 @@ unused_hooks!(
     envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(),
     envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(),
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicking_hook_returns_its_fallback_instead_of_unwinding_into_envoy() {
+        let status = guard("request headers", abi::HEADERS_CONTINUE, || -> u32 {
+            panic!("a bug in a hook")
+        });
+        assert_eq!(status, abi::HEADERS_CONTINUE);
+        assert_eq!(guard("ok", 0, || 7), 7);
+    }
+
+    #[test]
+    fn a_process_without_the_callbacks_is_named_at_load() {
+        // The test binary is not Envoy: every callback is missing, so
+        // program init (which loads only when this is empty) refuses.
+        let missing = abi::missing_callbacks();
+        assert_eq!(missing.len(), abi::CALLBACKS.len());
+        assert!(missing.contains(&"envoy_dynamic_module_callback_log_v2"));
+    }
+}

@@ -592,3 +592,49 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The native example config is the wasm one with only the filter
+    /// entry changed: the same routes, clusters and plugin JSON.
+    #[test]
+    fn the_native_envoy_config_differs_only_in_the_filter_entry() {
+        let read = |f: &str| std::fs::read_to_string(repo_root().join(f)).unwrap();
+        let (wasm, native) = (read("envoy/envoy.yaml"), read("envoy/envoy-native.yaml"));
+        let parts = |text: &str| {
+            let body = &text[text.find("admin:").unwrap()..];
+            let start = body.find("http_filters:").unwrap();
+            let end = body.find("- name: envoy.filters.http.router").unwrap();
+            let filter = &body[start..end];
+            let json_at = filter.find('{').unwrap();
+            let json: Value = serde_json::Deserializer::from_str(&filter[json_at..])
+                .into_iter::<Value>()
+                .next()
+                .unwrap()
+                .unwrap();
+            (format!("{}{}", &body[..start], &body[end..]), json)
+        };
+        let (wasm_rest, wasm_json) = parts(&wasm);
+        let (native_rest, native_json) = parts(&native);
+        assert_eq!(wasm_rest, native_rest);
+        assert_eq!(wasm_json, native_json);
+        assert!(native.contains("filename: target/release/libllm_billing.so"));
+        assert!(native.contains("filter_name: llm_billing"));
+    }
+
+    #[test]
+    fn stat_names_follow_the_artifact() {
+        let name = "wasmcustom.llm_billing.records_captured";
+        assert_eq!(Artifact::Wasm.stat(name), name);
+        assert_eq!(
+            Artifact::Native.stat(name),
+            "dynamicmodulescustom.llm_billing.records_captured"
+        );
+        assert_eq!(
+            Artifact::Native.stat("llm_billing.records_dropped"),
+            "llm_billing.records_dropped"
+        );
+    }
+}
