@@ -19,6 +19,9 @@ use rust_decimal::Decimal;
 use crate::db;
 use crate::AppState;
 
+/// How long a scrape waits for the budgets before leaving them out.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -36,8 +39,9 @@ pub fn ratio(spent: Decimal, limit: Decimal) -> Decimal {
         .unwrap_or_default()
 }
 
-/// Appends the budget gauges; a database error leaves them out (and says
-/// so in `billing_budget_metrics_up`), the other metrics still render.
+/// Appends the budget gauges; a database error or no answer within
+/// [`READ_TIMEOUT`] leaves them out (and says so in
+/// `billing_budget_metrics_up`), the other metrics still render.
 pub async fn render(state: &AppState, out: &mut String) {
     let now = state.clock.now();
     let read = async {
@@ -45,6 +49,13 @@ pub async fn render(state: &AppState, out: &mut String) {
         let current =
             db::spent_in_current_period(&state.pool, &list, now, state.budget_zone).await?;
         Ok::<_, sqlx::Error>((list, current))
+    };
+    // A scrape never waits long on an unreachable database.
+    let read = async {
+        match tokio::time::timeout(READ_TIMEOUT, read).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {READ_TIMEOUT:?}")),
+        }
     };
     let (list, current) = match read.await {
         Ok(v) => v,

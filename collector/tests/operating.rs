@@ -695,3 +695,27 @@ async fn projected_to_exceed_fires_on_the_forecast_with_its_basis_in_the_payload
     let (_, log) = call(&s, "GET", "/v1/alerts?tenant_id=acme", Some(ADMIN), None).await;
     assert_eq!(log["alerts"][0]["forecast"], b["forecast"]);
 }
+
+#[tokio::test]
+async fn without_a_database_metrics_still_render_and_say_the_budget_gauges_are_down() {
+    let pool = collector::db::connect_lazy("postgres://postgres@127.0.0.1:1/none", 1).unwrap();
+    let s = AppState::new(
+        pool,
+        collector::price_book::PriceBook::empty(),
+        Some(INGEST),
+        Some(ADMIN),
+        1 << 20,
+    );
+    let started = std::time::Instant::now();
+    let text = metrics_text(&s).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let all = series(&text);
+    let one = |name: &str| all.iter().find(|(n, _, _)| n == name).map(|x| x.2.clone());
+    assert_eq!(
+        one("billing_budget_metrics_up").as_deref(),
+        Some("0"),
+        "{text}"
+    );
+    assert_eq!(one("billing_records_accepted_total").as_deref(), Some("0"));
+    assert_eq!(one("billing_budget_limit"), None);
+}
