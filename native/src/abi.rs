@@ -74,6 +74,20 @@ pub struct EnvoyHttpHeader {
     pub value_length: usize,
 }
 
+impl EnvoyHttpHeader {
+    /// The header's name and value.
+    ///
+    /// # Safety
+    /// The header must come from Envoy and still be valid for `'a`.
+    pub unsafe fn parts<'a>(&self) -> (&'a [u8], &'a [u8]) {
+        let view = |ptr, length| EnvoyBuffer { ptr, length }.bytes();
+        (
+            view(self.key_ptr, self.key_length),
+            view(self.value_ptr, self.value_length),
+        )
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ModuleHttpHeader {

@@ -229,16 +229,7 @@ impl Stream {
             }
             raw.iter()
                 .filter_map(|h| {
-                    let k = EnvoyBuffer {
-                        ptr: h.key_ptr,
-                        length: h.key_length,
-                    }
-                    .bytes();
-                    let v = EnvoyBuffer {
-                        ptr: h.value_ptr,
-                        length: h.value_length,
-                    }
-                    .bytes();
+                    let (k, v) = h.parts();
                     Some((std::str::from_utf8(k).ok()?, std::str::from_utf8(v).ok()?))
                 })
                 .collect()
@@ -384,43 +375,33 @@ impl Stream {
     }
 }
 
-/// The `:status` of a callout's answer, from Envoy's header views.
+/// A callout's answer as the module uses it: its `:status` (`None` when
+/// the call failed) and its body, joined from Envoy's chunks.
 ///
 /// # Safety
-/// `headers` must be Envoy's array of `n` headers for the running hook.
-pub unsafe fn reply_status(headers: *const EnvoyHttpHeader, n: usize) -> Option<u16> {
-    if headers.is_null() {
-        return None;
+/// `headers` and `chunks` must be Envoy's arrays of `n_headers` headers and
+/// `n_chunks` buffers for the running hook (or null).
+pub unsafe fn reply(
+    result: u32,
+    headers: *const EnvoyHttpHeader,
+    n_headers: usize,
+    chunks: *const EnvoyBuffer,
+    n_chunks: usize,
+) -> (Option<u16>, Vec<u8>) {
+    if result != abi::CALLOUT_RESULT_SUCCESS || headers.is_null() {
+        return (None, Vec::new());
     }
-    std::slice::from_raw_parts(headers, n).iter().find_map(|h| {
-        let k = EnvoyBuffer {
-            ptr: h.key_ptr,
-            length: h.key_length,
-        }
-        .bytes();
-        if k != b":status" {
-            return None;
-        }
-        let v = EnvoyBuffer {
-            ptr: h.value_ptr,
-            length: h.value_length,
-        }
-        .bytes();
-        std::str::from_utf8(v).ok()?.parse().ok()
-    })
-}
-
-/// A callout's body, joined from Envoy's chunks.
-///
-/// # Safety
-/// `chunks` must be Envoy's array of `n` buffers for the running hook.
-pub unsafe fn reply_body(chunks: *const EnvoyBuffer, n: usize) -> Vec<u8> {
-    if chunks.is_null() {
-        return Vec::new();
-    }
+    let status = std::slice::from_raw_parts(headers, n_headers)
+        .iter()
+        .find_map(|h| {
+            let (k, v) = h.parts();
+            (k == b":status").then(|| std::str::from_utf8(v).ok()?.parse().ok())?
+        });
     let mut body = Vec::new();
-    for c in std::slice::from_raw_parts(chunks, n) {
-        body.extend_from_slice(c.bytes());
+    if !chunks.is_null() {
+        for c in std::slice::from_raw_parts(chunks, n_chunks) {
+            body.extend_from_slice(c.bytes());
+        }
     }
-    body
+    (status, body)
 }

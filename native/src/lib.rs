@@ -317,14 +317,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
         let Some(config) = config_of(config) else {
             return;
         };
-        let (status, body) = if result == abi::CALLOUT_RESULT_SUCCESS {
-            (
-                envoy::reply_status(headers, headers_len),
-                envoy::reply_body(chunks, chunks_len),
-            )
-        } else {
-            (None, Vec::new())
-        };
+        let (status, body) = envoy::reply(result, headers, headers_len, chunks, chunks_len);
         config.on_reply(
             callout_id,
             Reply {
@@ -459,14 +452,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
         let Some(s) = stream_of(stream) else {
             return;
         };
-        let (status, body) = if result == abi::CALLOUT_RESULT_SUCCESS {
-            (
-                envoy::reply_status(headers, headers_len),
-                envoy::reply_body(chunks, chunks_len),
-            )
-        } else {
-            (None, Vec::new())
-        };
+        let (status, body) = envoy::reply(result, headers, headers_len, chunks, chunks_len);
         s.on_callout_done(Stream(envoy), callout_id, status, &body);
     });
 }
