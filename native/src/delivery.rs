@@ -9,6 +9,7 @@
 //! request's lifetime, and the deny list is polled once per process, not
 //! once per worker. Envoy is behind [`MainHost`], so this is tested natively.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use filter::config::FilterConfig;
@@ -111,7 +112,8 @@ pub struct Shared {
     /// it was last sent, and since when one is in flight. Two configs (a
     /// reload's old and new) then poll as one.
     pub deny_polled_ms: u64,
-    pub deny_in_flight_since: Option<u64>,
+    /// The poller whose deny poll is in flight, and since when.
+    pub deny_in_flight: Option<(u64, u64)>,
 }
 
 #[derive(Debug)]
@@ -162,7 +164,7 @@ pub fn destination(config: &FilterConfig) -> (Arc<Destination>, u64) {
             deny: DenyState::default(),
             notices: Notices::default(),
             deny_polled_ms: 0,
-            deny_in_flight_since: None,
+            deny_in_flight: None,
         }),
     });
     all.push(dest.clone());
@@ -208,8 +210,12 @@ enum Call {
 
 /// One filter config's main-thread state: the jobs of a tick and the
 /// callouts in flight.
+/// Tells pollers apart (a reload's old and new config).
+static NEXT_POLLER: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 pub struct Poller {
+    id: u64,
     config: Arc<FilterConfig>,
     dest: Arc<Destination>,
     tick_ms: u64,
@@ -227,6 +233,7 @@ impl Poller {
             dest.lock().deny.start(now_ms);
         }
         Poller {
+            id: NEXT_POLLER.fetch_add(1, Ordering::Relaxed),
             config,
             dest,
             tick_ms: tick_ms.max(1),
@@ -359,20 +366,20 @@ impl Poller {
             // A poll whose answer never came (its config went away) stops
             // blocking the others.
             if shared
-                .deny_in_flight_since
-                .is_some_and(|since| now.saturating_sub(since) <= stale_after)
+                .deny_in_flight
+                .is_some_and(|(_, since)| now.saturating_sub(since) <= stale_after)
                 || !self.due(now, shared.deny_polled_ms, self.config.deny_refresh_ms)
             {
                 return;
             }
             shared.deny_polled_ms = now;
-            shared.deny_in_flight_since = Some(now);
+            shared.deny_in_flight = Some((self.id, now));
         }
         let timeout = self.config.callout_timeout_ms.min(self.config.deny_ttl_ms);
         match host.callout("GET", &self.config.deny_path, &[], timeout) {
             Ok(id) => self.calls.push((id, Call::Deny { sent_at: now })),
             Err(why) => {
-                self.dest.lock().deny_in_flight_since = None;
+                self.dest.lock().deny_in_flight = None;
                 self.deny_failed(host, &format!("dispatch failed: {why}"));
             }
         }
@@ -385,6 +392,28 @@ impl Poller {
             self.deny_failing = true;
             log::warn!("llm_billing: cannot refresh the deny list ({why}); keeping the last one");
         }
+    }
+
+    /// The config goes away: Envoy cancels its callouts without answers,
+    /// so what they held is handed back at once instead of when it would
+    /// time out: the deny poll to the next config, the batch to the queue
+    /// (retried by whichever config flushes next).
+    pub fn release(&mut self, now: u64) {
+        let mut shared = self.dest.lock();
+        if shared
+            .deny_in_flight
+            .is_some_and(|(owner, _)| owner == self.id)
+        {
+            shared.deny_in_flight = None;
+        }
+        if self
+            .calls
+            .iter()
+            .any(|(_, c)| matches!(c, Call::Ingest { .. }))
+        {
+            let _ = shared.queue.expire_stale(now, 0);
+        }
+        self.calls.clear();
     }
 
     /// A callout of this poller finished; false when the id is not one.
@@ -433,7 +462,7 @@ impl Poller {
     }
 
     fn on_deny(&mut self, host: &dyn MainHost, reply: Reply<'_>, now: u64) {
-        self.dest.lock().deny_in_flight_since = None;
+        self.dest.lock().deny_in_flight = None;
         if reply.status != Some(200) {
             self.deny_failed(host, &format!("collector answered {:?}", reply.status));
             return;
@@ -614,5 +643,27 @@ mod tests {
         assert!(poller.on_reply(&host, 102, bad, 1_610));
         assert_eq!(host.sum(Stat::DenyFailures), 1);
         assert_eq!(dest.lock().deny.len(), 1);
+    }
+
+    #[test]
+    fn a_destroyed_config_hands_its_deny_poll_and_batch_over_at_once() {
+        let cfg = config(
+            "t4",
+            r#","enforce_budgets":true,"deny_refresh_ms":200,"flush_interval_ms":100"#,
+        );
+        let (dest, _) = destination(&cfg);
+        let host = FakeHost::default();
+        let mut old = Poller::new(cfg.clone(), dest.clone(), 0);
+        dest.lock().queue.push("{}".into());
+        old.tick(&host, 1_000);
+        // A batch and a deny poll are in flight when the config goes.
+        assert_eq!(host.calls.borrow().len(), 2);
+        old.release(1_050);
+        let mut new = Poller::new(cfg, dest.clone(), 1_050);
+        new.tick(&host, 1_300);
+        let calls = host.calls.borrow();
+        let paths: Vec<&str> = calls[2..].iter().map(|c| c.1.as_str()).collect();
+        assert!(paths.contains(&"/v1/deny"), "{paths:?}");
+        assert!(paths.contains(&"/v1/usage"), "{paths:?}");
     }
 }

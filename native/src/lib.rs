@@ -279,6 +279,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
         if let Some(mut ticker) = ticker {
             ticker.stop();
         }
+        config
+            .poller
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .release(now_ms());
         // Records still buffered stay with the destination for the next
         // config of the same collector.
         drop(config);
