@@ -131,6 +131,13 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Result<Proc, BoxError> {
         std::fs::create_dir_all(log_dir)?;
         let log = log_dir.join(format!("{name}.log"));
@@ -369,36 +376,58 @@ impl Stack {
             Duration::from_secs(10),
         )
         .await?;
-        let config = render_envoy_config(
-            envoy_port,
-            admin_port,
-            upstream_port,
-            collector_port,
-            &options.plugin_overrides,
-        )?;
-        let config_path = log_dir.join("envoy.yaml");
-        std::fs::write(&config_path, config)?;
-        let envoy_bin =
-            std::env::var("ENVOY_BIN").map_err(|_| "ENVOY_BIN is not set (run ./dev test)")?;
-        let envoy = Proc::spawn(
-            "envoy",
-            Command::new(envoy_bin)
-                .arg("-c")
-                .arg(&config_path)
-                .arg("--concurrency")
-                .arg(options.concurrency.to_string())
-                .arg("--disable-hot-restart")
-                .arg("--log-level")
-                .arg("info")
-                .current_dir(repo_root()),
-            &log_dir,
-        )?;
-        wait_http(
-            &format!("http://127.0.0.1:{admin_port}/ready"),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| format!("{e}\n{}", envoy.log_text()))?;
+        // A port found free can be taken by another test's process before
+        // Envoy binds it: then Envoy exits at once, and it is started again
+        // on new ports.
+        let mut attempt = 0;
+        let (envoy, envoy_port, admin_port) = loop {
+            attempt += 1;
+            let (envoy_port, admin_port) = if attempt == 1 {
+                (envoy_port, admin_port)
+            } else {
+                (free_port(), free_port())
+            };
+            let config = render_envoy_config(
+                envoy_port,
+                admin_port,
+                upstream_port,
+                collector_port,
+                &options.plugin_overrides,
+            )?;
+            let config_path = log_dir.join("envoy.yaml");
+            std::fs::write(&config_path, config)?;
+            let envoy_bin =
+                std::env::var("ENVOY_BIN").map_err(|_| "ENVOY_BIN is not set (run ./dev test)")?;
+            let mut envoy = Proc::spawn(
+                "envoy",
+                Command::new(envoy_bin)
+                    .arg("-c")
+                    .arg(&config_path)
+                    .arg("--concurrency")
+                    .arg(options.concurrency.to_string())
+                    .arg("--disable-hot-restart")
+                    .arg("--log-level")
+                    .arg("info")
+                    .current_dir(repo_root()),
+                &log_dir,
+            )?;
+            let ready = format!("http://127.0.0.1:{admin_port}/ready");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let up = loop {
+                if wait_http(&ready, Duration::from_millis(200)).await.is_ok() {
+                    break true;
+                }
+                if envoy.exited() || Instant::now() > deadline {
+                    break false;
+                }
+            };
+            if up {
+                break (envoy, envoy_port, admin_port);
+            }
+            if attempt >= 3 || !envoy.log_text().contains("Address already in use") {
+                return Err(format!("{ready} did not become ready\n{}", envoy.log_text()).into());
+            }
+        };
         let db = PgPoolOptions::new()
             .max_connections(4)
             .connect(&database_url)
