@@ -15,6 +15,10 @@ SET synchronous_commit = off;
 
 DROP TABLE IF EXISTS bench_meta;
 TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily;
+-- The ledger's monthly partitions for the 90 days (and the next month).
+SELECT ledger_ensure_partition(m)
+FROM generate_series(date_trunc('month', now() - interval '91 days', 'UTC'),
+    now() + interval '1 month', interval '1 month') AS m;
 
 CREATE TEMP TABLE saved_constraints AS
   SELECT conrelid::regclass::text AS tbl, conname, pg_get_constraintdef(oid) AS def

@@ -177,7 +177,10 @@ async fn reload_prices_on_change(state: AppState) {
 /// into the daily rollups (later rows are still added, just on a slower path).
 const FOLD_GRACE: Duration = Duration::from_secs(300);
 
-/// Once a minute: folds closed hours into the daily rollups, summarizes the
+/// Monthly ledger partitions kept ready beyond the current month.
+const PARTITIONS_AHEAD: u32 = 2;
+
+/// Once a minute: creates the coming months' ledger partitions, folds closed hours into the daily rollups, summarizes the
 /// ledger's new BRIN ranges, and reports the fold watermark in /metrics.
 async fn ledger_maintenance(
     pool: sqlx::PgPool,
@@ -200,6 +203,9 @@ async fn ledger_maintenance(
                     break;
                 }
             }
+        }
+        if let Err(e) = db::ensure_partitions_ahead(&pool, clock.now(), PARTITIONS_AHEAD).await {
+            tracing::warn!(error = %e, "creating the ledger's next monthly partitions failed");
         }
         if let Err(e) = db::summarize_time_index(&pool).await {
             tracing::warn!(error = %e, "summarizing the ledger's time index failed");

@@ -404,11 +404,15 @@ pub async fn fold_rollups(
 
 /// Summarizes the ledger's time index over the block ranges filled since
 /// the last call (a range not summarized yet matches every time window, so
-/// an all-tenant page would read it whole). Returns the ranges summarized.
-pub async fn summarize_time_index(pool: &PgPool) -> Result<i32, sqlx::Error> {
-    sqlx::query_scalar("SELECT brin_summarize_new_values('transactions_time_brin')")
-        .fetch_one(pool)
-        .await
+/// an all-tenant page would read it whole), in every partition. Returns the
+/// ranges summarized.
+pub async fn summarize_time_index(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(sum(brin_summarize_new_values(i.inhrelid)), 0)::int8
+         FROM pg_inherits i WHERE i.inhparent = 'transactions_time_brin'::regclass",
+    )
+    .fetch_one(pool)
+    .await
 }
 
 /// The daily rollups hold exactly the hours before this.
@@ -477,6 +481,7 @@ pub async fn insert_batch_releasing<E: std::borrow::Borrow<LedgerEntry>>(
     }
     let mut tx = pool.begin().await?;
     lock_for_write(&mut tx).await?;
+    super::partitions::ensure_for(&mut tx, &c.occurred_at).await?;
     let rows = sqlx::query(&INSERT_SQL)
         .bind(&c.tenant_id)
         .bind(&c.request_id)
@@ -615,8 +620,6 @@ impl Columns {
 /// One ledger row as the query API returns it.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Transaction {
-    #[serde(skip)]
-    pub id: i64,
     pub request_id: String,
     pub tenant_id: String,
     pub api_key_id: Option<String>,
@@ -741,7 +744,7 @@ async fn list_page(
     from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Transaction>, sqlx::Error> {
     let mut q = QueryBuilder::new(
-        "SELECT id, request_id, tenant_id, api_key_id, provider, model, route, http_status,
+        "SELECT request_id, tenant_id, api_key_id, provider, model, route, http_status,
             streamed, occurred_at, received_at, ttfb_ms, duration_ms, input_tokens,
             output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
             reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,

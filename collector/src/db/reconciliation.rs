@@ -171,8 +171,10 @@ pub async fn reconciliation(
          FROM transactions",
     );
     push_where(&mut q, filter);
-    q.push(" ORDER BY abs(cost - reported_cost) DESC, occurred_at DESC, id DESC LIMIT ")
-        .push_bind(RECONCILIATION_TOP);
+    q.push(
+        " ORDER BY abs(cost - reported_cost) DESC, occurred_at DESC, tenant_id, request_id LIMIT ",
+    )
+    .push_bind(RECONCILIATION_TOP);
     let rows = q.build().fetch_all(&mut *tx).await?;
     let largest_differences = rows
         .iter()
