@@ -164,6 +164,17 @@ pub struct ServeConfig {
         global = true
     )]
     pub reservation_ttl_secs: u64,
+    /// Hours the hourly usage rollup keeps once they are folded into the
+    /// daily ones (older hours of a range are read from the ledger). The
+    /// hourly rollup is the largest per-transaction cost on disk after the
+    /// ledger itself when usage is spread over many keys and models.
+    #[arg(
+        long,
+        env = "HOURLY_ROLLUP_RETENTION_HOURS",
+        default_value_t = 168,
+        global = true
+    )]
+    pub hourly_rollup_retention_hours: u32,
     /// Seals pagination cursors (hex, at least 32 bytes). Unset: a key is
     /// generated at the first start and stored in the database, so every
     /// replica shares it.
@@ -201,6 +212,10 @@ impl std::fmt::Debug for ServeConfig {
             .field("budget_utc_offset_minutes", &self.budget_utc_offset_minutes)
             .field("budget_watch_fraction", &self.budget_watch_fraction)
             .field("reservation_ttl_secs", &self.reservation_ttl_secs)
+            .field(
+                "hourly_rollup_retention_hours",
+                &self.hourly_rollup_retention_hours,
+            )
             .field("cursor_key", &redact(&self.cursor_key))
             .field("metrics_max_tenants", &self.metrics_max_tenants)
             .field("metrics_max_models", &self.metrics_max_models)

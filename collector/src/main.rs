@@ -123,6 +123,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         state.pool.clone(),
         state.metrics.clone(),
         state.clock.clone(),
+        chrono::TimeDelta::hours(i64::from(config.hourly_rollup_retention_hours)),
     ));
     tokio::spawn(reservation_sweep(state.clone()));
     if let Some(url) = config.price_sync_url.clone() {
@@ -180,12 +181,15 @@ const FOLD_GRACE: Duration = Duration::from_secs(300);
 /// Monthly ledger partitions kept ready beyond the current month.
 const PARTITIONS_AHEAD: u32 = 2;
 
-/// Once a minute: creates the coming months' ledger partitions, folds closed hours into the daily rollups, summarizes the
-/// ledger's new BRIN ranges, and reports the fold watermark in /metrics.
+/// Once a minute: folds closed hours into the daily rollups, prunes the hourly
+/// one past its retention, creates the coming months' ledger partitions,
+/// summarizes the ledger's new BRIN ranges, and reports the fold watermark
+/// in /metrics.
 async fn ledger_maintenance(
     pool: sqlx::PgPool,
     metrics: std::sync::Arc<collector::metrics::Metrics>,
     clock: collector::clock::Clock,
+    hourly_retention: chrono::TimeDelta,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -200,6 +204,16 @@ async fn ledger_maintenance(
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "rollup fold failed; retrying in a minute");
+                    break;
+                }
+            }
+        }
+        loop {
+            match db::prune_hourly(&pool, clock.now() - hourly_retention).await {
+                Ok(Some(from)) => tracing::info!(%from, "hourly usage before this pruned"),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "pruning the hourly rollup failed; retrying in a minute");
                     break;
                 }
             }

@@ -124,9 +124,20 @@ async fn fold_all(pool: &PgPool, ms: i64) -> usize {
     steps
 }
 
+/// Prunes the hourly rollup up to `ms` (never past the fold watermark), a
+/// day per call.
+async fn prune_all(pool: &PgPool, ms: i64) {
+    let at = Utc.timestamp_millis_opt(ms).unwrap();
+    while collector::db::prune_hourly(pool, at)
+        .await
+        .unwrap()
+        .is_some()
+    {}
+}
+
 /// Every rollup equals a GROUP BY over the ledger (the daily ones over the
-/// rows before the fold watermark, nothing after it), and holds no empty
-/// group.
+/// rows before the fold watermark, nothing after it; the hourly one over the
+/// rows from its own watermark on), and holds no empty group.
 async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
     let all =
         "coalesce(api_key_id, ''), provider, coalesce(model, ''), status, coalesce(currency, '')";
@@ -156,7 +167,7 @@ async fn assert_rollups_match_ledger(pool: &PgPool) -> usize {
         )
         .await;
         let folded = if table == "usage_hourly" {
-            ""
+            "WHERE occurred_at >= (SELECT hourly_from FROM rollup_fold)"
         } else {
             "WHERE occurred_at < (SELECT folded_before FROM rollup_fold)"
         };
@@ -415,9 +426,27 @@ async fn summaries_across_day_boundaries_equal_the_raw_sums(pool: PgPool) {
         (T0 + 2 * HOUR + 1, T0 + 4 * DAY + 5 * HOUR + 59 * MIN),
     ];
     let mut compared = 0;
-    for watermark in [T0, T0 + DAY + 13 * HOUR, T0 + 6 * DAY] {
-        if watermark > T0 {
-            assert!(fold_all(&pool, watermark).await > 0);
+    // (fold watermark, hours pruned before): nothing folded; half folded;
+    // half folded and the hourly rollup pruned to the middle of a day (the
+    // edges of several ranges fall before it); everything folded and pruned.
+    for (watermark, pruned) in [
+        (T0, None),
+        (T0 + DAY + 13 * HOUR, None),
+        (T0 + DAY + 13 * HOUR, Some(T0 + DAY + 5 * HOUR)),
+        (T0 + 6 * DAY, Some(T0 + 6 * DAY)),
+    ] {
+        fold_all(&pool, watermark).await;
+        let folded = collector::db::folded_before(&pool).await.unwrap();
+        assert_eq!(folded.timestamp_millis(), watermark);
+        if let Some(p) = pruned {
+            prune_all(&pool, p).await;
+            let hourly_from: chrono::DateTime<Utc> =
+                sqlx::query_scalar("SELECT hourly_from FROM rollup_fold")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_eq!(hourly_from.timestamp_millis(), p);
+            assert_rollups_match_ledger(&pool).await;
         }
         for (start, end) in ranges {
             for (group_by, key_sql) in keys {
@@ -526,4 +555,77 @@ async fn folding_while_batches_arrive_loses_and_doubles_nothing(pool: PgPool) {
     .await
     .unwrap();
     assert_eq!((daily, hourly), (600, 600));
+}
+
+/// Budget spend (open-ended, from a period start) equals the ledger's sum
+/// whatever the rollups hold: nothing folded, half folded, and folded with
+/// the hourly rollup pruned past the start of the periods.
+#[sqlx::test(migrations = "../migrations")]
+async fn budget_spend_equals_the_ledger_whatever_the_rollups_hold(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    set_folded_before(&pool, T0).await;
+    ingest(&s, records()).await;
+    let starts = [
+        T0 - DAY,
+        T0 + 5 * HOUR + 13 * MIN,
+        T0 + DAY,
+        T0 + DAY + 30 * MIN,
+        T0 + 2 * DAY + 7 * HOUR,
+        T0 + 3 * DAY + 23 * HOUR + 59 * MIN,
+    ];
+    let scopes = [
+        ("acme", None, None),
+        ("acme", Some("key-a"), None),
+        ("globex", None, Some("gpt-4o-mini")),
+        ("acme", Some("key-b"), Some("gpt-4o")),
+    ];
+    let mut nonzero = 0;
+    for (watermark, pruned) in [
+        (T0, None),
+        (T0 + DAY + 13 * HOUR, None),
+        (T0 + 2 * DAY + 3 * HOUR, Some(T0 + 2 * DAY)),
+        (T0 + 6 * DAY, Some(T0 + 6 * DAY)),
+    ] {
+        fold_all(&pool, watermark).await;
+        if let Some(p) = pruned {
+            prune_all(&pool, p).await;
+        }
+        let mut list = Vec::new();
+        for start in starts {
+            for (tenant, key, model) in scopes {
+                list.push(collector::db::SpendScope {
+                    tenant_id: tenant.to_string(),
+                    api_key_id: key.map(str::to_string),
+                    model: model.map(str::to_string),
+                    currency: "USD".to_string(),
+                    start: Utc.timestamp_millis_opt(start).unwrap(),
+                });
+            }
+        }
+        let spent = collector::db::spent(&pool, &list).await.unwrap();
+        for (scope, got) in list.iter().zip(spent) {
+            let raw: Decimal = sqlx::query_scalar(
+                "SELECT coalesce(sum(cost), 0) FROM transactions
+                 WHERE tenant_id = $1 AND occurred_at >= $2 AND status = 'priced'
+                   AND currency = 'USD' AND ($3::text IS NULL OR api_key_id = $3)
+                   AND ($4::text IS NULL OR model = $4)",
+            )
+            .bind(&scope.tenant_id)
+            .bind(scope.start)
+            .bind(&scope.api_key_id)
+            .bind(&scope.model)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            assert_eq!(
+                got.normalize(),
+                raw.normalize(),
+                "{scope:?} folded before {watermark}, pruned before {pruned:?}"
+            );
+            if !raw.is_zero() {
+                nonzero += 1;
+            }
+        }
+    }
+    assert!(nonzero > 60, "only {nonzero} scopes had spend");
 }

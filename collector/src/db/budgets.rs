@@ -171,35 +171,50 @@ pub async fn spent_in_current_period(
 }
 
 /// The scopes of a spend query as CTE `h`, one row per scope: UNNEST of
-/// $1 index, $2 tenant, $3 key, $4 model, $5 currency, $6 start, with `hs`,
-/// the first whole hour at or after the start.
+/// $1 index, $2 tenant, $3 key, $4 model, $5 currency, $6 start, with `hs`
+/// and `ds`, the first whole UTC hour and day at or after the start, and the
+/// rollups' watermarks (`folded_before`, `hourly_from`) of this snapshot.
 pub(super) const SCOPES_CTE: &str = "WITH b AS (
             SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[],
                 $6::timestamptz[]) AS b(i, tenant_id, api_key_id, model, currency, s)
         ), h AS (
             SELECT b.*, CASE WHEN date_trunc('hour', s, 'UTC') = s THEN s
-                ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs
-            FROM b
+                ELSE date_trunc('hour', s, 'UTC') + interval '1 hour' END AS hs,
+                CASE WHEN date_trunc('day', s, 'UTC') = s THEN s
+                ELSE date_trunc('day', s, 'UTC') + interval '1 day' END AS ds,
+                w.folded_before, w.hourly_from
+            FROM b CROSS JOIN rollup_fold w
         )";
 
-/// Priced spend of the scope `h` (see [`SCOPES_CTE`]).
-pub(super) const SPENT_EXPR: &str = "coalesce((SELECT sum(u.cost) FROM usage_hourly u
-                WHERE u.tenant_id = h.tenant_id AND u.hour >= h.hs AND u.status = 'priced'
-                    AND u.currency = h.currency
+/// Priced spend of the scope `h` (see [`SCOPES_CTE`]) from its start on:
+/// the whole UTC days from the daily rollup (which holds the hours before
+/// `folded_before`), the hours it lacks from the hourly rollup (which holds
+/// those from `hourly_from` on), and the rest (the partial first hour, and
+/// first-day hours already pruned from the hourly rollup) from the ledger.
+pub(super) const SPENT_EXPR: &str = "coalesce((SELECT sum(d.cost) FROM usage_daily d
+                WHERE d.tenant_id = h.tenant_id AND d.day >= (h.ds AT TIME ZONE 'UTC')::date
+                    AND d.status = 'priced' AND d.currency = h.currency
+                    AND (h.api_key_id IS NULL OR d.api_key_id = h.api_key_id)
+                    AND (h.model IS NULL OR d.model = h.model)), 0)
+          + coalesce((SELECT sum(u.cost) FROM usage_hourly u
+                WHERE u.tenant_id = h.tenant_id AND u.hour >= greatest(h.hs, h.hourly_from)
+                    AND (u.hour < h.ds OR u.hour >= h.folded_before)
+                    AND u.status = 'priced' AND u.currency = h.currency
                     AND (h.api_key_id IS NULL OR u.api_key_id = h.api_key_id)
                     AND (h.model IS NULL OR u.model = h.model)), 0)
           + coalesce((SELECT sum(t.cost) FROM transactions t
                 WHERE t.tenant_id = h.tenant_id AND t.occurred_at >= h.s
-                    AND t.occurred_at < h.hs AND t.status = 'priced' AND t.currency = h.currency
+                    AND t.occurred_at < least(h.ds, greatest(h.hs, h.hourly_from))
+                    AND t.status = 'priced' AND t.currency = h.currency
                     AND (h.api_key_id IS NULL OR t.api_key_id = h.api_key_id)
                     AND (h.model IS NULL OR t.model = h.model)), 0)";
 
 static SPENT_SQL: LazyLock<String> =
     LazyLock::new(|| format!("{SCOPES_CTE} SELECT h.i, {SPENT_EXPR} AS spent FROM h ORDER BY h.i"));
 
-/// Priced spend of each scope, in order, in one query: whole hours from the
-/// hourly rollup (kept in the ledger's own transaction, so it is exact), the
-/// partial first hour from the ledger. Open-ended: usage stamped later than
+/// Priced spend of each scope, in order, in one query (see [`SPENT_EXPR`]);
+/// every part is kept in the ledger's own transaction or moved under the
+/// fold lock, so it is exact. Open-ended: usage stamped later than
 /// now (clock skew) counts too.
 #[tracing::instrument(skip_all, fields(scopes = scopes.len()))]
 pub async fn spent(pool: &PgPool, scopes: &[SpendScope]) -> Result<Vec<Decimal>, sqlx::Error> {

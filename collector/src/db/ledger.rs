@@ -47,6 +47,9 @@ struct Rollup {
     /// Filled by the fold (migration 0011): a statement touches it only for
     /// rows whose hour is already folded; the fold adds the rest later.
     folded: bool,
+    /// Kept only from a watermark on (migration 0022): a statement touches
+    /// it only for rows at or after `rollup_fold.hourly_from`.
+    pruned: bool,
     /// Time bucket column and its expression over a ledger row.
     bucket: (&'static str, &'static str),
     /// Grouping columns besides tenant and bucket, with their expressions.
@@ -68,18 +71,21 @@ const ROLLUPS: [Rollup; 3] = [
     Rollup {
         table: "usage_hourly",
         folded: false,
+        pruned: true,
         bucket: ("hour", "date_trunc('hour', occurred_at, 'UTC')"),
         dims: ALL_DIMS,
     },
     Rollup {
         table: "usage_daily",
         folded: true,
+        pruned: false,
         bucket: ("day", UTC_DAY),
         dims: ALL_DIMS,
     },
     Rollup {
         table: "usage_tenant_daily",
         folded: true,
+        pruned: false,
         bucket: ("day", UTC_DAY),
         dims: &[("status", "status"), ("currency", "coalesce(currency, '')")],
     },
@@ -123,13 +129,15 @@ impl Rollup {
         // Hours at or after the watermark reach a folded table through the
         // fold only. Callers hold the shared fold lock (see `lock_for_write`),
         // so the watermark cannot move under the statement.
-        let only_folded = if self.folded {
+        let only = if self.folded {
             " WHERE occurred_at < (SELECT folded_before FROM rollup_fold)"
+        } else if self.pruned {
+            " WHERE occurred_at >= (SELECT hourly_from FROM rollup_fold)"
         } else {
             ""
         };
         self.grouped(
-            &format!("changed{only_folded}"),
+            &format!("changed{only}"),
             self.bucket.1,
             |(c, e)| format!("{e} AS {c}"),
             |(c, e)| format!("{e} AS {c}"),
@@ -400,6 +408,59 @@ pub async fn fold_rollups(
         .await?;
     tx.commit().await?;
     Ok(Some(before))
+}
+
+/// Moves the hourly rollup's watermark (migration 0022) to `keep_from`
+/// rounded down to the hour, never past the fold watermark (an hour leaves
+/// the hourly rollup only once the daily ones hold it) and at most a day
+/// per call, deleting the hours before it. Returns the new watermark, or
+/// None when there was nothing to prune.
+#[tracing::instrument(skip_all)]
+pub async fn prune_hourly(
+    pool: &PgPool,
+    keep_from: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let keep_from = keep_from
+        .duration_trunc(chrono::TimeDelta::hours(1))
+        .unwrap_or(keep_from);
+    let (hourly_from, folded): (DateTime<Utc>, DateTime<Utc>) =
+        sqlx::query_as("SELECT hourly_from, folded_before FROM rollup_fold")
+            .fetch_one(pool)
+            .await?;
+    if hourly_from >= keep_from.min(folded) {
+        return Ok(None);
+    }
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(ROLLUP_FOLD_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let (hourly_from, oldest, folded): (DateTime<Utc>, Option<DateTime<Utc>>, DateTime<Utc>) =
+        sqlx::query_as(
+            "SELECT hourly_from, (SELECT min(hour) FROM usage_hourly), folded_before
+             FROM rollup_fold",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+    let target = keep_from.min(folded);
+    if hourly_from >= target {
+        return Ok(None);
+    }
+    // A day of held hours per call; hours nobody holds are skipped at once.
+    let to = match oldest {
+        Some(oldest) if oldest < target => target.min(oldest.max(hourly_from) + FOLD_STEP),
+        _ => target,
+    };
+    sqlx::query("DELETE FROM usage_hourly WHERE hour < $1")
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE rollup_fold SET hourly_from = $1")
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(to))
 }
 
 /// Summarizes the ledger's time index over the block ranges filled since

@@ -254,17 +254,19 @@ pub async fn summary(
                 // same statement, so both sides see one watermark.
                 push_hours(&mut q, sign, Since::Fold(midnight(from)), midnight(to));
             }
-            Part::Hours(from, to, sign) => push_hours(&mut q, sign, Since::At(from), to),
+            Part::Hours(from, to, sign) => {
+                // Hours older than the hourly rollup's watermark are no
+                // longer in it (migration 0022): the ledger has them.
+                push_ledger(&mut q, sign, from);
+                q.push(" AND occurred_at < least(")
+                    .push_bind(to)
+                    .push(", (SELECT hourly_from FROM rollup_fold))");
+                push_rollup_filters(&mut q, filter);
+                push_hours(&mut q, sign, Since::At(from), to);
+            }
             Part::Ledger(from, to, sign) => {
-                q.push(
-                    " UNION ALL SELECT tenant_id, occurred_at, coalesce(api_key_id, ''), provider,
-                        coalesce(model, ''), status, coalesce(currency, ''), ",
-                )
-                .push(sums(&LEDGER_SUMS, sign))
-                .push(" FROM transactions WHERE occurred_at >= ")
-                .push_bind(from)
-                .push(" AND occurred_at < ")
-                .push_bind(to);
+                push_ledger(&mut q, sign, from);
+                q.push(" AND occurred_at < ").push_bind(to);
             }
         }
         push_rollup_filters(&mut q, filter);
@@ -323,13 +325,28 @@ enum Since {
     Fold(DateTime<Utc>),
 }
 
-/// ` UNION ALL` branch over `usage_hourly` for hours in [since, to).
+/// ` UNION ALL` branch over the ledger from `from` on (the caller bounds it).
+fn push_ledger(q: &mut QueryBuilder<'_, Postgres>, sign: i8, from: DateTime<Utc>) {
+    q.push(
+        " UNION ALL SELECT tenant_id, occurred_at, coalesce(api_key_id, ''), provider,
+            coalesce(model, ''), status, coalesce(currency, ''), ",
+    )
+    .push(sums(&LEDGER_SUMS, sign))
+    .push(" FROM transactions WHERE occurred_at >= ")
+    .push_bind(from);
+}
+
+/// ` UNION ALL` branch over `usage_hourly` for hours in [since, to), from
+/// the hourly rollup's watermark on.
 fn push_hours(q: &mut QueryBuilder<'_, Postgres>, sign: i8, since: Since, to: DateTime<Utc>) {
     q.push(" UNION ALL SELECT tenant_id, hour, api_key_id, provider, model, status, currency, ")
         .push(sums(&ROLLUP_SUMS, sign))
         .push(" FROM usage_hourly WHERE hour >= ");
     match since {
-        Since::At(t) => q.push_bind(t),
+        Since::At(t) => q
+            .push("greatest(")
+            .push_bind(t)
+            .push(", (SELECT hourly_from FROM rollup_fold))"),
         Since::Fold(t) => q
             .push("greatest(")
             .push_bind(t)
