@@ -122,8 +122,12 @@ SELECT tenant_id, day, status, currency,
     sum(cost), sum(reported_cost)
 FROM usage_daily GROUP BY 1, 2, 3, 4;
 
--- The daily rollups hold every hour generated (the data ends now).
-UPDATE rollup_fold SET folded_before = date_trunc('hour', now(), 'UTC') + interval '1 hour';
+-- The daily rollups hold every hour generated (the data ends now); the
+-- hourly one keeps the collector's default retention (7 days, migration
+-- 0022), as the collector's hourly prune would leave it.
+UPDATE rollup_fold SET folded_before = date_trunc('hour', now(), 'UTC') + interval '1 hour',
+    hourly_from = date_trunc('hour', now() - interval '7 days', 'UTC');
+DELETE FROM usage_hourly WHERE hour < (SELECT hourly_from FROM rollup_fold);
 
 DO $$
 DECLARE r record;
