@@ -211,3 +211,187 @@ async fn the_coming_months_are_created_ahead(pool: PgPool) {
         assert!(months.contains(&m), "{m} missing from {months:?}");
     }
 }
+
+/// A month of usage (2025-11), its neighbours, and what a summary says of it.
+async fn november(state: &collector::AppState) {
+    let mut records = Vec::new();
+    for i in 0..60i64 {
+        // Every 11 hours from 2025-11-02T03:00Z, two tenants.
+        let at = at("2025-11-02T03:00:00Z").timestamp_millis() + i * 11 * 3_600_000;
+        let tenant = if i % 3 == 0 { "globex" } else { "acme" };
+        records.push(record(&format!("nov-{i}"), tenant, "gpt-4o-mini", at));
+    }
+    records.push(record(
+        "oct-last",
+        "acme",
+        "gpt-4o-mini",
+        at("2025-10-31T23:59:59Z").timestamp_millis(),
+    ));
+    records.push(record(
+        "dec-first",
+        "acme",
+        "gpt-4o-mini",
+        at("2025-12-01T00:00:00Z").timestamp_millis(),
+    ));
+    ingest(state, records).await;
+}
+
+async fn summary(
+    state: &collector::AppState,
+    query: &str,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    call(
+        state,
+        "GET",
+        &format!("/v1/summary?{query}"),
+        Some(ADMIN),
+        None,
+    )
+    .await
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_archived_month_leaves_the_ledger_and_summaries_answer_from_the_rollups(pool: PgPool) {
+    let state = state(pool.clone()).await;
+    november(&state).await;
+    let month = at("2025-11-01T00:00:00Z");
+    let whole = "tenant_id=acme&group_by=day&start=2025-11-01T00:00:00Z&end=2025-12-01T00:00:00Z";
+    let (_, before) = summary(&state, whole).await;
+    let exported = collector::db::month_totals(&pool, month).await.unwrap();
+    assert_eq!(exported.rows, 60);
+    let file = collector::db::ArchiveFile {
+        format: "parquet".into(),
+        path: "/archive/ledger-2025-11.parquet".into(),
+        sha256: "00".repeat(32),
+    };
+    collector::db::archive_partition(&pool, month, &exported, &file, state.clock.now())
+        .await
+        .unwrap();
+
+    // The partition is gone with its 60 rows; the neighbours stay.
+    let names: Vec<String> = collector::db::ledger_partitions(&pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.name)
+        .collect();
+    assert!(
+        !names.contains(&"transactions_p202511".to_string()),
+        "{names:?}"
+    );
+    let left: Vec<(String,)> =
+        sqlx::query_as("SELECT request_id FROM transactions ORDER BY request_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        left,
+        vec![("dec-first".to_string(),), ("oct-last".to_string(),)]
+    );
+
+    // Whole days answer exactly as before, from the daily rollups, saying so.
+    let (status, after) = summary(&state, whole).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{after}");
+    assert_eq!(after["groups"], before["groups"]);
+    assert_eq!(after["archived"]["months"], serde_json::json!(["2025-11"]));
+    assert_eq!(after["archived"]["source"], "daily rollups");
+    let requests: i64 = after["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["requests"].as_i64().unwrap())
+        .sum();
+    assert_eq!(requests, 40);
+
+    // Edges inside the month are widened to whole days, and said so.
+    let (status, partial) = summary(
+        &state,
+        "tenant_id=acme&start=2025-11-02T05:00:00Z&end=2025-11-03T01:00:00Z",
+    )
+    .await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{partial}");
+    assert_eq!(partial["start"], "2025-11-02T00:00:00Z");
+    assert_eq!(partial["end"], "2025-11-04T00:00:00Z");
+    assert_eq!(
+        partial["archived"]["requested_start"],
+        "2025-11-02T05:00:00Z"
+    );
+    // acme's rows on 2 and 3 November (03:00 and 14:00 on the 2nd is globex's
+    // first, then every 11 h).
+    let raw_acme_days: i64 = (0..60i64)
+        .filter(|i| i % 3 != 0)
+        .map(|i| at("2025-11-02T03:00:00Z") + chrono::Duration::hours(11 * i))
+        .filter(|t| *t < at("2025-11-04T00:00:00Z"))
+        .count() as i64;
+    assert_eq!(
+        partial["groups"][0]["requests"].as_i64(),
+        Some(raw_acme_days)
+    );
+
+    // Hours of an archived month are not kept: refused with the reason.
+    let (status, hourly) = summary(&state, &whole.replace("group_by=day", "group_by=hour")).await;
+    assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{hourly}");
+    assert!(
+        hourly.to_string().contains("archived months (2025-11)"),
+        "{hourly}"
+    );
+
+    // The transaction listing no longer has them; a range after the month
+    // is unaffected and says nothing of archives.
+    let (_, december) = summary(
+        &state,
+        "tenant_id=acme&start=2025-12-01T00:00:00Z&end=2025-12-02T00:00:00Z",
+    )
+    .await;
+    assert!(december.get("archived").is_none(), "{december}");
+    assert_eq!(december["groups"][0]["requests"].as_i64(), Some(1));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_month_that_changed_since_its_export_is_not_archived(pool: PgPool) {
+    let state = state(pool.clone()).await;
+    november(&state).await;
+    let month = at("2025-11-01T00:00:00Z");
+    let exported = collector::db::month_totals(&pool, month).await.unwrap();
+    // A late retry lands after the export.
+    ingest(
+        &state,
+        vec![record(
+            "nov-late",
+            "acme",
+            "gpt-4o-mini",
+            at("2025-11-15T12:00:00Z").timestamp_millis(),
+        )],
+    )
+    .await;
+    let file = collector::db::ArchiveFile {
+        format: "parquet".into(),
+        path: "x".into(),
+        sha256: "00".repeat(32),
+    };
+    let err = collector::db::archive_partition(&pool, month, &exported, &file, state.clock.now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("61 rows"), "{err}");
+    assert!(err.to_string().contains("export again"), "{err}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions_p202511")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 61, "nothing dropped");
+    // Not folded yet: refused too, the rollups would be all that is left.
+    sqlx::query("UPDATE rollup_fold SET folded_before = '2025-11-20T00:00:00Z'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let now = collector::db::month_totals(&pool, month).await.unwrap();
+    let err = collector::db::archive_partition(&pool, month, &now, &file, state.clock.now())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not folded"), "{err}");
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_archives")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(archived, 0);
+}

@@ -22,7 +22,10 @@ pub use forecast::*;
 pub use invoices::*;
 pub use ledger::*;
 pub use model_aliases::*;
-pub use partitions::{ensure_partitions_ahead, ledger_partitions, month_start, LedgerPartition};
+pub use partitions::{
+    archive_partition, archived_months, ensure_partitions_ahead, ledger_partitions, month_start,
+    month_totals, ArchiveError, ArchiveFile, ArchivedMonth, LedgerPartition, MonthTotals,
+};
 pub use prices::*;
 pub use reconciliation::*;
 pub use reservations::*;

@@ -271,18 +271,98 @@ async fn summary(
         start: None,
         end: None,
     };
+    // Archived months have left the ledger: only their daily rollups remain,
+    // so their part of the range is read in whole UTC days, and said so.
+    let archived = db::archived_months(&state.pool, start, end).await?;
+    let mut months: Vec<DateTime<Utc>> = archived.iter().map(|a| a.month).collect();
+    months.dedup();
+    let requested = (start, end);
+    let (start, end) = whole_days_where_archived(start, end, &months);
+    if !months.is_empty() && group_by == GroupBy::Hour {
+        return Err(ApiError::BadRequest(format!(
+            "the range includes archived months ({}): their hours are no longer kept; \
+             use group_by=day or a range after them",
+            month_labels(&months).join(", ")
+        )));
+    }
     let rows = db::summary(&state.pool, &filter, start, end, group_by).await?;
-    Ok(Json(json!({
-        "start": start.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "end": end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut body = json!({
+        "start": secs(start),
+        "end": secs(end),
         "group_by": q.group_by.unwrap_or_else(|| "total".into()),
         "groups": rows,
-    })))
+    });
+    if !months.is_empty() {
+        body["archived"] = json!({
+            "months": month_labels(&months),
+            "source": "daily rollups",
+            "resolution": "whole UTC days",
+            "requested_start": secs(requested.0),
+            "requested_end": secs(requested.1),
+        });
+    }
+    Ok(Json(body))
+}
+
+fn month_labels(months: &[DateTime<Utc>]) -> Vec<String> {
+    months
+        .iter()
+        .map(|m| m.format("%Y-%m").to_string())
+        .collect()
+}
+
+/// [start, end) widened to whole UTC days where an edge falls inside an
+/// archived month (`months`: their first instants), whose rows are gone.
+fn whole_days_where_archived(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    months: &[DateTime<Utc>],
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    use chrono::DurationRound;
+    let day = Duration::days(1);
+    let archived = |t: DateTime<Utc>| months.contains(&db::month_start(t));
+    let floor = |t: DateTime<Utc>| t.duration_trunc(day).unwrap_or(t);
+    let start = if archived(start) { floor(start) } else { start };
+    let end = if archived(end) && floor(end) != end {
+        floor(end) + day
+    } else {
+        end
+    };
+    (start, end)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn edges_in_archived_months_widen_to_whole_days() {
+        let may = [at("2026-05-01T00:00:00Z")];
+        // Both edges inside May: the days they fall in are read whole.
+        assert_eq!(
+            whole_days_where_archived(at("2026-05-03T10:00:00Z"), at("2026-05-20T05:00:00Z"), &may),
+            (at("2026-05-03T00:00:00Z"), at("2026-05-21T00:00:00Z"))
+        );
+        // An edge after the archived month is kept to the second.
+        assert_eq!(
+            whole_days_where_archived(at("2026-05-31T23:00:00Z"), at("2026-06-02T05:00:00Z"), &may),
+            (at("2026-05-31T00:00:00Z"), at("2026-06-02T05:00:00Z"))
+        );
+        // Midnight edges stay; no archived month, nothing moves.
+        assert_eq!(
+            whole_days_where_archived(at("2026-05-03T00:00:00Z"), at("2026-05-04T00:00:00Z"), &may),
+            (at("2026-05-03T00:00:00Z"), at("2026-05-04T00:00:00Z"))
+        );
+        assert_eq!(
+            whole_days_where_archived(at("2026-05-03T10:00:00Z"), at("2026-05-04T00:30:00Z"), &[]),
+            (at("2026-05-03T10:00:00Z"), at("2026-05-04T00:30:00Z"))
+        );
+    }
 
     #[test]
     fn csv_quotes_and_defuses_formulas() {
