@@ -329,15 +329,11 @@ async fn export(
     let pool = pool(config)?;
     let file = std::fs::File::create(&partial)
         .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
-    let result = collector::export::run(
-        &pool,
-        &clock,
-        period,
-        format,
-        invoice_issuer,
-        std::io::BufWriter::new(file),
-    )
-    .await;
+    let job = collector::export::Job {
+        invoice_issuer: invoice_issuer.to_owned(),
+        ..collector::export::Job::new(period, format)
+    };
+    let result = collector::export::run(&pool, &clock, &job, std::io::BufWriter::new(file)).await;
     let report = match result {
         Ok((report, out)) => {
             out.into_inner().map_err(|e| e.into_error())?.sync_all()?;

@@ -394,6 +394,14 @@ fn hour_of(at: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
     (start, start + chrono::TimeDelta::hours(1))
 }
 
+/// The catalog model a price version names: `gpt-4o@2024-10-02T00:00:00Z
+/// tenant:acme/*@…` is the price of `gpt-4o` (a model id may hold `@`
+/// itself, as Vertex AI's `claude-sonnet-4-5@20250929` does).
+pub fn catalog_model(price_version: &str) -> Option<&str> {
+    let price = price_version.split(' ').next()?;
+    price.rsplit_once('@').map(|(model, _)| model)
+}
+
 /// `Tags`: our provider-defined keys (prefixed), nulls left out.
 fn tags(row: &Transaction) -> String {
     let mut map = serde_json::Map::new();
@@ -420,7 +428,11 @@ pub fn cells<'a>(charge: &Charge<'a>, context: &'a Context) -> [Cell<'a>; 40] {
     let model = row.model.as_deref().unwrap_or("unknown");
     let version = row.price_version.as_deref().unwrap_or("unknown");
     let publisher_name = publisher(row.model.as_deref(), &provider_name).into_owned();
-    let sku_id = format!("{}/{model}/{}", row.provider, charge.component.key());
+    let sku_id = format!(
+        "{}/{}",
+        catalog_model(version).unwrap_or(model),
+        charge.component.key()
+    );
     let description = format!(
         "{model}: {} ({service_name}; price version {version})",
         charge.component.describe()
@@ -464,7 +476,7 @@ pub fn cells<'a>(charge: &Charge<'a>, context: &'a Context) -> [Cell<'a>; 40] {
         Cell::Text(Cow::Owned(sku_id.clone())),
         text(charge.component.meter()),
         Cell::Null,
-        Cell::Text(Cow::Owned(format!("{sku_id}@{version}"))),
+        Cell::Text(Cow::Owned(format!("{}:{version}", charge.component.key()))),
         text(&row.tenant_id),
         text(&row.tenant_id),
         Cell::Text(Cow::Owned(tags(row))),

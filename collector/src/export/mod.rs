@@ -464,26 +464,47 @@ impl ExportReport {
     }
 }
 
-/// Exports `period` of the ledger to `out`: refuses a month that is not
-/// over by `clock`, reads it chunk by chunk in one snapshot, and checks the
-/// rows it read (and FOCUS's BilledCost) against the snapshot's totals.
+/// One export: what, in which format, read how many rows at a time.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub period: Period,
+    pub format: ExportFormat,
+    pub invoice_issuer: String,
+    /// Ledger rows per read and per row group ([`CHUNK_ROWS`]).
+    pub chunk_rows: i64,
+}
+
+impl Job {
+    pub fn new(period: Period, format: ExportFormat) -> Self {
+        Self {
+            period,
+            format,
+            invoice_issuer: DEFAULT_INVOICE_ISSUER.to_owned(),
+            chunk_rows: CHUNK_ROWS,
+        }
+    }
+}
+
+/// Runs `job` into `out`: refuses a month that is not over by `clock`,
+/// reads it chunk by chunk in one snapshot, and checks the rows it read
+/// (and FOCUS's BilledCost) against the snapshot's totals of the period.
 pub async fn run<W: Write + Send>(
     pool: &sqlx::PgPool,
     clock: &Clock,
-    period: Period,
-    format: ExportFormat,
-    invoice_issuer: &str,
+    job: &Job,
     out: W,
 ) -> Result<(ExportReport, W), ExportError> {
+    let period = job.period;
     period.ensure_closed(clock.now())?;
     let (start, end) = (period.start(), period.end());
-    let mut sink = Sink::new(format, out, period, invoice_issuer)?;
+    let chunk = job.chunk_rows.max(1);
+    let mut sink = Sink::new(job.format, out, period, &job.invoice_issuer)?;
     let mut snapshot = db::begin_export_snapshot(pool).await?;
     let mut read = PeriodTotals::default();
     let mut rows_written = 0;
     let mut after: Option<ExportCursor> = None;
     loop {
-        let rows = db::export_page(&mut snapshot, start, end, after.as_ref(), CHUNK_ROWS).await?;
+        let rows = db::export_page(&mut snapshot, start, end, after.as_ref(), chunk).await?;
         for row in &rows {
             read.add(row);
         }
@@ -491,9 +512,7 @@ pub async fn run<W: Write + Send>(
             rows_written += sink.write(&rows)?;
         }
         match rows.last() {
-            Some(last) if rows.len() as i64 >= CHUNK_ROWS => {
-                after = Some(ExportCursor::after(last))
-            }
+            Some(last) if rows.len() as i64 >= chunk => after = Some(ExportCursor::after(last)),
             _ => break,
         }
     }
@@ -509,7 +528,7 @@ pub async fn run<W: Write + Send>(
     Ok((
         ExportReport {
             period,
-            format,
+            format: job.format,
             rows_written,
             ledger,
         },

@@ -52,7 +52,7 @@ fn priced(request_id: &str) -> Transaction {
         cost_reasoning: Some(d("0")),
         cost_request_fee: Some(d("0")),
         cost_discount: Some(d("0")),
-        price_version: Some("2024-07-18".into()),
+        price_version: Some("gpt-4o-mini@2024-07-18T00:00:00Z".into()),
         reported_cost: None,
         flags: vec![],
     }
@@ -102,6 +102,10 @@ fn discounted(request_id: &str) -> Transaction {
         cost_discount: Some(d("-0.0020226")),
         cost: Some(d("0.0182034")),
         reported_cost: Some(d("0.02")),
+        price_version: Some(
+            "anthropic.claude-sonnet-4-5@2025-09-29T00:00:00Z tenant:globex/*@2025-01-01T00:00:00Z"
+                .into(),
+        ),
         ..priced(request_id)
     }
 }
@@ -441,11 +445,11 @@ fn focus_csv_rows_carry_the_exact_figures() {
     assert_eq!(
         lines[1],
         "0.00015,acme,acme,USD,2026-11-01T00:00:00Z,2026-10-01T00:00:00Z,Usage,,\
-         gpt-4o-mini: uncached input tokens (OpenAI API; price version 2024-07-18),\
+         gpt-4o-mini: uncached input tokens (OpenAI API; price version gpt-4o-mini@2024-07-18T00:00:00Z),\
          Usage-Based,2026-11-01T00:00:00Z,2026-10-31T23:00:00Z,1000,Tokens,0.00015,0.00015,\
          Acme Billing,0.00015,Standard,1000,Tokens,OpenAI,OpenAI,key-1,,API Key,\
-         AI and Machine Learning,OpenAI API,Generative AI,openai/gpt-4o-mini/input,Input Tokens,,\
-         openai/gpt-4o-mini/input@2024-07-18,acme,acme,\
+         AI and Machine Learning,OpenAI API,Generative AI,gpt-4o-mini/input,Input Tokens,,\
+         input:gpt-4o-mini@2024-07-18T00:00:00Z,acme,acme,\
          \"{\"\"billing/api_key_id\"\":\"\"key-1\"\",\"\"billing/model\"\":\"\"gpt-4o-mini\"\",\
          \"\"billing/provider\"\":\"\"openai\"\",\"\"billing/request_id\"\":\"\"r1\"\",\
          \"\"billing/route\"\":\"\"chat\"\",\"\"billing/tenant_id\"\":\"\"acme\"\"}\",\
@@ -543,6 +547,19 @@ fn a_focus_export_that_does_not_add_up_is_refused() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn skus_name_the_catalog_model_and_the_price_its_version() {
+    assert_eq!(
+        focus::catalog_model("gpt-4o@2024-10-02T00:00:00Z tenant:acme/*@2025-01-01T00:00:00Z"),
+        Some("gpt-4o")
+    );
+    assert_eq!(
+        focus::catalog_model("claude-sonnet-4-5@20250929@2025-09-29T00:00:00Z"),
+        Some("claude-sonnet-4-5@20250929")
+    );
+    assert_eq!(focus::catalog_model("unversioned"), None);
 }
 
 #[test]
