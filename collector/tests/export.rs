@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use collector::db;
 use collector::export::{self, ExportFormat, Job, Period};
 use common::*;
@@ -416,9 +416,10 @@ async fn the_current_month_is_refused(pool: PgPool) {
     assert_eq!(
         e.to_string(),
         format!(
-            "period {month} is not over yet: it ends at {} and it is now {now} (UTC); \
+            "period {month} is not over yet: it ends at {} and it is now {}; \
              only a closed month can be exported",
-            month.end()
+            month.end().to_rfc3339_opts(SecondsFormat::Secs, true),
+            now.to_rfc3339_opts(SecondsFormat::Secs, true)
         )
     );
     // Its last instant is still too early; its end is not.

@@ -37,6 +37,8 @@ pub const DECIMAL_PRECISION: u8 = 38;
 pub const DECIMAL_SCALE: i8 = 20;
 /// Ledger rows read (and written as one row group) at a time.
 pub const CHUNK_ROWS: i64 = 50_000;
+/// Ledger rows per FOCUS Parquet row group (about three FOCUS rows each).
+const FOCUS_GROUP_ROWS: usize = 10_000;
 /// Who issues the invoices, unless `--invoice-issuer` says otherwise.
 pub const DEFAULT_INVOICE_ISSUER: &str = "llm-billing";
 
@@ -45,8 +47,10 @@ pub enum ExportError {
     #[error("period {0:?} is not a month: expected YYYY-MM, e.g. 2026-10")]
     InvalidPeriod(String),
     #[error(
-        "period {period} is not over yet: it ends at {end} and it is now {now} (UTC); \
-         only a closed month can be exported"
+        "period {period} is not over yet: it ends at {} and it is now {}; \
+         only a closed month can be exported",
+        .end.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        .now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     )]
     PeriodNotOver {
         period: Period,
@@ -392,14 +396,21 @@ impl<W: Write + Send> Sink<W> {
                 Ok(rows.len() as u64)
             }
             Sink::FocusParquet(w, context, tally) => {
-                let charges = focus::rows_of(rows)?;
-                tally.add(&charges);
-                if !charges.is_empty() {
-                    let cells: Vec<_> = charges.iter().map(|c| focus::cells(c, context)).collect();
-                    let keys: Vec<_> = charges.iter().map(|c| key_of(c.row)).collect();
-                    w.write(&cells, &keys)?;
+                // A ledger row makes up to six FOCUS rows of 40 cells: row
+                // groups of fewer ledger rows keep the cells in memory small.
+                let mut written = 0;
+                for part in rows.chunks(FOCUS_GROUP_ROWS) {
+                    let charges = focus::rows_of(part)?;
+                    tally.add(&charges);
+                    if !charges.is_empty() {
+                        let cells: Vec<_> =
+                            charges.iter().map(|c| focus::cells(c, context)).collect();
+                        let keys: Vec<_> = charges.iter().map(|c| key_of(c.row)).collect();
+                        w.write(&cells, &keys)?;
+                    }
+                    written += charges.len() as u64;
                 }
-                Ok(charges.len() as u64)
+                Ok(written)
             }
             Sink::FocusCsv(w, context, tally) => {
                 let focus_rows = focus::rows_of(rows)?;

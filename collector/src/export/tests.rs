@@ -145,8 +145,8 @@ fn a_month_that_is_not_over_is_refused() {
     let e = p.ensure_closed(at("2026-10-31T23:59:59Z")).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "period 2026-10 is not over yet: it ends at 2026-11-01 00:00:00 UTC and it is now \
-         2026-10-31 23:59:59 UTC (UTC); only a closed month can be exported"
+        "period 2026-10 is not over yet: it ends at 2026-11-01T00:00:00Z and it is now \
+         2026-10-31T23:59:59Z; only a closed month can be exported"
     );
     assert!(p.ensure_closed(at("2026-11-01T00:00:00Z")).is_ok());
     assert!(Period::parse("2026-11")
