@@ -571,3 +571,48 @@ fn charges_in_the_month_fall_in_its_hours() {
     assert_eq!(cells[11], Cell::Time(at("2026-10-31T23:00:00Z")));
     assert_eq!(cells[10], Cell::Time(at("2026-11-01T00:00:00Z")));
 }
+
+#[test]
+fn the_command_line_names_period_format_and_output() {
+    use crate::config::{Cli, Command, LedgerCommand};
+    use clap::Parser;
+    let cli = Cli::try_parse_from([
+        "collector",
+        "ledger",
+        "export",
+        "--period",
+        "2026-10",
+        "--format",
+        "focus-parquet",
+    ])
+    .unwrap();
+    let Some(Command::Ledger {
+        command:
+            LedgerCommand::Export {
+                period,
+                format,
+                output,
+                invoice_issuer,
+            },
+    }) = cli.command
+    else {
+        panic!("not a ledger export");
+    };
+    assert_eq!(
+        (period.as_str(), format, output, invoice_issuer.as_str()),
+        ("2026-10", ExportFormat::FocusParquet, None, "llm-billing")
+    );
+    assert_eq!(
+        format.default_file_name(Period::parse(&period).unwrap()),
+        "ledger-2026-10.focus.parquet"
+    );
+    let e = Cli::try_parse_from([
+        "collector", "ledger", "export", "--period", "2026-10", "--format", "csv",
+    ])
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("possible values: parquet, focus-csv, focus-parquet"),
+        "{e}"
+    );
+}
