@@ -271,7 +271,7 @@ async fn a_closed_month_exports_in_every_format_and_reads_back_exactly(pool: PgP
     assert_eq!(report.ledger, totals);
     let read = duckdb(ExportFormat::Parquet, &path);
     assert_eq!(read["row_groups"], json!(3), "20 rows in chunks of 7");
-    assert_eq!(read["columns"].as_array().unwrap().len(), 32);
+    assert_eq!(read["columns"].as_array().unwrap().len(), 31);
     assert_eq!(read["types"]["cost"], json!("DECIMAL(38,20)"));
     assert_eq!(
         read["types"]["occurred_at"],
@@ -401,7 +401,41 @@ async fn a_closed_month_exports_in_every_format_and_reads_back_exactly(pool: PgP
             "{format:?}"
         );
     }
+
+    // The archive step takes the export's totals: they match the month's
+    // partition, which goes; the neighbouring months stay.
+    while db::fold_rollups(&pool, month.end())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let file = db::ArchiveFile {
+        format: "parquet".into(),
+        path: path_of(&dir, ExportFormat::Parquet, month),
+        sha256: "00".repeat(32),
+    };
+    let exported = report.ledger.month_totals();
+    assert_eq!(exported.rows, 20);
+    db::archive_partition(&pool, month.start(), &exported, &file, s.clock.now())
+        .await
+        .unwrap();
+    let job = Job::new(month, ExportFormat::Parquet);
+    let (again, _) = export::run(&s.pool, &s.clock, &job, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((again.ledger.rows, again.rows_written), (0, 0));
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 4, "the neighbouring months' rows");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn path_of(dir: &Path, format: ExportFormat, month: Period) -> String {
+    dir.join(format.default_file_name(month))
+        .display()
+        .to_string()
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -15,7 +15,7 @@ use super::Transaction;
 use crate::export::{CurrencyTotals, PeriodTotals};
 
 /// The columns of a [`Transaction`], as `list_page` in db/ledger.rs selects them.
-const COLUMNS: &str = "id, request_id, tenant_id, api_key_id, provider, model, route, http_status,
+const COLUMNS: &str = "request_id, tenant_id, api_key_id, provider, model, route, http_status,
     streamed, occurred_at, received_at, ttfb_ms, duration_ms, input_tokens,
     output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
     reasoning_tokens, status, currency, cost, cost_input, cost_cache_read,
@@ -59,10 +59,9 @@ pub async fn begin_export_snapshot(
 /// period has no more.
 ///
 /// Walks the key tenant by tenant: each tenant's rows of the period are one
-/// range of the key index, and the next tenant is one index probe, so the
-/// read costs the period's rows and the number of tenants, not the history
-/// of the whole ledger a plain `(tenant, time, id) > cursor` scan would
-/// filter its way through.
+/// range of the key index, and the next tenant one probe of it, so a chunk
+/// never rescans what earlier chunks read (a period spanning several
+/// monthly partitions costs a probe of each per tenant).
 pub async fn export_page(
     conn: &mut PgConnection,
     start: DateTime<Utc>,
@@ -76,7 +75,7 @@ pub async fn export_page(
             c.tenant_id.clone(),
             Some((c.occurred_at, c.request_id.clone())),
         ),
-        None => match next_tenant(conn, None).await? {
+        None => match next_tenant(conn, start, end, None).await? {
             Some(t) => (t, None),
             None => return Ok(rows),
         },
@@ -89,7 +88,7 @@ pub async fn export_page(
         if full {
             return Ok(rows);
         }
-        match next_tenant(conn, Some(&tenant)).await? {
+        match next_tenant(conn, start, end, Some(&tenant)).await? {
             Some(t) => {
                 tenant = t;
                 position = None;
@@ -99,23 +98,34 @@ pub async fn export_page(
     }
 }
 
-/// The first tenant after `after` (or the first of all) that has any row.
+/// The first tenant after `after` (or the first of all) with a row in
+/// [start, end). The ledger is partitioned by month, so this reads the key
+/// index of the period's partition from `after` to its next tenant.
 async fn next_tenant(
     conn: &mut PgConnection,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
     after: Option<&str>,
 ) -> Result<Option<String>, sqlx::Error> {
     match after {
         Some(t) => {
-            sqlx::query_scalar("SELECT min(tenant_id) FROM transactions WHERE tenant_id > $1")
-                .bind(t)
-                .fetch_one(conn)
-                .await
+            sqlx::query_scalar(
+                "SELECT min(tenant_id) FROM transactions
+                 WHERE occurred_at >= $1 AND occurred_at < $2 AND tenant_id > $3",
+            )
+            .bind(start)
+            .bind(end)
+            .bind(t)
+            .fetch_one(conn)
+            .await
         }
-        None => {
-            sqlx::query_scalar("SELECT min(tenant_id) FROM transactions")
-                .fetch_one(conn)
-                .await
-        }
+        None => sqlx::query_scalar(
+            "SELECT min(tenant_id) FROM transactions WHERE occurred_at >= $1 AND occurred_at < $2",
+        )
+        .bind(start)
+        .bind(end)
+        .fetch_one(conn)
+        .await,
     }
 }
 

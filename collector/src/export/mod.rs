@@ -228,6 +228,15 @@ impl PeriodTotals {
     pub fn unpriced_rows(&self) -> i64 {
         self.currencies.get(&None).map_or(0, |t| t.rows)
     }
+
+    /// What the archive checks a month's partition against before it drops
+    /// it (`db::archive_partition`): row count and priced cost per currency.
+    pub fn month_totals(&self) -> db::MonthTotals {
+        db::MonthTotals {
+            rows: self.rows,
+            cost: self.cost_by_currency(),
+        }
+    }
 }
 
 /// `value` as a Decimal128 of [`DECIMAL_SCALE`], or None when it would need
@@ -271,8 +280,7 @@ impl<'a> Cell<'a> {
 }
 
 /// Our own schema: every field of [`Transaction`], same names, same order.
-pub const LEDGER_COLUMNS: [Column; 32] = [
-    Column::new("id", Kind::Int64, false),
+pub const LEDGER_COLUMNS: [Column; 31] = [
     Column::new("request_id", Kind::Text, false),
     Column::new("tenant_id", Kind::Text, false),
     Column::new("api_key_id", Kind::Text, true),
@@ -307,9 +315,8 @@ pub const LEDGER_COLUMNS: [Column; 32] = [
 ];
 
 /// A ledger row's values in [`LEDGER_COLUMNS`] order.
-pub fn ledger_cells(r: &Transaction) -> [Cell<'_>; 32] {
+pub fn ledger_cells(r: &Transaction) -> [Cell<'_>; 31] {
     [
-        Cell::Int64(r.id),
         Cell::text(&r.request_id),
         Cell::text(&r.tenant_id),
         Cell::opt_text(r.api_key_id.as_deref()),

@@ -23,7 +23,6 @@ fn at(s: &str) -> DateTime<Utc> {
 /// README's example.
 fn priced(request_id: &str) -> Transaction {
     Transaction {
-        id: 7,
         request_id: request_id.into(),
         tenant_id: "acme".into(),
         api_key_id: Some("key-1".into()),
@@ -371,7 +370,7 @@ fn the_ledger_parquet_keeps_every_column_exactly() {
         LEDGER_COLUMNS.map(|c| c.name),
         "every field of Transaction"
     );
-    assert_eq!(names.len(), 32);
+    assert_eq!(names.len(), 31);
     assert_eq!(
         strings(batch, "request_id"),
         [Some("r1".into()), Some("u1".into()), Some("r2".into())]
@@ -532,6 +531,33 @@ fn focus_parquet_has_the_mandatory_columns_and_sums_to_the_ledger() {
 }
 
 #[test]
+fn period_totals_sum_per_currency_and_give_the_archive_its_check() {
+    let mut totals = PeriodTotals::default();
+    for row in [priced("r1"), unpriced("u1"), discounted("r2"), priced("r3")] {
+        totals.add(&row);
+    }
+    assert_eq!(totals.rows, 4);
+    assert_eq!(totals.unpriced_rows(), 1);
+    let usd = &totals.currencies[&Some("USD".to_string())];
+    assert_eq!((usd.rows, usd.cost), (2, d("0.00069")));
+    assert_eq!(usd.input_tokens, Decimal::from(2400));
+    let eur = &totals.currencies[&Some("EUR".to_string())];
+    assert_eq!(
+        (eur.reported_cost, eur.cache_write_1h_tokens),
+        (d("0.02"), Decimal::from(100))
+    );
+    let month = totals.month_totals();
+    assert_eq!(month.rows, 4);
+    assert_eq!(
+        month.cost.into_iter().collect::<Vec<_>>(),
+        [
+            ("EUR".to_string(), d("0.0182034")),
+            ("USD".to_string(), d("0.00069"))
+        ]
+    );
+}
+
+#[test]
 fn a_focus_export_that_does_not_add_up_is_refused() {
     let period = Period::parse("2026-10").unwrap();
     let mut sink = Sink::new(ExportFormat::FocusCsv, Vec::new(), period, "us").unwrap();
@@ -607,7 +633,13 @@ fn the_command_line_names_period_format_and_output() {
         "ledger-2026-10.focus.parquet"
     );
     let e = Cli::try_parse_from([
-        "collector", "ledger", "export", "--period", "2026-10", "--format", "csv",
+        "collector",
+        "ledger",
+        "export",
+        "--period",
+        "2026-10",
+        "--format",
+        "csv",
     ])
     .unwrap_err();
     assert!(
