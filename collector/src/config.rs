@@ -27,6 +27,33 @@ pub enum Command {
         #[command(subcommand)]
         command: PricesCommand,
     },
+    /// Read the ledger in bulk.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Write one closed UTC calendar month of the ledger to a file: our own
+    /// Parquet schema (every column), or FOCUS 1.1 rows as CSV or Parquet
+    /// (docs/export.md). A month that is not over yet is refused.
+    Export {
+        /// The month, `YYYY-MM` (UTC).
+        #[arg(long)]
+        period: String,
+        #[arg(long, value_enum)]
+        format: crate::export::ExportFormat,
+        /// Where to write (default `ledger-YYYY-MM.parquet`,
+        /// `.focus.csv` or `.focus.parquet` in the current directory).
+        /// Written beside it first and renamed when complete and checked.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// FOCUS `InvoiceIssuerName`: who invoices the tenants.
+        #[arg(long, default_value = crate::export::DEFAULT_INVOICE_ISSUER)]
+        invoice_issuer: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

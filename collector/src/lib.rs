@@ -11,6 +11,7 @@ pub mod config;
 pub mod cursor;
 pub mod db;
 pub mod error;
+pub mod export;
 pub mod forecast;
 pub mod forecasting;
 pub mod http;

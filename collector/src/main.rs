@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use collector::config::{Cli, Command, ImportFormat, PricesCommand, ServeConfig};
+use collector::config::{Cli, Command, ImportFormat, LedgerCommand, PricesCommand, ServeConfig};
 use collector::pricing::{self, Catalog};
 use collector::{db, price_book::PriceBook, AppState};
 use tokio::net::TcpListener;
@@ -26,6 +26,15 @@ async fn main() {
                     effective_from,
                 },
         }) => import(&cli.serve, &file, format, effective_from.as_deref()).await,
+        Some(Command::Ledger {
+            command:
+                LedgerCommand::Export {
+                    period,
+                    format,
+                    output,
+                    invoice_issuer,
+                },
+        }) => export(&cli.serve, &period, format, output, &invoice_issuer).await,
         Some(Command::Serve) | None => serve(cli.serve).await,
     };
     if let Err(e) = result {
@@ -296,5 +305,61 @@ async fn import(
         imported.skipped.len(),
         file.display()
     );
+    Ok(())
+}
+
+/// `collector ledger export`: writes beside `output` and renames when the
+/// export is complete and adds up to the ledger, so a failed or interrupted
+/// export never leaves a file that looks whole.
+async fn export(
+    config: &ServeConfig,
+    period: &str,
+    format: collector::export::ExportFormat,
+    output: Option<std::path::PathBuf>,
+    invoice_issuer: &str,
+) -> Result<(), BoxError> {
+    let period = collector::export::Period::parse(period)?;
+    let clock = collector::clock::Clock::system();
+    // Refused before touching the database or the file system.
+    period.ensure_closed(clock.now())?;
+    let output = output.unwrap_or_else(|| format.default_file_name(period).into());
+    let mut partial = output.clone().into_os_string();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    let pool = pool(config)?;
+    let file = std::fs::File::create(&partial)
+        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+    let job = collector::export::Job {
+        invoice_issuer: invoice_issuer.to_owned(),
+        ..collector::export::Job::new(period, format)
+    };
+    let result = collector::export::run(&pool, &clock, &job, std::io::BufWriter::new(file)).await;
+    let report = match result {
+        Ok((report, out)) => {
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&partial, &output)?;
+            report
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    println!(
+        "exported {period}: {} ledger rows, {} rows written to {}",
+        report.ledger.rows,
+        report.rows_written,
+        output.display()
+    );
+    for (currency, cost) in report.ledger.cost_by_currency() {
+        println!("  {currency} {cost}");
+    }
+    let unpriced = report.unpriced_rows_left_out();
+    if unpriced > 0 {
+        println!(
+            "  {unpriced} unpriced rows are not in the FOCUS file (no price, no currency): \
+             price them (POST /v1/reprice) and export again to include them"
+        );
+    }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod alerts;
 mod balance_alerts;
 mod budgets;
+mod export;
 mod forecast;
 mod invoices;
 mod ledger;
@@ -18,6 +19,7 @@ mod tokens;
 pub use alerts::*;
 pub use balance_alerts::*;
 pub use budgets::*;
+pub use export::*;
 pub use forecast::*;
 pub use invoices::*;
 pub use ledger::*;
