@@ -54,6 +54,18 @@ pub enum LedgerCommand {
         #[arg(long, default_value = crate::export::DEFAULT_INVOICE_ISSUER)]
         invoice_issuer: String,
     },
+    /// Archive every month before `--before` out of PostgreSQL: export it
+    /// (our Parquet schema, every row), check the file against the ledger,
+    /// then detach and drop the month's partition. Summaries keep answering
+    /// from the daily rollups (docs/operations.md).
+    Archive {
+        /// The first month to keep, `YYYY-MM` (UTC); at most the current one.
+        #[arg(long)]
+        before: String,
+        /// Where the Parquet files go (created if missing).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]

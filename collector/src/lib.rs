@@ -3,6 +3,7 @@
 //! can drive it without a socket.
 
 pub mod alerts;
+pub mod archive;
 pub mod auth;
 pub mod budget_metrics;
 pub mod budgets;

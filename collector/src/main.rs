@@ -35,6 +35,9 @@ async fn main() {
                     invoice_issuer,
                 },
         }) => export(&cli.serve, &period, format, output, &invoice_issuer).await,
+        Some(Command::Ledger {
+            command: LedgerCommand::Archive { before, dir },
+        }) => archive(&cli.serve, &before, &dir).await,
         Some(Command::Serve) | None => serve(cli.serve).await,
     };
     if let Err(e) = result {
@@ -323,28 +326,12 @@ async fn export(
     // Refused before touching the database or the file system.
     period.ensure_closed(clock.now())?;
     let output = output.unwrap_or_else(|| format.default_file_name(period).into());
-    let mut partial = output.clone().into_os_string();
-    partial.push(".partial");
-    let partial = std::path::PathBuf::from(partial);
     let pool = pool(config)?;
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
     let job = collector::export::Job {
         invoice_issuer: invoice_issuer.to_owned(),
         ..collector::export::Job::new(period, format)
     };
-    let result = collector::export::run(&pool, &clock, &job, std::io::BufWriter::new(file)).await;
-    let report = match result {
-        Ok((report, out)) => {
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&partial, &output)?;
-            report
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
-        }
-    };
+    let report = collector::archive::export_to_file(&pool, &clock, &job, &output).await?;
     println!(
         "exported {period}: {} ledger rows, {} rows written to {}",
         report.ledger.rows,
@@ -359,6 +346,40 @@ async fn export(
         println!(
             "  {unpriced} unpriced rows are not in the FOCUS file (no price, no currency): \
              price them (POST /v1/reprice) and export again to include them"
+        );
+    }
+    Ok(())
+}
+
+/// `collector ledger archive`: exports, checks and drops every month before
+/// `before` still in the ledger (docs/operations.md).
+async fn archive(
+    config: &ServeConfig,
+    before: &str,
+    dir: &std::path::Path,
+) -> Result<(), BoxError> {
+    let before = collector::export::Period::parse(before)?;
+    let clock = collector::clock::Clock::system();
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let pool = pool(config)?;
+    db::migrate(&pool).await?;
+    let archived = collector::archive::run(&pool, &clock, before, dir).await?;
+    if archived.is_empty() {
+        println!("nothing to archive before {before}: no ledger partition is older");
+    }
+    for a in archived {
+        let cost: Vec<String> = a.cost.iter().map(|(c, v)| format!("{c} {v}")).collect();
+        println!(
+            "archived {}: {} rows ({}) to {} (sha256 {}); partition dropped",
+            a.period,
+            a.rows,
+            if cost.is_empty() {
+                "no priced cost".to_string()
+            } else {
+                cost.join(", ")
+            },
+            a.file.display(),
+            a.sha256
         );
     }
     Ok(())

@@ -473,3 +473,96 @@ async fn the_current_month_is_refused(pool: PgPool) {
     );
     assert_eq!(header.lines().count(), 1);
 }
+
+/// `collector ledger archive --before <this month>`: the two closed months
+/// with rows (the populated one and the one before it) are exported,
+/// checked and dropped; their files read back with DuckDB to the ledger's
+/// figures; the current month stays; summaries of the archived month
+/// answer as before, from the daily rollups, saying so.
+#[sqlx::test(migrations = "../migrations")]
+async fn archive_exports_checks_and_drops_every_closed_month_before(pool: PgPool) {
+    let s = state(pool.clone()).await;
+    let month = closed_month(s.clock.now());
+    let current = Period::containing(s.clock.now());
+    populate(&s, month).await;
+    while db::fold_rollups(&pool, current.start())
+        .await
+        .unwrap()
+        .is_some()
+    {}
+    let summary_uri = format!(
+        "/v1/summary?group_by=day&start={}&end={}",
+        month.start().to_rfc3339_opts(SecondsFormat::Secs, true),
+        month.end().to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    let (_, before) = call(&s, "GET", &summary_uri, Some(ADMIN), None).await;
+    let expected = db::month_totals(&pool, month.start()).await.unwrap();
+
+    let dir = std::env::temp_dir().join(format!("ledger-archive-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A month that has not ended cannot be archived.
+    let next = Period::containing(current.end());
+    let err = collector::archive::run(&pool, &s.clock, next, &dir)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("only closed months"), "{err}");
+
+    let archived = collector::archive::run(&pool, &s.clock, current, &dir)
+        .await
+        .unwrap();
+    let previous = Period::containing(month.start() - Duration::milliseconds(1));
+    let got: Vec<(String, i64)> = archived
+        .iter()
+        .map(|a| (a.period.to_string(), a.rows))
+        .collect();
+    assert_eq!(got, [(previous.to_string(), 2), (month.to_string(), 20)]);
+    let ours = &archived[1];
+    assert_eq!(ours.cost, expected.cost);
+    assert_eq!(
+        ours.cost
+            .values()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["0.014", "0.003588"]
+    );
+    // The file holds every row and the same sums, read by DuckDB; its
+    // checksum is the one recorded.
+    let read = duckdb(ExportFormat::Parquet, &ours.file);
+    let groups = read["groups"].as_array().unwrap();
+    let rows: i64 = groups.iter().map(|g| g[1].as_i64().unwrap()).sum();
+    assert_eq!(rows, 20);
+    let eur = groups.iter().find(|g| g[0] == "EUR").unwrap();
+    assert_eq!(duck_dec(&eur[3]), "0.014");
+    let usd = groups.iter().find(|g| g[0] == "USD").unwrap();
+    assert_eq!(duck_dec(&usd[3]), "0.003588");
+    let bytes = std::fs::read(&ours.file).unwrap();
+    use sha2::Digest;
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), ours.sha256);
+    let recorded: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT to_char(month AT TIME ZONE 'UTC', 'YYYY-MM'), rows, file_sha256
+         FROM ledger_archives ORDER BY month",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded[1], (month.to_string(), 20, ours.sha256.clone()));
+
+    // Only the current month is left in the ledger.
+    let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM transactions ORDER BY 1")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [("a-after".to_string(),), ("i-after".to_string(),)]);
+    // The archived month's summary is unchanged, and says where it comes from.
+    let (status, after) = call(&s, "GET", &summary_uri, Some(ADMIN), None).await;
+    assert_eq!(status, axum::http::StatusCode::OK, "{after}");
+    assert_eq!(after["groups"], before["groups"]);
+    assert_eq!(after["archived"]["months"], json!([month.to_string()]));
+    // Nothing is left to archive; the files stay.
+    let again = collector::archive::run(&pool, &s.clock, current, &dir)
+        .await
+        .unwrap();
+    assert!(again.is_empty());
+    assert!(ours.file.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
