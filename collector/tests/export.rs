@@ -439,7 +439,7 @@ fn path_of(dir: &Path, format: ExportFormat, month: Period) -> String {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn the_current_month_is_refused(pool: PgPool) {
+async fn the_current_month_is_not_exported(pool: PgPool) {
     let s = state(pool).await;
     let now = s.clock.now();
     let month = Period::containing(now);
