@@ -511,12 +511,15 @@ async fn archive_exports_checks_and_drops_every_closed_month_before(pool: PgPool
         .await
         .unwrap();
     let previous = Period::containing(month.start() - Duration::milliseconds(1));
+    // Months with rows; the empty partitions made ahead by the migration
+    // (at the real time, before a pinned test clock) go too, with 0 rows.
     let got: Vec<(String, i64)> = archived
         .iter()
+        .filter(|a| a.rows > 0)
         .map(|a| (a.period.to_string(), a.rows))
         .collect();
     assert_eq!(got, [(previous.to_string(), 2), (month.to_string(), 20)]);
-    let ours = &archived[1];
+    let ours = archived.iter().find(|a| a.period == month).unwrap();
     assert_eq!(ours.cost, expected.cost);
     assert_eq!(
         ours.cost
@@ -538,14 +541,13 @@ async fn archive_exports_checks_and_drops_every_closed_month_before(pool: PgPool
     let bytes = std::fs::read(&ours.file).unwrap();
     use sha2::Digest;
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), ours.sha256);
-    let recorded: Vec<(String, i64, String)> = sqlx::query_as(
-        "SELECT to_char(month AT TIME ZONE 'UTC', 'YYYY-MM'), rows, file_sha256
-         FROM ledger_archives ORDER BY month",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(recorded[1], (month.to_string(), 20, ours.sha256.clone()));
+    let recorded: (i64, String) =
+        sqlx::query_as("SELECT rows, file_sha256 FROM ledger_archives WHERE month = $1")
+            .bind(month.start())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, (20, ours.sha256.clone()));
 
     // Only the current month is left in the ledger.
     let left: Vec<(String,)> = sqlx::query_as("SELECT request_id FROM transactions ORDER BY 1")

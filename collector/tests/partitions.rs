@@ -168,7 +168,11 @@ async fn records_of_any_month_land_in_their_partition_exactly_once(pool: PgPool)
     .fetch_all(&pool)
     .await
     .unwrap();
-    let this_month = format!("transactions_p{}", now.format("%Y%m"));
+    // A second before now: at the stroke of a month, the month before.
+    let this_month = format!(
+        "transactions_p{}",
+        (now - chrono::Duration::seconds(1)).format("%Y%m")
+    );
     assert_eq!(
         rows,
         vec![
