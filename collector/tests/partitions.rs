@@ -399,3 +399,41 @@ async fn a_month_that_changed_since_its_export_is_not_archived(pool: PgPool) {
         .unwrap();
     assert_eq!(archived, 0);
 }
+
+/// Eight transactions at once (as from several replicas: the group commit
+/// of one replica would merge them), all for a month nobody has written
+/// yet: each waits for whichever creates the partition, none fails.
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_batches_for_a_new_month_all_land(pool: PgPool) {
+    let base = at("2023-07-15T12:00:00Z").timestamp_millis();
+    let tasks: Vec<_> = (0..8i64)
+        .map(|b| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let entries: Vec<collector::db::LedgerEntry> = (0..25)
+                    .map(|i| collector::db::LedgerEntry {
+                        record: serde_json::from_value(record(
+                            &format!("b{b}-r{i}"),
+                            "acme",
+                            "gpt-4o-mini",
+                            base + b * 1000 + i,
+                        ))
+                        .unwrap(),
+                        price: None,
+                    })
+                    .collect();
+                collector::db::insert_batch(&pool, &entries).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap().len(), 25);
+    }
+    let (rows, partitions): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT tableoid) FROM transactions WHERE request_id LIKE 'b%-r%'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((rows, partitions), (200, 1));
+}
