@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::budgets::{self, Zone};
 use crate::db::{self, Account, Budget, Reservation, ScopeUsage, SpendScope};
 use crate::metrics::Metrics;
+use crate::price_book::PriceBook;
 use crate::pricing::UsageCounts;
 use crate::AppState;
 
@@ -394,13 +395,13 @@ fn admitted(r: &Reservation) -> Outcome {
 
 /// The price of a request's bound: its input bound, and its output limit
 /// or [`DEFAULT_OUTPUT_TOKENS`]; None when it cannot be priced.
-fn priced_bound(state: &AppState, req: &Request, now: DateTime<Utc>) -> Option<db::AppliedPrice> {
+fn priced_bound(book: &PriceBook, req: &Request, now: DateTime<Utc>) -> Option<db::AppliedPrice> {
     let usage = UsageCounts {
         input_tokens: req.max_input_tokens,
         output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
         ..UsageCounts::default()
     };
-    state.price_book().applied(
+    book.applied(
         &req.tenant_id,
         &req.provider,
         req.model.as_deref(),
@@ -425,35 +426,38 @@ pub struct Notice {
 /// how many were stored (not already reserved, record not landed).
 pub async fn notice(state: &AppState, notices: &[Notice]) -> Result<u64, sqlx::Error> {
     let now = state.clock.now();
-    let rows: Vec<db::Noticed> = notices
-        .iter()
-        .map(|n| {
-            let req = &n.request;
-            let ttl = req
-                .ttl
-                .unwrap_or(state.reservations.default_ttl)
-                .min(Duration::seconds(MAX_TTL_SECS as i64));
-            let price = priced_bound(state, req, now);
-            db::Noticed {
-                reservation: Reservation {
-                    tenant_id: req.tenant_id.clone(),
-                    request_id: req.request_id.clone(),
-                    api_key_id: req.api_key_id.clone(),
-                    amount: price
-                        .as_ref()
-                        .map_or(Decimal::ZERO, |p| p.total.normalize()),
-                    currency: price
-                        .as_ref()
-                        .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),
-                    bounded: req.max_output_tokens.is_some() && price.is_some(),
-                    rule: Rule::Noticed.as_str().to_string(),
-                    created_at: now,
-                    expires_at: now + ttl,
-                },
-                occurred_at: n.started_at,
-            }
-        })
-        .collect();
+    let rows: Vec<db::Noticed> = {
+        let book = state.price_book_now().await?;
+        notices
+            .iter()
+            .map(|n| {
+                let req = &n.request;
+                let ttl = req
+                    .ttl
+                    .unwrap_or(state.reservations.default_ttl)
+                    .min(Duration::seconds(MAX_TTL_SECS as i64));
+                let price = priced_bound(&book, req, now);
+                db::Noticed {
+                    reservation: Reservation {
+                        tenant_id: req.tenant_id.clone(),
+                        request_id: req.request_id.clone(),
+                        api_key_id: req.api_key_id.clone(),
+                        amount: price
+                            .as_ref()
+                            .map_or(Decimal::ZERO, |p| p.total.normalize()),
+                        currency: price
+                            .as_ref()
+                            .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),
+                        bounded: req.max_output_tokens.is_some() && price.is_some(),
+                        rule: Rule::Noticed.as_str().to_string(),
+                        created_at: now,
+                        expires_at: now + ttl,
+                    },
+                    occurred_at: n.started_at,
+                }
+            })
+            .collect()
+    };
     let stored = db::insert_noticed(&state.pool, &rows).await?;
     Metrics::add(&state.metrics.reservations_noticed, stored);
     Ok(stored)
@@ -470,7 +474,7 @@ pub async fn reserve(state: &AppState, req: &Request) -> Result<Outcome, sqlx::E
         .unwrap_or(state.reservations.default_ttl)
         .min(Duration::seconds(MAX_TTL_SECS as i64));
     let expires_at = now + ttl;
-    let price = priced_bound(state, req, now);
+    let price = priced_bound(&*state.price_book_now().await?, req, now);
     let estimate = price.as_ref().map(|p| p.total.normalize());
     let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     let m = &state.metrics;

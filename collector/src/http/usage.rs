@@ -44,7 +44,15 @@ async fn ingest(
     let started = Instant::now();
     let batch: Batch = parse_json(&body)?;
     let (valid, rejections) = parse_batch(batch.records, state.clock.now());
-    let entries = state.price_book().price_all(valid);
+    // With every pricing change committed before this batch arrived, on
+    // whichever replica it was made.
+    let entries = match state.price_book_now().await {
+        Ok(book) => book.price_all(valid),
+        Err(e) => {
+            Metrics::add(&state.metrics.ingest_failures, 1);
+            return Err(e.into());
+        }
+    };
     let total = entries.len();
     let unpriced_keys: Vec<crate::db::LedgerKey> = entries
         .iter()
