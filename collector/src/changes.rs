@@ -10,10 +10,12 @@
 //! - after its listener (re)connects, compares generations once, since
 //!   notifications sent while it was not listening are lost;
 //! - polls the generations every few seconds as a fallback;
-//! - before it prices (ingest, reservations, quotes, the price sync), reads
-//!   the pricing generation through a [`Fence`] and reloads first if it is
-//!   behind: a change committed before the request arrived is never priced
-//!   with the old rows, whether or not its notification has arrived yet.
+//! - never prices with rows older than a change committed before the
+//!   request arrived, whether or not its notification has arrived yet:
+//!   ingest's writer reads the pricing generation before each statement
+//!   and hands back batches priced at an older one, to be priced again
+//!   after a reload (`writer`); reservations, quotes and the price sync
+//!   read it through a [`Fence`] first ([`AppState::price_book_now`]).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -233,7 +235,8 @@ impl AppState {
 
     /// The price book, holding every pricing change committed before this
     /// call (reloaded first if this replica has not caught up yet): what
-    /// everything that prices uses. Costs one primary-key read, shared by
+    /// reservations, quotes and the price sync price with (ingest checks
+    /// in its writer instead). Costs one primary-key read, shared by
     /// concurrent callers.
     pub async fn price_book_now(&self) -> Result<RwLockReadGuard<'_, PriceBook>, sqlx::Error> {
         let generation = self
