@@ -2,9 +2,10 @@
 //! `AppState`s over one database stand for two collector replicas. A price,
 //! a tenant pricing agreement or a model alias changed through replica A
 //! prices the very next record replica B ingests: B reloads on the
-//! notification within milliseconds, and even before it arrives B's fence
-//! sees the new generation. Token revocations and a lost listener
-//! connection are covered too.
+//! notification within milliseconds, and even before it arrives B checks
+//! the generation before it writes (ingest) or prices (quotes) and reloads
+//! first. Token revocations, a lost listener connection and the price sync
+//! are covered too.
 
 mod common;
 
@@ -209,7 +210,8 @@ async fn a_change_through_one_replica_prices_the_next_record_on_the_other(pool: 
 
 /// B does not listen at all (its notification is late, or its listener is
 /// down): the very next record B ingests is still priced with the change,
-/// since B reads the generation before it prices and reloads first.
+/// since B's writer reads the generation before it writes and hands the
+/// batch back to be priced again after a reload.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_record_ingested_before_the_notification_arrives_is_priced_with_the_change(pool: PgPool) {
     let a = state(pool.clone()).await;
@@ -233,18 +235,35 @@ async fn a_record_ingested_before_the_notification_arrives_is_priced_with_the_ch
     // Nothing changed since: the next records reload nothing.
     ingest(&b, vec![rec(&b, "again", "acme", "gpt-4o-mini")]).await;
     assert_eq!(b.replica.reloads(Cause::Fence), 3);
-    // The quote answers from the same fenced book.
+    // A quote reads the generation before it prices, too: an alias made
+    // through A is quoted by B at once.
+    let (status, body) = call(
+        &a,
+        "PUT",
+        "/v1/model-aliases",
+        Some(ADMIN),
+        Some(json!({"alias": "dep2", "model": "gpt-4o-mini"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
     let (status, quote) = call(
         &b,
         "POST",
         "/v1/quote",
         Some(ADMIN),
-        Some(json!({"model": "dep", "provider": "openai",
+        Some(json!({"model": "dep2", "provider": "openai",
                     "usage": {"input_tokens": 1200, "output_tokens": 300, "cache_read_tokens": 200}})),
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{quote}");
-    assert_eq!(quote["alias"]["model"], "gpt-4o", "{quote}");
+    assert_eq!(quote["alias"]["model"], "gpt-4o-mini", "{quote}");
+    // The new gpt-4o-mini price of the first change.
+    assert_eq!(
+        d(quote["cost"]["total"].as_str().unwrap()),
+        cost("1.00", "0.50", "2.00"),
+        "{quote}"
+    );
+    assert_eq!(b.replica.reloads(Cause::Fence), 4);
 }
 
 /// The delay from a commit on one connection (any writer: here a plain
