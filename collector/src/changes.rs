@@ -14,7 +14,8 @@
 //!   request arrived, whether or not its notification has arrived yet:
 //!   ingest's writer reads the pricing generation before each statement
 //!   and hands back batches priced at an older one, to be priced again
-//!   after a reload (`writer`); reservations, quotes and the price sync
+//!   after a reload (`writer`); a reservation reads it under the tenant's
+//!   lock (`reservations::reserve`); notices, quotes and the price sync
 //!   read it through a [`Fence`] first ([`AppState::price_book_now`]).
 
 use std::future::Future;
@@ -235,9 +236,9 @@ impl AppState {
 
     /// The price book, holding every pricing change committed before this
     /// call (reloaded first if this replica has not caught up yet): what
-    /// reservations, quotes and the price sync price with (ingest checks
-    /// in its writer instead). Costs one primary-key read, shared by
-    /// concurrent callers.
+    /// reservation notices, quotes and the price sync price with (ingest
+    /// and reservations check in their own transactions instead). Costs one
+    /// primary-key read, shared by concurrent callers.
     pub async fn price_book_now(&self) -> Result<RwLockReadGuard<'_, PriceBook>, sqlx::Error> {
         let generation = self
             .replica

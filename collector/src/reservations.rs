@@ -463,6 +463,10 @@ pub async fn notice(state: &AppState, notices: &[Notice]) -> Result<u64, sqlx::E
     Ok(stored)
 }
 
+/// Reloads of the price book one reservation waits for at most when
+/// pricing keeps changing meanwhile (then it prices with the latest loaded).
+const MAX_RELOADS: u32 = 3;
+
 /// Decides and, if admitted and governed, stores the reservation of
 /// `req`, in one transaction under the tenant's advisory lock. A repeated
 /// call for the same (tenant, request id) answers the stored reservation.
@@ -474,13 +478,27 @@ pub async fn reserve(state: &AppState, req: &Request) -> Result<Outcome, sqlx::E
         .unwrap_or(state.reservations.default_ttl)
         .min(Duration::seconds(MAX_TTL_SECS as i64));
     let expires_at = now + ttl;
-    let price = priced_bound(&*state.price_book_now().await?, req, now);
-    let estimate = price.as_ref().map(|p| p.total.normalize());
-    let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     let m = &state.metrics;
 
-    let mut tx = state.pool.begin().await?;
-    db::lock_tenant_reservations(&mut tx, &req.tenant_id).await?;
+    // Priced after the tenant's lock is taken, with a book holding every
+    // pricing change committed before the generation is read there (on any
+    // replica): behind, it lets go, reloads and starts again.
+    let mut reloads = 0;
+    let (mut tx, price) = loop {
+        let mut tx = state.pool.begin().await?;
+        db::lock_tenant_reservations(&mut tx, &req.tenant_id).await?;
+        let generation = db::pricing_generation(&mut *tx).await?;
+        if state.price_book().generation() >= Some(generation) || reloads == MAX_RELOADS {
+            break (tx, priced_bound(&state.price_book(), req, now));
+        }
+        tx.rollback().await?;
+        state
+            .reload_prices_to(generation, crate::changes::Cause::Fence)
+            .await?;
+        reloads += 1;
+    };
+    let estimate = price.as_ref().map(|p| p.total.normalize());
+    let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     if let Some(existing) = db::get_reservation(&mut *tx, &req.tenant_id, &req.request_id).await? {
         if existing.expires_at > now {
             tx.commit().await?;

@@ -466,3 +466,63 @@ async fn a_price_synced_by_one_replica_is_not_added_again_by_the_other(pool: PgP
             .unwrap();
     assert_eq!(versions, 1);
 }
+
+/// A reservation on B right after a price change through A is estimated
+/// at the new price: B reads the generation under the tenant's lock and
+/// reloads first.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_reservation_on_the_other_replica_is_estimated_at_the_new_price(pool: PgPool) {
+    let a = state(pool.clone()).await;
+    let b = replica_of(&a).await;
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/v1/budgets",
+        Some(ADMIN),
+        Some(
+            json!({"tenant_id": "acme", "limit": "1.00", "currency": "USD",
+                    "period": "total", "hard": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let reservation = |id: &str| {
+        json!({"request_id": id, "tenant_id": "acme", "provider": "openai",
+               "model": "gpt-4o-mini", "max_input_tokens": 1000, "max_output_tokens": 1000})
+    };
+    let reserved = |answer: &Value| d(answer["reserved"].as_str().unwrap());
+    let (status, before) = call(
+        &b,
+        "POST",
+        "/v1/reservations",
+        Some(INGEST),
+        Some(reservation("r1")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{before}");
+    // Bundled gpt-4o-mini: 1000 × 0.15 + 1000 × 0.60 per million.
+    assert_eq!(reserved(&before), d("0.00075"), "{before}");
+
+    let from = rfc3339(a.clock.now() - Duration::hours(2));
+    let (status, body) = call(
+        &a,
+        "PUT",
+        "/v1/prices/gpt-4o-mini",
+        Some(ADMIN),
+        Some(json!({"input": "1.00", "output": "2.00", "effective_from": from})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, after) = call(
+        &b,
+        "POST",
+        "/v1/reservations",
+        Some(INGEST),
+        Some(reservation("r2")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{after}");
+    // 1000 × 1.00 + 1000 × 2.00 per million.
+    assert_eq!(reserved(&after), d("0.003"), "{after}");
+    assert_eq!(b.replica.reloads(Cause::Fence), 1);
+}

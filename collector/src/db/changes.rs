@@ -36,12 +36,12 @@ pub async fn generations(pool: &PgPool) -> Result<Generations, sqlx::Error> {
     })
 }
 
-/// The pricing generation alone: a primary-key probe, what ingest reads
-/// before it prices (see `changes::Fence`).
-pub async fn pricing_generation(pool: &PgPool) -> Result<i64, sqlx::Error> {
+/// The pricing generation alone: a primary-key probe, what is read before
+/// pricing (ingest's writer, reservations, `changes::Fence`).
+pub async fn pricing_generation(db: impl sqlx::PgExecutor<'_>) -> Result<i64, sqlx::Error> {
     let g: Option<i64> =
         sqlx::query_scalar("SELECT generation FROM change_generations WHERE topic = 'pricing'")
-            .fetch_optional(pool)
+            .fetch_optional(db)
             .await?;
     Ok(g.unwrap_or(0))
 }
