@@ -131,9 +131,10 @@ impl AppState {
         self
     }
 
-    /// The price book in use, as loaded last: what holds for answers that
-    /// need not be current to the millisecond. Everything that prices uses
-    /// [`AppState::price_book_now`] instead (see `changes`).
+    /// The price book in use, as loaded last. Whatever prices first makes
+    /// sure it holds every change committed before the request arrived
+    /// (ingest's writer, reservations, [`AppState::price_book_now`]; see
+    /// `changes`).
     pub fn price_book(&self) -> std::sync::RwLockReadGuard<'_, price_book::PriceBook> {
         self.prices.read().unwrap_or_else(|p| p.into_inner())
     }
