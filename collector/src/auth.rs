@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,8 +86,10 @@ fn looks_like_tenant_token(token: &str) -> bool {
 }
 
 /// How long a tenant token lookup is reused before the database is asked
-/// again: the longest a revocation made on another replica takes to bite.
-/// On the replica that revokes, it bites at once.
+/// again. Replicas forget their cached tokens as soon as a change to
+/// `api_tokens` is notified (`changes`), so this is how long a revocation
+/// made on another replica takes to bite only while the change listener is
+/// down. On the replica that revokes, it bites at once.
 pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(2);
 const CACHE_PRUNE_ABOVE: usize = 10_000;
 
@@ -96,6 +99,9 @@ const CACHE_PRUNE_ABOVE: usize = 10_000;
 pub struct TokenCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (ActiveToken, Instant)>>,
+    /// Bumped by [`TokenCache::clear`]: a lookup that read the database
+    /// before a clear does not cache what it read.
+    epoch: AtomicU64,
 }
 
 impl TokenCache {
@@ -103,6 +109,7 @@ impl TokenCache {
         Self {
             ttl,
             entries: Mutex::default(),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -121,10 +128,13 @@ impl TokenCache {
                 return Ok(Some(token.clone()));
             }
         }
+        let epoch = self.epoch.load(Ordering::SeqCst);
         let found = db::find_active_token(pool, digest).await?;
         let mut entries = self.entries();
+        // Cleared meanwhile: what was read may predate the change.
+        let fresh = self.epoch.load(Ordering::SeqCst) == epoch;
         match &found {
-            Some(token) if !self.ttl.is_zero() => {
+            Some(token) if fresh && !self.ttl.is_zero() => {
                 if entries.len() > CACHE_PRUNE_ABOVE {
                     let ttl = self.ttl;
                     entries.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -138,9 +148,20 @@ impl TokenCache {
         Ok(found)
     }
 
-    /// Forgets a token at once (after it is revoked here).
+    /// Forgets a token at once (after it is revoked here), including what
+    /// lookups in flight read before this call.
     pub fn forget(&self, id: i64) {
-        self.entries().retain(|_, (t, _)| t.id != id);
+        let mut entries = self.entries();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.retain(|_, (t, _)| t.id != id);
+    }
+
+    /// Forgets every token (a token changed on another replica), including
+    /// what lookups in flight read before this call.
+    pub fn clear(&self) {
+        let mut entries = self.entries();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        entries.clear();
     }
 }
 

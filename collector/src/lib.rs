@@ -7,6 +7,7 @@ pub mod archive;
 pub mod auth;
 pub mod budget_metrics;
 pub mod budgets;
+pub mod changes;
 pub mod clock;
 pub mod config;
 pub mod cursor;
@@ -61,6 +62,9 @@ pub struct AppState {
     pub reservations: reservations::Settings,
     /// Seals pagination cursors (`CURSOR_KEY`, or the stored one).
     pub cursor_key: cursor::CursorKey,
+    /// Agreement with the other replicas: the generation of the price book
+    /// in use, the pricing fence, the change listener's state (`changes`).
+    pub replica: Arc<changes::Replica>,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ impl AppState {
             // A process of its own until `with_cursor_key` (the server sets
             // the configured or stored key, shared by every replica).
             cursor_key: cursor::CursorKey::generate(),
+            replica: Arc::default(),
         }
     }
 
@@ -126,21 +131,10 @@ impl AppState {
         self
     }
 
-    /// Reloads the price book: catalog, tenant agreements and model aliases.
-    pub async fn reload_prices(&self) -> Result<(), sqlx::Error> {
-        let stored = db::load_prices(&self.pool).await?;
-        let agreements = db::load_tenant_pricing(&self.pool, None).await?;
-        let aliases = db::load_model_aliases(&self.pool, None).await?;
-        let latest = stored.iter().map(|p| p.id).max();
-        let book =
-            price_book::PriceBook::with_tenants(stored, agreements, latest).with_aliases(aliases);
-        match self.prices.write() {
-            Ok(mut guard) => *guard = book,
-            Err(poisoned) => *poisoned.into_inner() = book,
-        }
-        Ok(())
-    }
-
+    /// The price book in use, as loaded last. Whatever prices first makes
+    /// sure it holds every change committed before the request arrived
+    /// (ingest's writer, reservations, [`AppState::price_book_now`]; see
+    /// `changes`).
     pub fn price_book(&self) -> std::sync::RwLockReadGuard<'_, price_book::PriceBook> {
         self.prices.read().unwrap_or_else(|p| p.into_inner())
     }

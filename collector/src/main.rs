@@ -130,7 +130,7 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
         .usage
         .set_caps(config.metrics_max_tenants, config.metrics_max_models);
     state.reload_prices().await?;
-    tokio::spawn(reload_prices_on_change(state.clone()));
+    tokio::spawn(collector::changes::run(state.clone(), CHANGE_POLL));
     tokio::spawn(ledger_maintenance(
         state.pool.clone(),
         state.metrics.clone(),
@@ -169,22 +169,9 @@ async fn serve(config: ServeConfig) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Other replicas may change the catalog or the model aliases; pick that up
-/// within seconds.
-async fn reload_prices_on_change(state: AppState) {
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    loop {
-        tick.tick().await;
-        let Ok(current) = db::pricing_version(&state.pool).await else {
-            continue;
-        };
-        if current != state.price_book().version() {
-            if let Err(e) = state.reload_prices().await {
-                tracing::warn!(error = %e, "price catalog reload failed");
-            }
-        }
-    }
-}
+/// How often a replica compares change generations with the database, as
+/// a fallback to the notifications it listens for (collector::changes).
+const CHANGE_POLL: Duration = Duration::from_secs(5);
 
 /// How long an hour stays open for stragglers before its usage is folded
 /// into the daily rollups (later rows are still added, just on a slower path).

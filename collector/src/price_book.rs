@@ -6,9 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
-use crate::db::{
-    AppliedPrice, LedgerEntry, ModelAlias, PricingVersion, StoredPrice, TenantPricing,
-};
+use crate::db::{AppliedPrice, LedgerEntry, ModelAlias, StoredPrice, TenantPricing};
 use crate::ingest::UsageRecord;
 use crate::pricing::{cost, Catalog, UsageCounts};
 
@@ -18,8 +16,11 @@ pub struct PriceBook {
     /// Pricing agreements by tenant, sorted by effective_from.
     tenants: HashMap<String, Vec<TenantPricing>>,
     aliases: ModelAliases,
-    /// Highest catalog row id loaded: replicas reload when it changes.
+    /// Highest catalog row id loaded.
     pub latest_id: Option<i64>,
+    /// The pricing generation this book was loaded at (migration 0020);
+    /// None for a book not loaded from the database.
+    generation: Option<i64>,
 }
 
 impl PriceBook {
@@ -61,6 +62,7 @@ impl PriceBook {
             tenants,
             aliases: ModelAliases::default(),
             latest_id,
+            generation: None,
         }
     }
 
@@ -70,19 +72,29 @@ impl PriceBook {
         self
     }
 
+    /// Records the pricing generation the rows were read at.
+    pub fn at_generation(mut self, generation: i64) -> Self {
+        self.generation = Some(generation);
+        self
+    }
+
+    /// A book of the snapshot's rows, at its generation.
+    pub fn from_snapshot(s: crate::db::PricingSnapshot) -> Self {
+        let latest = s.prices.iter().map(|p| p.id).max();
+        Self::with_tenants(s.prices, s.agreements, latest)
+            .with_aliases(s.aliases)
+            .at_generation(s.generation)
+    }
+
     pub fn catalog(&self) -> Option<&Catalog> {
         self.catalog.as_ref()
     }
 
-    /// What this book was loaded from, to compare with
-    /// [`crate::db::pricing_version`]: computed from the rows themselves, so a
-    /// change that lands while they load is seen on the next check.
-    pub fn version(&self) -> PricingVersion {
-        PricingVersion {
-            latest_price_id: self.latest_id,
-            aliases: self.aliases.count as i64,
-            aliases_changed_at: self.aliases.changed_at,
-        }
+    /// The pricing generation this book holds (None: never loaded). A
+    /// replica whose generation is below the database's prices with stale
+    /// rows and must reload first.
+    pub fn generation(&self) -> Option<i64> {
+        self.generation
     }
 
     /// The alias `model` is priced through for `tenant_id` and `provider`,
@@ -206,23 +218,15 @@ pub fn usage_of(r: &UsageRecord) -> UsageCounts {
 pub struct ModelAliases {
     /// alias → its rows, any tenant and provider (a handful per name).
     by_alias: HashMap<String, Vec<ModelAlias>>,
-    count: usize,
-    changed_at: Option<DateTime<Utc>>,
 }
 
 impl ModelAliases {
     pub fn new(rows: Vec<ModelAlias>) -> Self {
-        let count = rows.len();
-        let changed_at = rows.iter().map(|r| r.updated_at).max();
         let mut by_alias: HashMap<String, Vec<ModelAlias>> = HashMap::new();
         for row in rows {
             by_alias.entry(row.alias.clone()).or_default().push(row);
         }
-        Self {
-            by_alias,
-            count,
-            changed_at,
-        }
+        Self { by_alias }
     }
 
     /// The alias row for `model` as recorded by `tenant_id` from `provider`,
@@ -362,20 +366,17 @@ mod tests {
     }
 
     #[test]
-    fn the_version_counts_aliases_and_their_latest_change() {
-        let mut a = alias("*", "*", "a", "m");
-        let mut b = alias("*", "*", "b", "m");
-        a.updated_at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(5);
-        b.updated_at = DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(9);
-        let book = PriceBook::from_stored(Vec::new(), Some(7)).with_aliases(vec![a, b.clone()]);
-        assert_eq!(
-            book.version(),
-            PricingVersion {
-                latest_price_id: Some(7),
-                aliases: 2,
-                aliases_changed_at: Some(b.updated_at),
-            }
-        );
-        assert_eq!(PriceBook::empty().version(), PricingVersion::default());
+    fn a_book_knows_the_generation_it_was_loaded_at() {
+        assert_eq!(PriceBook::empty().generation(), None);
+        let book = PriceBook::from_snapshot(crate::db::PricingSnapshot {
+            generation: 7,
+            prices: Vec::new(),
+            agreements: Vec::new(),
+            aliases: vec![alias("*", "*", "a", "m")],
+        });
+        assert_eq!(book.generation(), Some(7));
+        assert!(book.alias("acme", "openai", "a").is_some());
+        // Any loaded generation is newer than none at all.
+        assert!(book.generation() > PriceBook::empty().generation());
     }
 }

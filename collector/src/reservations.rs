@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use crate::budgets::{self, Zone};
 use crate::db::{self, Account, Budget, Reservation, ScopeUsage, SpendScope};
 use crate::metrics::Metrics;
+use crate::price_book::PriceBook;
 use crate::pricing::UsageCounts;
 use crate::AppState;
 
@@ -394,13 +395,13 @@ fn admitted(r: &Reservation) -> Outcome {
 
 /// The price of a request's bound: its input bound, and its output limit
 /// or [`DEFAULT_OUTPUT_TOKENS`]; None when it cannot be priced.
-fn priced_bound(state: &AppState, req: &Request, now: DateTime<Utc>) -> Option<db::AppliedPrice> {
+fn priced_bound(book: &PriceBook, req: &Request, now: DateTime<Utc>) -> Option<db::AppliedPrice> {
     let usage = UsageCounts {
         input_tokens: req.max_input_tokens,
         output_tokens: req.max_output_tokens.unwrap_or(DEFAULT_OUTPUT_TOKENS),
         ..UsageCounts::default()
     };
-    state.price_book().applied(
+    book.applied(
         &req.tenant_id,
         &req.provider,
         req.model.as_deref(),
@@ -425,39 +426,46 @@ pub struct Notice {
 /// how many were stored (not already reserved, record not landed).
 pub async fn notice(state: &AppState, notices: &[Notice]) -> Result<u64, sqlx::Error> {
     let now = state.clock.now();
-    let rows: Vec<db::Noticed> = notices
-        .iter()
-        .map(|n| {
-            let req = &n.request;
-            let ttl = req
-                .ttl
-                .unwrap_or(state.reservations.default_ttl)
-                .min(Duration::seconds(MAX_TTL_SECS as i64));
-            let price = priced_bound(state, req, now);
-            db::Noticed {
-                reservation: Reservation {
-                    tenant_id: req.tenant_id.clone(),
-                    request_id: req.request_id.clone(),
-                    api_key_id: req.api_key_id.clone(),
-                    amount: price
-                        .as_ref()
-                        .map_or(Decimal::ZERO, |p| p.total.normalize()),
-                    currency: price
-                        .as_ref()
-                        .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),
-                    bounded: req.max_output_tokens.is_some() && price.is_some(),
-                    rule: Rule::Noticed.as_str().to_string(),
-                    created_at: now,
-                    expires_at: now + ttl,
-                },
-                occurred_at: n.started_at,
-            }
-        })
-        .collect();
+    let rows: Vec<db::Noticed> = {
+        let book = state.price_book_now().await?;
+        notices
+            .iter()
+            .map(|n| {
+                let req = &n.request;
+                let ttl = req
+                    .ttl
+                    .unwrap_or(state.reservations.default_ttl)
+                    .min(Duration::seconds(MAX_TTL_SECS as i64));
+                let price = priced_bound(&book, req, now);
+                db::Noticed {
+                    reservation: Reservation {
+                        tenant_id: req.tenant_id.clone(),
+                        request_id: req.request_id.clone(),
+                        api_key_id: req.api_key_id.clone(),
+                        amount: price
+                            .as_ref()
+                            .map_or(Decimal::ZERO, |p| p.total.normalize()),
+                        currency: price
+                            .as_ref()
+                            .map_or_else(|| "USD".to_string(), |p| p.currency.clone()),
+                        bounded: req.max_output_tokens.is_some() && price.is_some(),
+                        rule: Rule::Noticed.as_str().to_string(),
+                        created_at: now,
+                        expires_at: now + ttl,
+                    },
+                    occurred_at: n.started_at,
+                }
+            })
+            .collect()
+    };
     let stored = db::insert_noticed(&state.pool, &rows).await?;
     Metrics::add(&state.metrics.reservations_noticed, stored);
     Ok(stored)
 }
+
+/// Reloads of the price book one reservation waits for at most when
+/// pricing keeps changing meanwhile (then it prices with the latest loaded).
+const MAX_RELOADS: u32 = 3;
 
 /// Decides and, if admitted and governed, stores the reservation of
 /// `req`, in one transaction under the tenant's advisory lock. A repeated
@@ -470,13 +478,27 @@ pub async fn reserve(state: &AppState, req: &Request) -> Result<Outcome, sqlx::E
         .unwrap_or(state.reservations.default_ttl)
         .min(Duration::seconds(MAX_TTL_SECS as i64));
     let expires_at = now + ttl;
-    let price = priced_bound(state, req, now);
-    let estimate = price.as_ref().map(|p| p.total.normalize());
-    let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     let m = &state.metrics;
 
-    let mut tx = state.pool.begin().await?;
-    db::lock_tenant_reservations(&mut tx, &req.tenant_id).await?;
+    // Priced after the tenant's lock is taken, with a book holding every
+    // pricing change committed before the generation is read there (on any
+    // replica): behind, it lets go, reloads and starts again.
+    let mut reloads = 0;
+    let (mut tx, price) = loop {
+        let mut tx = state.pool.begin().await?;
+        db::lock_tenant_reservations(&mut tx, &req.tenant_id).await?;
+        let generation = db::pricing_generation(&mut *tx).await?;
+        if state.price_book().generation() >= Some(generation) || reloads == MAX_RELOADS {
+            break (tx, priced_bound(&state.price_book(), req, now));
+        }
+        tx.rollback().await?;
+        state
+            .reload_prices_to(generation, crate::changes::Cause::Fence)
+            .await?;
+        reloads += 1;
+    };
+    let estimate = price.as_ref().map(|p| p.total.normalize());
+    let bounded = req.max_output_tokens.is_some() && estimate.is_some();
     if let Some(existing) = db::get_reservation(&mut *tx, &req.tenant_id, &req.request_id).await? {
         if existing.expires_at > now {
             tx.commit().await?;

@@ -49,6 +49,10 @@ pub async fn sync_once(
         return Err(SyncError::Status(response.status().as_u16()));
     }
     let text = response.text().await?;
+    // Replicas take turns from here to the commit; "now" and the catalog
+    // are read after the turn comes, so what another replica just added is
+    // the price in force and an unchanged price is not added again.
+    let mut tx = crate::db::begin_price_sync(&state.pool).await?;
     let now = state.clock.now();
     let imported = match format {
         ImportFormat::Openrouter => pricing::import_openrouter(&text, now)?,
@@ -56,7 +60,7 @@ pub async fn sync_once(
     };
     let listed = imported.entries.len();
     let changed: Vec<PriceEntry> = {
-        let book = state.price_book();
+        let book = state.price_book_now().await?;
         imported
             .entries
             .into_iter()
@@ -75,7 +79,8 @@ pub async fn sync_once(
         ImportFormat::Openrouter => "sync:openrouter",
         ImportFormat::Litellm => "sync:litellm",
     };
-    let added = crate::db::insert_prices(&state.pool, &changed, source).await?;
+    let added = crate::db::insert_prices(&mut *tx, &changed, source).await?;
+    tx.commit().await?;
     if added > 0 {
         state.reload_prices().await?;
     }

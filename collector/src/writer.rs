@@ -5,6 +5,12 @@
 //! mean fewer row-lock waits and less per-statement work. An idle queue
 //! adds no delay: a lone batch is written at once. Each batch still gets
 //! its answer only after the commit that holds its rows.
+//!
+//! Before each statement the writer reads the pricing generation (one
+//! primary-key read per statement, however many batches it merges): a
+//! batch priced at an older one, because a pricing change committed on
+//! some replica before it arrived and this replica has not reloaded yet,
+//! is not written but handed back to be priced again (see `changes`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,11 +27,28 @@ const WRITERS: usize = 2;
 /// Records merged into one statement at most.
 const MAX_ROWS: usize = 5_000;
 
-type Reply = oneshot::Sender<Result<Vec<LedgerKey>, ApiError>>;
+type Reply = oneshot::Sender<Result<Written, ApiError>>;
 
 struct Job {
     entries: Vec<LedgerEntry>,
+    /// The pricing generation the entries were priced at (None: no price
+    /// book was loaded).
+    priced_at: Option<i64>,
     reply: Reply,
+}
+
+/// What became of a batch.
+#[derive(Debug)]
+pub enum Written {
+    /// Committed: the keys of the entries that were new (the others were
+    /// already in the ledger, or earlier in a merged batch).
+    Inserted(Vec<LedgerKey>),
+    /// Not written: pricing is at `generation` now, newer than the batch
+    /// was priced at. Reload, price the records again and resend them.
+    Stale {
+        generation: i64,
+        entries: Vec<LedgerEntry>,
+    },
 }
 
 /// The queue in front of the writer tasks; cheap to clone.
@@ -45,15 +68,23 @@ impl LedgerWriter {
         Self { jobs }
     }
 
-    /// Inserts `entries` and returns the keys of those that were new (the
-    /// others were already in the ledger, or earlier in a merged batch).
-    pub async fn insert(&self, entries: Vec<LedgerEntry>) -> Result<Vec<LedgerKey>, ApiError> {
+    /// Inserts `entries`, priced at pricing generation `priced_at`, unless
+    /// pricing has moved on since (see [`Written`]).
+    pub async fn insert(
+        &self,
+        entries: Vec<LedgerEntry>,
+        priced_at: Option<i64>,
+    ) -> Result<Written, ApiError> {
         if entries.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Written::Inserted(Vec::new()));
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(Job { entries, reply })
+            .send(Job {
+                entries,
+                priced_at,
+                reply,
+            })
             .await
             .map_err(|_| ApiError::Internal("ledger writer stopped".into()))?;
         answer
@@ -79,7 +110,6 @@ async fn run(pool: sqlx::PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, metrics
             }
             jobs
         };
-        Metrics::add(&metrics.ingest_statements, 1);
         write(&pool, jobs, &metrics).await;
     }
 }
@@ -90,6 +120,31 @@ async fn run(pool: sqlx::PgPool, queue: Arc<Mutex<mpsc::Receiver<Job>>>, metrics
 /// Budget reservations of the records are released in the same
 /// transaction (see `db::insert_batch_releasing`).
 async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>, metrics: &Metrics) {
+    // Read after every one of these batches arrived: it counts every
+    // pricing change committed before any of them.
+    let generation = match db::pricing_generation(pool).await {
+        Ok(g) => g,
+        Err(e) => {
+            let err = ApiError::from(e);
+            for job in jobs {
+                let _ = job.reply.send(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    let (jobs, stale): (Vec<Job>, Vec<Job>) = jobs
+        .into_iter()
+        .partition(|job| job.priced_at >= Some(generation));
+    for job in stale {
+        let _ = job.reply.send(Ok(Written::Stale {
+            generation,
+            entries: job.entries,
+        }));
+    }
+    if jobs.is_empty() {
+        return;
+    }
+    Metrics::add(&metrics.ingest_statements, 1);
     let mut owner: HashMap<LedgerKey, usize> = HashMap::new();
     let mut merged: Vec<&LedgerEntry> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
@@ -124,7 +179,7 @@ async fn write(pool: &sqlx::PgPool, jobs: Vec<Job>, metrics: &Metrics) {
                 }
             }
             for (job, keys) in jobs.into_iter().zip(per_job) {
-                let _ = job.reply.send(Ok(keys));
+                let _ = job.reply.send(Ok(Written::Inserted(keys)));
             }
         }
         Err(e) => {

@@ -1,6 +1,6 @@
 //! Admin-managed model aliases (`/v1/model-aliases`) against the real
 //! PostgreSQL: live pricing through an alias, repricing, precedence, delete,
-//! validation, auth, and the version replicas reload on.
+//! validation, auth, and the generation replicas reload on.
 
 mod common;
 
@@ -419,14 +419,15 @@ async fn only_the_admin_may_change_aliases(pool: PgPool) {
     assert_eq!(list, json!({"aliases": []}), "nothing was stored");
 }
 
-/// main.rs reloads a replica when `db::pricing_version` differs from what its
-/// price book was loaded from: every alias change must move it.
+/// Every alias change on one replica moves the pricing generation by one
+/// (migration 0020), and the very next record another replica ingests is
+/// priced with it, whether or not that replica has heard of it yet.
 #[sqlx::test(migrations = "../migrations")]
-async fn alias_changes_on_one_replica_move_the_version_others_reload_on(pool: PgPool) {
+async fn alias_changes_on_one_replica_move_the_generation_others_price_with(pool: PgPool) {
     let a = state(pool.clone()).await;
     let b = state(pool.clone()).await;
-    let current = || collector::db::pricing_version(&pool);
-    assert_eq!(current().await.unwrap(), b.price_book().version());
+    let current = || async { collector::db::generations(&pool).await.unwrap().pricing };
+    assert_eq!(Some(current().await), b.price_book().generation());
 
     let changes: [(&str, &str, Option<Value>); 3] = [
         (
@@ -434,7 +435,7 @@ async fn alias_changes_on_one_replica_move_the_version_others_reload_on(pool: Pg
             "/v1/model-aliases",
             Some(json!({"alias": "dep", "model": "gpt-4o"})),
         ),
-        // Repointing keeps the count: the latest change moves.
+        // Repointing: an update of the same row.
         (
             "PUT",
             "/v1/model-aliases",
@@ -444,17 +445,24 @@ async fn alias_changes_on_one_replica_move_the_version_others_reload_on(pool: Pg
     ];
     let expected = [Some(GPT_4O), Some(GPT_4O_MINI), None];
     for (i, ((method, uri, body), cost)) in changes.into_iter().zip(expected).enumerate() {
-        let before = b.price_book().version();
+        let before = current().await;
         let (status, resp) = call(&a, method, uri, Some(ADMIN), body).await;
         assert!(status.is_success(), "{method} {uri}: {resp}");
-        let now = current().await.unwrap();
-        assert_eq!(now, a.price_book().version(), "the writer reloaded itself");
-        assert_ne!(now, before, "{method} {uri}: replica b must notice");
-        // What main.rs does on a difference: b reloads and prices as a does.
-        b.reload_prices().await.unwrap();
-        assert_eq!(b.price_book().version(), now);
+        let now = current().await;
+        assert_eq!(
+            now,
+            before + 1,
+            "{method} {uri}: one statement, one generation"
+        );
+        assert_eq!(
+            a.price_book().generation(),
+            Some(now),
+            "the writer reloaded itself"
+        );
+        assert_eq!(b.price_book().generation(), Some(before), "b has not heard");
         let id = format!("r{i}");
         ingest(&b, vec![rec(&b, &id, "acme", "openai", "dep")]).await;
+        assert_eq!(b.price_book().generation(), Some(now), "b caught up first");
         let (_, _, got, _) = tx(&pool, &id).await;
         assert_eq!(got, cost.map(d), "{method} {uri}");
     }

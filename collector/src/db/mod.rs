@@ -3,6 +3,7 @@
 mod alerts;
 mod balance_alerts;
 mod budgets;
+mod changes;
 mod export;
 mod forecast;
 mod invoices;
@@ -19,6 +20,7 @@ mod tokens;
 pub use alerts::*;
 pub use balance_alerts::*;
 pub use budgets::*;
+pub use changes::*;
 pub use export::*;
 pub use forecast::*;
 pub use invoices::*;

@@ -21,7 +21,7 @@ pub struct ModelAlias {
 /// own and the global (`*`) ones.
 #[tracing::instrument(skip_all)]
 pub async fn load_model_aliases(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant_id: Option<&str>,
 ) -> Result<Vec<ModelAlias>, sqlx::Error> {
     sqlx::query_as(
@@ -30,7 +30,7 @@ pub async fn load_model_aliases(
          ORDER BY tenant_id, provider, alias",
     )
     .bind(tenant_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -50,10 +50,8 @@ pub async fn upsert_model_alias(
         created: bool,
     }
     // `xmax = 0` holds only for a freshly inserted row, not an updated one.
-    // clock_timestamp(), not now(): read once the row is locked, just before
-    // the commit, so a concurrent later change hardly ever commits first and
-    // hides this one from replicas comparing the latest change
-    // (db::pricing_version).
+    // clock_timestamp(), not now(): when the row was repointed, as shown by
+    // the API. Replicas notice the change by its generation (migration 0020).
     let up: Upserted = sqlx::query_as(
         "INSERT INTO model_aliases (tenant_id, provider, alias, model) VALUES ($1, $2, $3, $4)
          ON CONFLICT (tenant_id, provider, alias)

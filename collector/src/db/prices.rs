@@ -13,11 +13,11 @@ pub struct StoredPrice {
 }
 
 #[tracing::instrument(skip_all)]
-pub async fn load_prices(pool: &PgPool) -> Result<Vec<StoredPrice>, sqlx::Error> {
+pub async fn load_prices(db: impl sqlx::PgExecutor<'_>) -> Result<Vec<StoredPrice>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, entry, source, created_at FROM price_catalog ORDER BY model, effective_from",
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     let mut prices = Vec::with_capacity(rows.len());
     for row in rows {
@@ -41,32 +41,6 @@ pub async fn latest_price_id(pool: &PgPool) -> Result<Option<i64>, sqlx::Error> 
         .await
 }
 
-/// What a replica compares with what it loaded to notice a change made on
-/// another one: the newest catalog row, and the number and latest change of
-/// the model aliases (a delete lowers the count, an update moves the latest
-/// change, an insert does both).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PricingVersion {
-    pub latest_price_id: Option<i64>,
-    pub aliases: i64,
-    pub aliases_changed_at: Option<DateTime<Utc>>,
-}
-
-/// The current [`PricingVersion`], in one cheap query (an index probe and a
-/// scan of the small alias table).
-pub async fn pricing_version(pool: &PgPool) -> Result<PricingVersion, sqlx::Error> {
-    let (latest_price_id, aliases, aliases_changed_at) = sqlx::query_as(
-        "SELECT (SELECT max(id) FROM price_catalog), count(*), max(updated_at) FROM model_aliases",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok(PricingVersion {
-        latest_price_id,
-        aliases,
-        aliases_changed_at,
-    })
-}
-
 /// Whether `model` is a model id of the catalog (any version, exact id).
 pub async fn price_model_exists(pool: &PgPool, model: &str) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM price_catalog WHERE model = $1)")
@@ -79,7 +53,7 @@ pub async fn price_model_exists(pool: &PgPool, model: &str) -> Result<bool, sqlx
 /// is, since transactions may already reference it. Returns rows added.
 #[tracing::instrument(skip_all, fields(count = entries.len(), source))]
 pub async fn insert_prices(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     entries: &[PriceEntry],
     source: &str,
 ) -> Result<u64, sqlx::Error> {
@@ -100,7 +74,25 @@ pub async fn insert_prices(
     .bind(&effective)
     .bind(&json)
     .bind(source)
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(result.rows_affected())
+}
+
+/// Advisory lock key of the price sync ("pricsync").
+const PRICE_SYNC_LOCK: i64 = 0x7072_6963_7379_6e63;
+
+/// A transaction holding the price sync's lock until it ends: replicas
+/// syncing the same list at once take turns, and each compares the list
+/// with what the previous one committed (so a change is added once, not
+/// once per replica).
+pub async fn begin_price_sync(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(PRICE_SYNC_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
 }

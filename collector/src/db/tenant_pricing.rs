@@ -15,7 +15,7 @@ pub struct TenantPricing {
 
 #[tracing::instrument(skip_all)]
 pub async fn load_tenant_pricing(
-    pool: &PgPool,
+    db: impl sqlx::PgExecutor<'_>,
     tenant_id: Option<&str>,
 ) -> Result<Vec<TenantPricing>, sqlx::Error> {
     let rows = sqlx::query(
@@ -24,7 +24,7 @@ pub async fn load_tenant_pricing(
          ORDER BY tenant_id, model, effective_from",
     )
     .bind(tenant_id)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await?;
     rows.into_iter()
         .map(|row| {

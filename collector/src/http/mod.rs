@@ -64,6 +64,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut body = state
         .metrics
         .render(state.pool.size(), state.pool.num_idle());
+    state.replica.render(&mut body);
     crate::budget_metrics::render(&state, &mut body).await;
     (
         StatusCode::OK,

@@ -168,6 +168,7 @@ async fn quote(
         q.reported_cost,
         q.tolerance,
     )
+    .await
     .map(Json)
 }
 
@@ -195,7 +196,7 @@ async fn internal_quote(
             "provider_model_id must name a model, e.g. openai/gpt-4o-mini".into(),
         ));
     }
-    let mut out = priced_quote(&state, &reader, provider, model, &q.usage, None, None)?;
+    let mut out = priced_quote(&state, &reader, provider, model, &q.usage, None, None).await?;
     out["provider"] = Value::from(provider);
     out["provider_model_id"] = Value::from(q.provider_model_id.as_str());
     Ok(Json(out))
@@ -217,7 +218,7 @@ fn split_provider_model_id(id: &str) -> (&str, &str) {
 
 /// Model aliases apply as for usage: the global ones for the admin, and a
 /// tenant token's own ones too.
-fn priced_quote(
+async fn priced_quote(
     state: &AppState,
     reader: &Reader,
     provider: &str,
@@ -226,7 +227,7 @@ fn priced_quote(
     reported_cost: Option<Decimal>,
     tolerance: Option<Decimal>,
 ) -> ApiResult<Value> {
-    let book = state.price_book();
+    let book = state.price_book_now().await?;
     let catalog = book
         .catalog()
         .ok_or_else(|| ApiError::Internal("price catalog unavailable".into()))?;

@@ -94,7 +94,9 @@ async fn list(
 }
 
 /// Revokes at once on this replica; other replicas stop accepting the token
-/// within their cache lifetime (see `auth::DEFAULT_TOKEN_CACHE_TTL`).
+/// when the change is notified to them, within milliseconds (`changes`), or
+/// within their cache lifetime while their listener is down (see
+/// `auth::DEFAULT_TOKEN_CACHE_TTL`).
 /// Revoking twice is harmless and keeps the first `revoked_at`.
 async fn revoke(
     State(state): State<AppState>,

@@ -9,10 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::{parse_json, Body};
 use crate::auth::Ingest;
-use crate::error::ApiResult;
+use crate::changes::Cause;
+use crate::error::{ApiError, ApiResult};
 use crate::ingest::{parse_batch, Rejection};
 use crate::metrics::Metrics;
+use crate::writer::Written;
 use crate::AppState;
+
+/// How many times a batch is priced again because pricing changed before
+/// it was written; past that it answers 503 and the filter retries.
+const MAX_REPRICES: u32 = 5;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/usage", post(ingest))
@@ -44,19 +50,42 @@ async fn ingest(
     let started = Instant::now();
     let batch: Batch = parse_json(&body)?;
     let (valid, rejections) = parse_batch(batch.records, state.clock.now());
-    let entries = state.price_book().price_all(valid);
-    let total = entries.len();
-    let unpriced_keys: Vec<crate::db::LedgerKey> = entries
-        .iter()
-        .filter(|e| e.price.is_none())
-        .map(crate::db::LedgerEntry::key)
-        .collect();
-    let inserted = match state.ledger_writer.insert(entries).await {
-        Ok(inserted) => inserted,
-        Err(e) => {
-            Metrics::add(&state.metrics.ingest_failures, 1);
-            return Err(e);
-        }
+    let mut records = valid;
+    let mut bounced = 0;
+    // Priced with the book this replica has; the writer hands the batch
+    // back if a pricing change committed (on any replica) before it
+    // arrived, and it is priced again after a reload.
+    let (total, unpriced_keys, inserted) = loop {
+        let (entries, priced_at) = {
+            let book = state.price_book();
+            (book.price_all(records), book.generation())
+        };
+        let total = entries.len();
+        let unpriced_keys: Vec<crate::db::LedgerKey> = entries
+            .iter()
+            .filter(|e| e.price.is_none())
+            .map(crate::db::LedgerEntry::key)
+            .collect();
+        let failure = match state.ledger_writer.insert(entries, priced_at).await {
+            Ok(Written::Inserted(keys)) => break (total, unpriced_keys, keys),
+            Ok(Written::Stale {
+                generation,
+                entries,
+            }) if bounced < MAX_REPRICES => {
+                bounced += 1;
+                records = entries.into_iter().map(|e| e.record).collect();
+                match state.reload_prices_to(generation, Cause::Fence).await {
+                    Ok(()) => continue,
+                    Err(e) => ApiError::from(e),
+                }
+            }
+            Ok(Written::Stale { .. }) => ApiError::Unavailable(
+                "pricing changed during every attempt to write this batch; retry".into(),
+            ),
+            Err(e) => e,
+        };
+        Metrics::add(&state.metrics.ingest_failures, 1);
+        return Err(failure);
     };
     let m = &state.metrics;
     let accepted = inserted.len();

@@ -247,17 +247,29 @@ pub async fn start_collector(
     log_dir: &Path,
     name: &str,
 ) -> Result<Proc, BoxError> {
+    start_collector_with(database_url, port, log_dir, name, &[]).await
+}
+
+/// Starts the collector binary on `database_url` with more environment
+/// (`WEBHOOK_SECRET`, `PRICE_SYNC_URL`, ...).
+pub async fn start_collector_with(
+    database_url: &str,
+    port: u16,
+    log_dir: &Path,
+    name: &str,
+    env: &[(&str, String)],
+) -> Result<Proc, BoxError> {
     let bin = env_path("COLLECTOR_BIN", "target/debug/collector");
-    let proc = Proc::spawn(
-        name,
-        Command::new(bin)
-            .env("DATABASE_URL", database_url)
-            .env("COLLECTOR_ADDR", format!("127.0.0.1:{port}"))
-            .env("INGEST_TOKEN", INGEST_TOKEN)
-            .env("ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("RUST_LOG", "info"),
-        log_dir,
-    )?;
+    let mut cmd = Command::new(bin);
+    cmd.env("DATABASE_URL", database_url)
+        .env("COLLECTOR_ADDR", format!("127.0.0.1:{port}"))
+        .env("INGEST_TOKEN", INGEST_TOKEN)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("RUST_LOG", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let proc = Proc::spawn(name, &mut cmd, log_dir)?;
     wait_http(
         &format!("http://127.0.0.1:{port}/healthz"),
         Duration::from_secs(30),
@@ -321,6 +333,43 @@ pub fn render_envoy_config(
     Ok(out)
 }
 
+/// `yaml` (a rendered Envoy config) with the `billing_collector` cluster's
+/// one endpoint replaced by one endpoint per port in `ports`: Envoy's
+/// default load balancing (round robin) then spreads the filter's calls
+/// over every collector replica.
+pub fn with_collector_endpoints(yaml: &str, ports: &[u16]) -> Result<String, BoxError> {
+    let cluster = yaml
+        .find("- name: billing_collector")
+        .ok_or("no billing_collector cluster")?;
+    let start = cluster
+        + yaml[cluster..]
+            .find("- endpoint:")
+            .ok_or("billing_collector has no endpoint")?;
+    let socket = start
+        + yaml[start..]
+            .find("socket_address:")
+            .ok_or("billing_collector endpoint has no socket_address")?;
+    let end = yaml[socket..].find('\n').map_or(yaml.len(), |i| socket + i);
+    let entry = &yaml[start..end];
+    let port_at = entry.find("port_value: ").ok_or("no port_value")? + "port_value: ".len();
+    let port: String = entry[port_at..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let line_start = yaml[..start].rfind('\n').map_or(0, |i| i + 1);
+    let indent = &yaml[line_start..start];
+    let entries: Vec<String> = ports
+        .iter()
+        .map(|p| entry.replace(&format!("port_value: {port}"), &format!("port_value: {p}")))
+        .collect();
+    Ok(format!(
+        "{}{}{}",
+        &yaml[..start],
+        entries.join(&format!("\n{indent}")),
+        &yaml[end..]
+    ))
+}
+
 /// Options of a test stack.
 #[derive(Clone)]
 pub struct StackOptions {
@@ -349,20 +398,49 @@ pub struct Stack {
     pub log_dir: PathBuf,
     pub envoy: Proc,
     pub collector: Option<Proc>,
+    /// Every collector replica's port, `collector_port` first
+    /// ([`Stack::start_replicas`]; one for [`Stack::start`]).
+    pub replica_ports: Vec<u16>,
+    /// The replicas after the first (`collector`), in `replica_ports` order.
+    pub replicas: Vec<Option<Proc>>,
+    /// The environment every replica was started with (beyond the usual).
+    pub collector_env: Vec<(&'static str, String)>,
     pub upstream: Proc,
     pub http: reqwest::Client,
 }
 
 impl Stack {
     pub async fn start(name: &str, options: StackOptions) -> Result<Stack, BoxError> {
+        Self::start_replicas(name, options, 1, Vec::new()).await
+    }
+
+    /// A stack with `replicas` collectors on the one database, each started
+    /// with `env`, all behind Envoy's `billing_collector` cluster (round
+    /// robin). The first is `collector` / `collector_port`.
+    pub async fn start_replicas(
+        name: &str,
+        options: StackOptions,
+        replicas: usize,
+        env: Vec<(&'static str, String)>,
+    ) -> Result<Stack, BoxError> {
         let log_dir = repo_root().join("tests/output").join(name);
         let _ = std::fs::remove_dir_all(&log_dir);
         std::fs::create_dir_all(&log_dir)?;
         let database_url = fresh_database("e2e").await?;
-        let (envoy_port, admin_port, collector_port, upstream_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (envoy_port, admin_port, upstream_port) = (free_port(), free_port(), free_port());
+        let replica_ports: Vec<u16> = (0..replicas.max(1)).map(|_| free_port()).collect();
+        let collector_port = replica_ports[0];
+        // The first one migrates the database; the others start on it.
         let collector =
-            start_collector(&database_url, collector_port, &log_dir, "collector").await?;
+            start_collector_with(&database_url, collector_port, &log_dir, "collector", &env)
+                .await?;
+        let mut others = Vec::new();
+        for (i, port) in replica_ports.iter().enumerate().skip(1) {
+            let name = format!("collector-replica-{i}");
+            others.push(Some(
+                start_collector_with(&database_url, *port, &log_dir, &name, &env).await?,
+            ));
+        }
         let upstream_bin = env_path("DEMO_UPSTREAM_BIN", "target/debug/demo-upstream");
         let upstream = Proc::spawn(
             "upstream",
@@ -387,12 +465,15 @@ impl Stack {
             } else {
                 (free_port(), free_port())
             };
-            let config = render_envoy_config(
-                envoy_port,
-                admin_port,
-                upstream_port,
-                collector_port,
-                &options.plugin_overrides,
+            let config = with_collector_endpoints(
+                &render_envoy_config(
+                    envoy_port,
+                    admin_port,
+                    upstream_port,
+                    collector_port,
+                    &options.plugin_overrides,
+                )?,
+                &replica_ports,
             )?;
             let config_path = log_dir.join("envoy.yaml");
             std::fs::write(&config_path, config)?;
@@ -443,6 +524,9 @@ impl Stack {
             log_dir,
             envoy,
             collector: Some(collector),
+            replica_ports,
+            replicas: others,
+            collector_env: env,
             upstream,
             http: reqwest::Client::builder().no_proxy().build()?,
         })
@@ -454,6 +538,11 @@ impl Stack {
 
     pub fn collector_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.collector_port)
+    }
+
+    /// A URL on collector replica `i` (0 = `collector_url`).
+    pub fn replica_url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.replica_ports[i])
     }
 
     pub fn upstream_url(&self, path: &str) -> String {
@@ -602,17 +691,28 @@ impl Stack {
     }
 
     pub async fn restart_collector(&mut self) -> Result<(), BoxError> {
+        self.restart_replica(0).await
+    }
+
+    /// Starts collector replica `i` again (after the test killed it), on
+    /// its port, with the stack's collector environment.
+    pub async fn restart_replica(&mut self, i: usize) -> Result<(), BoxError> {
         let n = std::fs::read_dir(&self.log_dir)
             .map(|d| d.count())
             .unwrap_or(0);
-        let proc = start_collector(
+        let port = *self.replica_ports.get(i).ok_or("no such replica")?;
+        let proc = start_collector_with(
             &self.database_url,
-            self.collector_port,
+            port,
             &self.log_dir,
             &format!("collector-{n}"),
+            &self.collector_env,
         )
         .await?;
-        self.collector = Some(proc);
+        match i {
+            0 => self.collector = Some(proc),
+            _ => self.replicas[i - 1] = Some(proc),
+        }
         Ok(())
     }
 }
@@ -651,6 +751,29 @@ mod tests {
         assert_eq!(wasm_json, native_json);
         assert!(native.contains("filename: target/release/libllm_billing.so"));
         assert!(native.contains("filter_name: llm_billing"));
+    }
+
+    #[test]
+    fn the_collector_cluster_gets_one_endpoint_per_replica() {
+        let template = std::fs::read_to_string(repo_root().join("envoy/envoy.yaml")).unwrap();
+        let two = with_collector_endpoints(&template, &[8081, 8082]).unwrap();
+        let endpoint = |port: u16| {
+            format!(
+                "              - endpoint:\n                  address:\n                    socket_address: {{ address: 127.0.0.1, port_value: {port} }}"
+            )
+        };
+        let cluster = &two[two.find("- name: billing_collector").unwrap()..];
+        assert!(
+            cluster.contains(&format!("{}\n{}", endpoint(8081), endpoint(8082))),
+            "{cluster}"
+        );
+        // The rest is untouched: the upstream cluster keeps its one endpoint.
+        let one = with_collector_endpoints(&template, &[8081]).unwrap();
+        assert_eq!(one, template);
+        assert_eq!(
+            two.replacen(&format!("\n{}", endpoint(8082)), "", 1),
+            template
+        );
     }
 
     #[test]
