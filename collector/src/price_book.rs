@@ -144,12 +144,21 @@ impl PriceBook {
                 return None;
             }
         };
-        // A failed request that produced no tokens is not charged a request fee.
+        // A failed request that produced no tokens is not charged a request
+        // fee, nor discounted on one: it costs nothing.
         let failed_and_empty = http_status >= 400 && *usage == UsageCounts::default();
-        let fee = if failed_and_empty {
-            Decimal::ZERO
+        let (fee, discount, total) = if failed_and_empty {
+            (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO)
         } else {
-            breakdown.request_fee
+            (breakdown.request_fee, breakdown.discount, breakdown.total)
+        };
+        let mut rates = breakdown.rates.clone();
+        rates.per_request = fee;
+        let discount_percent = match agreement.map(|a| &a.adjustment) {
+            Some(crate::pricing::TenantAdjustment::Discount { percent }) if !failed_and_empty => {
+                percent.normalize()
+            }
+            _ => Decimal::ZERO,
         };
         // Alias rows can change later; the version records which one applied.
         let mut version = breakdown.version.clone();
@@ -173,14 +182,16 @@ impl PriceBook {
             price_id,
             version,
             currency: breakdown.currency.clone(),
-            total: breakdown.total - breakdown.request_fee + fee,
+            total,
             input: breakdown.input,
             cache_read: breakdown.cache_read,
             cache_write: breakdown.cache_write,
             output: breakdown.output,
             reasoning: breakdown.reasoning,
             request_fee: fee,
-            discount: breakdown.discount,
+            discount,
+            rates,
+            discount_percent,
         })
     }
 

@@ -497,6 +497,7 @@ async fn archive_exports_checks_and_drops_every_closed_month_before(pool: PgPool
     );
     let (_, before) = call(&s, "GET", &summary_uri, Some(ADMIN), None).await;
     let expected = db::month_totals(&pool, month.start()).await.unwrap();
+    let month_rows = month_digest(&pool, month).await;
 
     let dir = std::env::temp_dir().join(format!("ledger-archive-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -566,5 +567,74 @@ async fn archive_exports_checks_and_drops_every_closed_month_before(pool: PgPool
         .unwrap();
     assert!(again.is_empty());
     assert!(ours.file.exists());
+
+    // Restored as docs/operations.md says: DuckDB writes the file as CSV
+    // (flags as an array literal), COPY loads it into a table shaped like
+    // `transactions`, and ledger_load puts the rows back, exactly.
+    let csv = dir.join("restore.csv");
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(RESTORE_CSV)
+        .arg(&ours.file)
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("CREATE TABLE restore (LIKE transactions)")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let mut copy = conn
+        .copy_in_raw(&format!(
+            "COPY restore ({}) FROM STDIN (FORMAT csv, HEADER true)",
+            EXPORT_COLUMNS
+        ))
+        .await
+        .unwrap();
+    copy.send(std::fs::read(&csv).unwrap()).await.unwrap();
+    copy.finish().await.unwrap();
+    let loaded: i64 = sqlx::query_scalar("SELECT ledger_load('restore', true)")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(loaded, 20);
+    assert_eq!(month_digest(&pool, month).await, month_rows);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Our Parquet's columns, in the file's order (docs/export.md).
+const EXPORT_COLUMNS: &str = "request_id, tenant_id, api_key_id, provider, model, route,
+    http_status, streamed, occurred_at, received_at, ttfb_ms, duration_ms, input_tokens,
+    output_tokens, cache_read_tokens, cache_write_tokens, cache_write_1h_tokens,
+    reasoning_tokens, status, currency, cost, cost_input, cost_cache_read, cost_cache_write,
+    cost_output, cost_reasoning, cost_request_fee, cost_discount, price_version, reported_cost,
+    flags";
+
+/// An archived Parquet file as CSV for PostgreSQL's COPY.
+const RESTORE_CSV: &str = r#"
+import duckdb, sys
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+con.execute(f"""COPY (SELECT * REPLACE ('{{' || array_to_string(flags, ',') || '}}' AS flags)
+    FROM read_parquet('{sys.argv[1]}')) TO '{sys.argv[2]}' (HEADER)""")
+"#;
+
+/// Every exported column of a month's rows (all but `price_id`, which
+/// the file names by `price_version`), as one digest.
+async fn month_digest(pool: &PgPool, month: Period) -> (i64, String) {
+    sqlx::query_as(&format!(
+        "SELECT count(*), md5(string_agg(row({EXPORT_COLUMNS})::text, '|'
+            ORDER BY tenant_id, occurred_at, request_id))
+         FROM transactions WHERE occurred_at >= $1 AND occurred_at < $2"
+    ))
+    .bind(month.start())
+    .bind(month.end())
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }

@@ -521,14 +521,14 @@ async fn merged_concurrent_batches_account_for_every_record_once(pool: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn new_ledger_ranges_are_summarized_on_request(pool: PgPool) {
     let s = state(pool.clone()).await;
-    let batch: Vec<Value> = (0..3000)
+    let batch: Vec<Value> = (0..8000)
         .map(|i| record(&format!("b{i:05}"), "acme", "gpt-4o-mini", T0 + i * 1000))
         .collect();
     for chunk in batch.chunks(1000) {
         assert_eq!(ingest(&s, chunk.to_vec()).await["accepted"], 1000);
     }
     let options: Vec<String> = sqlx::query_scalar(
-        "SELECT unnest(reloptions) FROM pg_class WHERE relname = 'transactions_time_brin'",
+        "SELECT unnest(reloptions) FROM pg_class WHERE relname = 'ledger_time_brin'",
     )
     .fetch_all(&pool)
     .await
@@ -540,7 +540,7 @@ async fn new_ledger_ranges_are_summarized_on_request(pool: PgPool) {
     let first = collector::db::summarize_time_index(&pool).await.unwrap();
     assert!(
         first >= 2,
-        "3,000 rows fill several 32-page ranges: {first}"
+        "8,000 rows (~130 bytes each) fill several 32-page ranges: {first}"
     );
     assert_eq!(collector::db::summarize_time_index(&pool).await.unwrap(), 0);
 }

@@ -103,8 +103,8 @@ async fn migrating_a_populated_ledger_loses_and_doubles_nothing(pool: PgPool) {
     );
     // Each row sits in the partition of its own UTC month.
     let misplaced: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM transactions
-         WHERE tableoid::regclass::text <> 'transactions_p' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYYMM')",
+        "SELECT count(*) FROM ledger
+         WHERE tableoid::regclass::text <> 'ledger_p' || to_char(occurred_at AT TIME ZONE 'UTC', 'YYYYMM')",
     )
     .fetch_one(&pool)
     .await
@@ -117,11 +117,11 @@ async fn migrating_a_populated_ledger_loses_and_doubles_nothing(pool: PgPool) {
         .map(|p| p.name)
         .collect();
     for month in [
-        "transactions_p202509",
-        "transactions_p202510",
-        "transactions_p202511",
-        "transactions_p202512",
-        "transactions_p202601",
+        "ledger_p202509",
+        "ledger_p202510",
+        "ledger_p202511",
+        "ledger_p202512",
+        "ledger_p202601",
     ] {
         assert!(
             names.contains(&month.to_string()),
@@ -129,7 +129,7 @@ async fn migrating_a_populated_ledger_loses_and_doubles_nothing(pool: PgPool) {
         );
     }
     let per_month: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT tableoid::regclass::text, count(*) FROM transactions GROUP BY 1 ORDER BY 1",
+        "SELECT tableoid::regclass::text, count(*) FROM ledger GROUP BY 1 ORDER BY 1",
     )
     .fetch_all(&pool)
     .await
@@ -137,7 +137,7 @@ async fn migrating_a_populated_ledger_loses_and_doubles_nothing(pool: PgPool) {
     assert_eq!(per_month.iter().map(|r| r.1).sum::<i64>(), 6000);
     assert_eq!(
         per_month.first().map(|r| r.0.as_str()),
-        Some("transactions_p202509")
+        Some("ledger_p202509")
     );
 }
 
@@ -163,22 +163,25 @@ async fn records_of_any_month_land_in_their_partition_exactly_once(pool: PgPool)
     // The filter resends: nothing doubles.
     ingest(&state, records).await;
     let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT request_id, tableoid::regclass::text FROM transactions ORDER BY request_id",
+        "SELECT t.request_id, l.tableoid::regclass::text FROM ledger l
+         JOIN transactions t ON t.tenant_key = l.tenant_id AND t.request_key = l.request_id
+             AND t.occurred_at = l.occurred_at
+         ORDER BY 1",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
     // A second before now: at the stroke of a month, the month before.
     let this_month = format!(
-        "transactions_p{}",
+        "ledger_p{}",
         (now - chrono::Duration::seconds(1)).format("%Y%m")
     );
     assert_eq!(
         rows,
         vec![
             ("now-1".to_string(), this_month),
-            ("old-1".to_string(), "transactions_p202402".to_string()),
-            ("old-2".to_string(), "transactions_p202403".to_string()),
+            ("old-1".to_string(), "ledger_p202402".to_string()),
+            ("old-2".to_string(), "ledger_p202403".to_string()),
         ]
     );
     let (status, body) = call(
@@ -279,10 +282,7 @@ async fn an_archived_month_leaves_the_ledger_and_summaries_answer_from_the_rollu
         .into_iter()
         .map(|p| p.name)
         .collect();
-    assert!(
-        !names.contains(&"transactions_p202511".to_string()),
-        "{names:?}"
-    );
+    assert!(!names.contains(&"ledger_p202511".to_string()), "{names:?}");
     let left: Vec<(String,)> =
         sqlx::query_as("SELECT request_id FROM transactions ORDER BY request_id")
             .fetch_all(&pool)
@@ -378,7 +378,7 @@ async fn a_month_that_changed_since_its_export_is_not_archived(pool: PgPool) {
         .unwrap_err();
     assert!(err.to_string().contains("61 rows"), "{err}");
     assert!(err.to_string().contains("export again"), "{err}");
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions_p202511")
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM ledger_p202511")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -430,7 +430,8 @@ async fn concurrent_batches_for_a_new_month_all_land(pool: PgPool) {
         assert_eq!(task.await.unwrap().unwrap().len(), 25);
     }
     let (rows, partitions): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(DISTINCT tableoid) FROM transactions WHERE request_id LIKE 'b%-r%'",
+        "SELECT count(*), count(DISTINCT l.tableoid) FROM ledger l
+         JOIN ledger_request_names n ON n.id = l.request_id WHERE n.name LIKE 'b%-r%'",
     )
     .fetch_one(&pool)
     .await

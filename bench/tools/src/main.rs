@@ -200,53 +200,73 @@ async fn ingest(a: &Args) -> Res<()> {
     Ok(())
 }
 
-const COPY_COLUMNS: &str = "tenant_id, request_id, occurred_at, api_key_id, provider, model, \
-    route, http_status, streamed, ttfb_ms, duration_ms, input_tokens, output_tokens, \
-    cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, status, \
-    currency, cost, cost_input, cost_cache_read, cost_cache_write, cost_output, cost_reasoning, \
-    cost_request_fee, cost_discount, price_id, price_version, reported_cost, flags";
+const COPY_COLUMNS: &str = "occurred_at, request_id, tenant_id, received_ms, api_key_id, \
+    model_id, route_id, rate_id, ttfb_ms, duration_ms, input_tokens, output_tokens, \
+    cache_read_tokens, cache_write_tokens, cache_write_1h_tokens, reasoning_tokens, http_status, \
+    flags, cost, reported_cost";
 
-/// The same rows `insert_batch` writes, as COPY text (our values need no escaping).
-fn copy_text(entries: &[LedgerEntry]) -> String {
-    fn opt<T: ToString>(v: Option<T>) -> String {
-        v.map_or_else(|| "\\N".to_string(), |v| v.to_string())
-    }
-    let mut out = String::with_capacity(entries.len() * 300);
+/// The dictionary ids `insert_batch` gave the names (it ran first).
+#[derive(Default)]
+struct Ids {
+    tenants: HashMap<String, i32>,
+    keys: HashMap<String, i32>,
+    models: HashMap<(String, String), i32>,
+    routes: HashMap<String, i32>,
+    cards: HashMap<String, i32>,
+}
+
+async fn ids(pool: &sqlx::PgPool) -> Res<Ids> {
+    let pairs = |sql: &'static str| async move {
+        sqlx::query_as::<_, (String, i32)>(sql).fetch_all(pool).await
+    };
+    Ok(Ids {
+        tenants: pairs("SELECT name, id FROM ledger_tenants").await?.into_iter().collect(),
+        keys: pairs("SELECT name, id FROM ledger_api_keys").await?.into_iter().collect(),
+        routes: pairs("SELECT name, id FROM ledger_routes").await?.into_iter().collect(),
+        cards: pairs("SELECT card, id FROM ledger_rates").await?.into_iter().collect(),
+        models: sqlx::query_as::<_, (String, String, i32)>(
+            "SELECT provider, model, id FROM ledger_models",
+        )
+        .fetch_all(pool)
+        .await?
+        .into_iter()
+        .map(|(p, m, id)| ((p, m), id))
+        .collect(),
+    })
+}
+
+/// The same ledger rows `insert_batch` writes, as COPY text (our values need
+/// no escaping), without the rollups, dictionaries or duplicate check.
+fn copy_text(entries: &[LedgerEntry], ids: &Ids) -> String {
+    let mut out = String::with_capacity(entries.len() * 150);
     for e in entries {
         let r = &e.record;
         let p = e.price.as_ref();
+        let id = |m: &HashMap<String, i32>, k: Option<&String>| {
+            k.and_then(|k| m.get(k)).copied().unwrap_or(0).to_string()
+        };
+        let model = (r.provider.clone(), r.model.clone().unwrap_or_default());
         let fields = [
-            r.tenant_id.clone(),
-            r.request_id.clone(),
             r.occurred_at().to_rfc3339(),
-            opt(r.api_key_id.clone()),
-            r.provider.clone(),
-            opt(r.model.clone()),
-            opt(r.route.clone()),
-            r.http_status.to_string(),
-            r.streamed.to_string(),
-            opt(r.ttfb_ms),
-            opt(r.duration_ms),
+            db::stored_request_uuid(&r.request_id).to_string(),
+            id(&ids.tenants, Some(&r.tenant_id)),
+            "0".to_string(),
+            id(&ids.keys, r.api_key_id.as_ref()),
+            ids.models.get(&model).copied().unwrap_or(0).to_string(),
+            id(&ids.routes, r.route.as_ref()),
+            id(&ids.cards, p.map(|p| p.card()).as_ref()),
+            r.ttfb_ms.map_or(-1, |v| v.min(i32::MAX as u64) as i64).to_string(),
+            r.duration_ms.map_or(-1, |v| v.min(i32::MAX as u64) as i64).to_string(),
             r.input_tokens.to_string(),
             r.output_tokens.to_string(),
             r.cache_read_tokens.to_string(),
             r.cache_write_tokens.to_string(),
             r.cache_write_1h_tokens.to_string(),
             r.reasoning_tokens.to_string(),
-            if p.is_some() { "priced" } else { "unpriced" }.to_string(),
-            opt(p.map(|p| p.currency.clone())),
-            opt(p.map(|p| p.total)),
-            opt(p.map(|p| p.input)),
-            opt(p.map(|p| p.cache_read)),
-            opt(p.map(|p| p.cache_write)),
-            opt(p.map(|p| p.output)),
-            opt(p.map(|p| p.reasoning)),
-            opt(p.map(|p| p.request_fee)),
-            opt(p.map(|p| p.discount)),
-            opt(p.map(|p| p.price_id)),
-            opt(p.map(|p| p.version.clone())),
-            opt(r.reported_cost),
-            format!("{{{}}}", r.flags.join(",")),
+            r.http_status.to_string(),
+            db::flag_bits(r).to_string(),
+            p.map_or(rust_decimal::Decimal::ZERO, |p| p.total).to_string(),
+            r.reported_cost.unwrap_or_default().to_string(),
         ];
         out.push_str(&fields.join("\t"));
         out.push('\n');
@@ -307,12 +327,12 @@ async fn dbwrite(a: &Args) -> Res<()> {
     let total = batches as u64 * batch;
     let data = Arc::new(data);
     let count = |pool: sqlx::PgPool| async move {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM transactions")
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ledger")
             .fetch_one(&pool)
             .await
     };
 
-    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
+    sqlx::query("TRUNCATE ledger, rollup_hourly, rollup_daily, rollup_tenant_daily")
         .execute(&pool)
         .await?;
     let (p, d) = (pool.clone(), data.clone());
@@ -326,8 +346,9 @@ async fn dbwrite(a: &Args) -> Res<()> {
     .await?;
     let inserted = count(pool.clone()).await?;
 
-    let texts: Arc<Vec<String>> = Arc::new(data.iter().map(|b| copy_text(b)).collect());
-    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
+    let ids = ids(&pool).await?;
+    let texts: Arc<Vec<String>> = Arc::new(data.iter().map(|b| copy_text(b, &ids)).collect());
+    sqlx::query("TRUNCATE ledger, rollup_hourly, rollup_daily, rollup_tenant_daily")
         .execute(&pool)
         .await?;
     let p = pool.clone();
@@ -336,7 +357,7 @@ async fn dbwrite(a: &Args) -> Res<()> {
         async move {
             let mut conn = p.acquire().await?;
             let mut copy = conn
-                .copy_in_raw(&format!("COPY transactions ({COPY_COLUMNS}) FROM STDIN"))
+                .copy_in_raw(&format!("COPY ledger ({COPY_COLUMNS}) FROM STDIN"))
                 .await?;
             copy.send(texts[i].as_bytes()).await?;
             copy.finish().await?;
@@ -345,7 +366,7 @@ async fn dbwrite(a: &Args) -> Res<()> {
     })
     .await?;
     let copied = count(pool.clone()).await?;
-    sqlx::query("TRUNCATE transactions, usage_hourly, usage_daily, usage_tenant_daily")
+    sqlx::query("TRUNCATE ledger, rollup_hourly, rollup_daily, rollup_tenant_daily")
         .execute(&pool)
         .await?;
     let (ins_rate, copy_rate) = (total as f64 / insert_secs, total as f64 / copy_secs);

@@ -99,8 +99,8 @@ pub async fn export_page(
 }
 
 /// The first tenant after `after` (or the first of all) with a row in
-/// [start, end). The ledger is partitioned by month, so this reads the key
-/// index of the period's partition from `after` to its next tenant.
+/// [start, end). Walks the tenant dictionary in name order, probing the ledger key
+/// of the period's partition for each (migration 0025).
 async fn next_tenant(
     conn: &mut PgConnection,
     start: DateTime<Utc>,
@@ -110,8 +110,9 @@ async fn next_tenant(
     match after {
         Some(t) => {
             sqlx::query_scalar(
-                "SELECT min(tenant_id) FROM transactions
-                 WHERE occurred_at >= $1 AND occurred_at < $2 AND tenant_id > $3",
+                "SELECT min(tn.name) FROM ledger_tenants tn WHERE tn.name > $3 AND EXISTS (
+                    SELECT 1 FROM ledger l WHERE l.tenant_id = tn.id
+                      AND l.occurred_at >= $1 AND l.occurred_at < $2)",
             )
             .bind(start)
             .bind(end)
@@ -119,13 +120,17 @@ async fn next_tenant(
             .fetch_one(conn)
             .await
         }
-        None => sqlx::query_scalar(
-            "SELECT min(tenant_id) FROM transactions WHERE occurred_at >= $1 AND occurred_at < $2",
-        )
-        .bind(start)
-        .bind(end)
-        .fetch_one(conn)
-        .await,
+        None => {
+            sqlx::query_scalar(
+                "SELECT min(tn.name) FROM ledger_tenants tn WHERE EXISTS (
+                SELECT 1 FROM ledger l WHERE l.tenant_id = tn.id
+                  AND l.occurred_at >= $1 AND l.occurred_at < $2)",
+            )
+            .bind(start)
+            .bind(end)
+            .fetch_one(conn)
+            .await
+        }
     }
 }
 
@@ -158,7 +163,7 @@ async fn tenant_page(
         Some((at, request_id)) => {
             let sql = format!(
                 "SELECT {COLUMNS} FROM transactions
-                 WHERE tenant_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+                 WHERE tenant_id = $1 AND occurred_at >= greatest($2, $4) AND occurred_at < $3
                    AND (tenant_id, occurred_at, request_id) > ($1, $4, $5)
                  ORDER BY occurred_at, request_id LIMIT $6"
             );

@@ -55,7 +55,7 @@ pub struct LedgerPartition {
 pub async fn ledger_partitions(pool: &PgPool) -> Result<Vec<LedgerPartition>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-         WHERE i.inhparent = 'transactions'::regclass ORDER BY c.relname",
+         WHERE i.inhparent = 'ledger'::regclass ORDER BY c.relname",
     )
     .fetch_all(pool)
     .await?;
@@ -68,9 +68,9 @@ pub async fn ledger_partitions(pool: &PgPool) -> Result<Vec<LedgerPartition>, sq
         .collect())
 }
 
-/// The month a partition name (`transactions_pYYYYMM`) stands for.
+/// The month a partition name (`ledger_pYYYYMM`) stands for.
 fn partition_month(name: &str) -> Option<DateTime<Utc>> {
-    let digits = name.strip_prefix("transactions_p")?;
+    let digits = name.strip_prefix("ledger_p")?;
     if digits.len() != 6 {
         return None;
     }
@@ -102,11 +102,11 @@ mod tests {
     #[test]
     fn partition_names_parse_back_to_their_month() {
         assert_eq!(
-            partition_month("transactions_p202610").map(|m| m.to_rfc3339()),
+            partition_month("ledger_p202610").map(|m| m.to_rfc3339()),
             Some("2026-10-01T00:00:00+00:00".to_string())
         );
-        assert_eq!(partition_month("transactions_p2026"), None);
-        assert_eq!(partition_month("transactions_p202613"), None);
+        assert_eq!(partition_month("ledger_p2026"), None);
+        assert_eq!(partition_month("ledger_p202613"), None);
         assert_eq!(partition_month("usage_daily"), None);
     }
 }
@@ -218,7 +218,7 @@ pub async fn archive_partition(
 ) -> Result<(), ArchiveError> {
     let month = month_start(month);
     let label = month.format("%Y-%m").to_string();
-    let name = format!("transactions_p{}", month.format("%Y%m"));
+    let name = format!("ledger_p{}", month.format("%Y%m"));
     let end = month
         .checked_add_months(Months::new(1))
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
@@ -253,7 +253,13 @@ pub async fn archive_partition(
             exported_cost: expected.cost,
         });
     }
-    sqlx::query(&format!("ALTER TABLE transactions DETACH PARTITION {name}"))
+    sqlx::query(&format!("ALTER TABLE ledger DETACH PARTITION {name}"))
+        .execute(&mut *tx)
+        .await?;
+    // The breakdowns of rows written before migration 0025 leave with them.
+    sqlx::query("DELETE FROM ledger_legacy_costs WHERE occurred_at >= $1 AND occurred_at < $2")
+        .bind(month)
+        .bind(end)
         .execute(&mut *tx)
         .await?;
     sqlx::query(&format!("DROP TABLE {name}"))
