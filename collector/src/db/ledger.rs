@@ -419,7 +419,8 @@ const DICTIONARY_IDS_SQL: &str = "
 struct DictionaryIds {
     tenants: HashMap<String, i32>,
     api_keys: HashMap<String, i32>,
-    models: HashMap<(String, String), i32>,
+    /// By provider, then model.
+    models: HashMap<String, HashMap<String, i32>>,
     routes: HashMap<String, i32>,
     cards: HashMap<String, i32>,
 }
@@ -441,32 +442,28 @@ fn database_of(pool: &PgPool) -> String {
 impl DictionaryIds {
     /// What of `names` (but request names) and `cards` has no cached id.
     fn missing(&self, names: &Names, cards: &Cards) -> (Names, Cards) {
-        let mut n = Names::default();
-        n.tenants = names
-            .tenants
-            .iter()
-            .filter(|t| !self.tenants.contains_key(*t))
-            .cloned()
-            .collect();
-        n.api_keys = names
-            .api_keys
-            .iter()
-            .filter(|k| !self.api_keys.contains_key(*k))
-            .cloned()
-            .collect();
+        let unknown = |all: &[String], known: &HashMap<String, i32>| -> Vec<String> {
+            all.iter()
+                .filter(|n| !known.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        let (mut providers, mut models) = (Vec::new(), Vec::new());
         for (p, m) in names.providers.iter().zip(&names.models) {
-            if !self.models.contains_key(&(p.clone(), m.clone())) {
-                n.providers.push(p.clone());
-                n.models.push(m.clone());
+            if !self.models.get(p).is_some_and(|ms| ms.contains_key(m)) {
+                providers.push(p.clone());
+                models.push(m.clone());
             }
         }
-        n.routes = names
-            .routes
-            .iter()
-            .filter(|r| !self.routes.contains_key(*r))
-            .cloned()
-            .collect();
-        (n, cards.without(|card| self.cards.contains_key(card)))
+        let missing = Names {
+            tenants: unknown(&names.tenants, &self.tenants),
+            api_keys: unknown(&names.api_keys, &self.api_keys),
+            providers,
+            models,
+            routes: unknown(&names.routes, &self.routes),
+            ..Names::default()
+        };
+        (missing, cards.without(|card| self.cards.contains_key(card)))
     }
 
     /// The id columns of `c`; None if a name has no id (a dictionary
@@ -480,11 +477,8 @@ impl DictionaryIds {
                 Some(k) => *self.api_keys.get(k)?,
                 None => 0,
             });
-            c.model_key.push(
-                *self
-                    .models
-                    .get(&(c.provider[i].clone(), c.model[i].clone()))?,
-            );
+            c.model_key
+                .push(*self.models.get(&c.provider[i])?.get(&c.model[i])?);
             c.route_key.push(match &c.route[i] {
                 Some(r) => *self.routes.get(r)?,
                 None => 0,
@@ -528,7 +522,7 @@ async fn resolve_ids(pool: &PgPool, c: &mut Columns, cards: &Cards) -> Result<Na
             match kind {
                 0 => ids.tenants.insert(name, id),
                 1 => ids.api_keys.insert(name, id),
-                2 => ids.models.insert((name, model), id),
+                2 => ids.models.entry(name).or_default().insert(model, id),
                 3 => ids.routes.insert(name, id),
                 _ => ids.cards.insert(name, id),
             };
@@ -789,13 +783,18 @@ pub async fn insert_batch_releasing<E: std::borrow::Borrow<LedgerEntry>>(
     });
     let mut c = Columns::default();
     let mut cards = Cards::default();
+    // A batch is priced with a handful of cards: each is kept once.
+    let mut seen_cards = std::collections::HashSet::new();
     for entry in sorted {
-        c.push(entry);
-        if let Some(p) = &entry.price {
-            cards.push(p);
+        let card = entry.price.as_ref().map(AppliedPrice::card);
+        if let (Some(p), Some(card)) = (&entry.price, &card) {
+            if seen_cards.insert(card.clone()) {
+                cards.push(p);
+            }
         }
+        c.push(entry, card);
     }
-    let names = resolve_ids(pool, &mut c, &cards.distinct()).await?;
+    let names = resolve_ids(pool, &mut c, &cards).await?;
     let mut tx = pool.begin().await?;
     lock_for_write(&mut tx).await?;
     super::partitions::ensure_for(&mut tx, &c.occurred_at).await?;
@@ -1014,7 +1013,8 @@ fn to_i32(v: u64) -> i32 {
 }
 
 impl Columns {
-    fn push(&mut self, entry: &LedgerEntry) {
+    /// `card`: the entry's [`AppliedPrice::card`], if priced.
+    fn push(&mut self, entry: &LedgerEntry, card: Option<String>) {
         let r = &entry.record;
         self.tenant_id.push(r.tenant_id.clone());
         self.request_id.push(r.request_id.clone());
@@ -1039,7 +1039,7 @@ impl Columns {
             .push(r.reported_cost.unwrap_or(Decimal::ZERO));
         self.flags.push(flag_bits(r));
         let p = entry.price.as_ref();
-        self.card.push(p.map(AppliedPrice::card));
+        self.card.push(card);
         self.cost.push(p.map_or(Decimal::ZERO, |p| p.total));
     }
 }
